@@ -1,0 +1,74 @@
+"""The one chat interface every LLM role (agent, user simulator, critic) goes through."""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from ..domain import Message
+
+
+class LLMError(RuntimeError):
+    """A backend failed for good (after its retries); the message names the model."""
+
+
+@dataclass
+class Usage:
+    """What a call cost. ``cost`` is in USD where the provider's price is known, else ``None``."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    latency_s: float = 0.0
+    cached: bool = False
+
+    def __add__(self, other: "Usage") -> "Usage":
+        cost = None if self.cost is None and other.cost is None else (self.cost or 0.0) + (other.cost or 0.0)
+        return Usage(
+            self.prompt_tokens + other.prompt_tokens,
+            self.completion_tokens + other.completion_tokens,
+            cost,
+            self.latency_s + other.latency_s,
+            self.cached and other.cached,
+        )
+
+
+@dataclass
+class Completion:
+    """The ``n`` texts one request produced, and its usage."""
+
+    texts: list[str]
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+class ChatBackend(ABC):
+    """An async chat model. ``complete`` may be awaited from many coroutines at once."""
+
+    model: str
+
+    @abstractmethod
+    async def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        n: int = 1,
+        temperature: float = 0.0,
+        max_tokens: int = 256,
+        stop: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> Completion:
+        """Return ``n`` completions of ``messages``. ``temperature=0`` means greedy decoding."""
+
+    async def aclose(self) -> None:
+        """Release sessions, threads and models."""
+
+    def complete_sync(self, messages: Sequence[Message], **kwargs) -> Completion:
+        """``complete`` for scripts and notebooks that have no event loop running."""
+        return asyncio.run(self.complete(messages, **kwargs))

@@ -1,0 +1,1 @@
+"""Built-in plugin: emotional_support (being written)."""

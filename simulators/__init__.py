@@ -1,0 +1,1 @@
+"""Self-play: the dialogue environment, the rollout runner, RL and interactive evaluation."""

