@@ -80,3 +80,10 @@ def main() -> None:
     except (DomainError, plugin_registry.PluginError) as exc:
         console.print(f"[red]error:[/] {exc}")
         raise SystemExit(2) from None
+
+
+# command modules
+from . import cli_sft  # noqa: E402,F401  (ppdpp sft)
+from . import cli_serve  # noqa: E402,F401  (ppdpp serve)
+from . import cli_llm  # noqa: E402,F401  (ppdpp chat, serve-llm, models)
+from . import cli_selfplay  # noqa: E402,F401  (ppdpp rl, evaluate)

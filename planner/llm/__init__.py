@@ -1,5 +1,35 @@
-"""LLM chat backends: one async interface, API models through litellm, local models through transformers."""
+"""LLM chat backends: one async interface, API models through litellm, local models through transformers.
+
+Everybody opens a model with :func:`open_chat`; the backend comes from the plugin manager (the built-in
+``backends`` plugin registers ``local/`` and the litellm fallback ``""``) and is wrapped in the disk cache.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
 
 from .base import ChatBackend, Completion, LLMError, Usage
+from .cache import CachedBackend, cache_disabled_by_env
+from .models import ModelFetchError, ModelNotInstalledError
 
-__all__ = ["ChatBackend", "Completion", "LLMError", "Usage"]
+__all__ = [
+    "CachedBackend", "ChatBackend", "Completion", "LLMError", "ModelFetchError", "ModelNotInstalledError", "Usage",
+    "open_chat",
+]
+
+
+def open_chat(model: str, *, cache: bool | Literal["all"] = True, cache_dir: str | Path | None = None,
+              **options: Any) -> ChatBackend:
+    """Open a chat model: ``local/<name-or-path>`` (``local/smollm2``, ``local/qwen2.5-coder-1.5b``, a HF folder
+    or ``.gguf`` file) or any litellm model string (``openai/gpt-4o-mini``, ``hosted_vllm/...``, ``ollama/...``;
+    an OpenAI-compatible server with ``api_base=``). ``cache``: ``True`` caches greedy calls on disk, ``"all"``
+    sampled ones too, ``False`` (or env ``PPDPP_NO_CACHE=1``) none. ``options`` go to the backend."""
+    from ..plugins import get_backend
+
+    if cache not in (True, False, "all"):
+        raise ValueError(f"cache must be True, False or 'all', got {cache!r}")
+    backend = get_backend(model, **options)
+    if cache is False or cache_disabled_by_env():
+        return backend
+    return CachedBackend(backend, mode="all" if cache == "all" else "deterministic", directory=cache_dir)

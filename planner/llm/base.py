@@ -66,6 +66,11 @@ class ChatBackend(ABC):
     ) -> Completion:
         """Return ``n`` completions of ``messages``. ``temperature=0`` means greedy decoding."""
 
+    async def score_choices(self, messages: Sequence[Message], choices: list[str]) -> list[float]:
+        """Total log-likelihood of each of ``choices`` as the assistant's reply to ``messages`` (optional:
+        local models have it; the default raises ``NotImplementedError``)."""
+        raise NotImplementedError(f"{getattr(self, 'model', type(self).__name__)} cannot score choices")
+
     async def aclose(self) -> None:
         """Release sessions, threads and models."""
 

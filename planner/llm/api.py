@@ -1,0 +1,196 @@
+"""API chat models through litellm: any provider litellm knows, or any OpenAI-compatible server (``api_base=``).
+
+We run our own bounded retry loop (exponential backoff with jitter on 429, 408, 5xx, timeouts and dropped
+connections; litellm's and the OpenAI SDK's hidden retries are switched off), limit concurrency with a
+semaphore, ask for ``n`` samples in one request where the provider supports it (else ``n`` parallel requests),
+and account tokens and cost (``litellm.completion_cost`` where the price is known, else ``None``).
+API keys come from the environment (litellm reads e.g. ``OPENAI_API_KEY``) or the ``api_key`` option; they
+never appear in logs, errors or reprs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from typing import Any, Sequence
+
+from ..domain import Message
+from .base import ChatBackend, Completion, LLMError, Usage
+from .sampling import check_sampling
+
+RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+_SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")
+
+
+def _litellm() -> Any:
+    """Import litellm (slow: seconds) on first use, offline-friendly: its bundled price list, no telemetry."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def _status_of(exc: BaseException) -> int | None:
+    status = getattr(exc, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Worth another try: rate limits, server errors, timeouts, connection failures."""
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    status = _status_of(exc)
+    if status is not None:
+        return status in RETRY_STATUS or status >= 500
+    import openai
+
+    return isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError))
+
+
+class APIBackend(ChatBackend):
+    """A chat model behind an HTTP API, called through ``litellm.acompletion``.
+
+    Options: ``api_base`` (an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``), ``api_key`` (else
+    the provider's environment variable), ``timeout`` (seconds per attempt, default 60), ``max_retries``
+    (retries after the first attempt, default 4), ``backoff_s`` (first backoff, doubled each retry, default 1),
+    ``max_backoff_s`` (default 30), ``concurrency`` (requests in flight at once, default 16),
+    ``n_in_one_request`` (``None``: ask litellm whether the provider takes ``n``). Other keyword options are
+    passed to ``litellm.acompletion`` as they are.
+    """
+
+    def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
+                 timeout: float = 60.0, max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
+                 concurrency: int = 16, n_in_one_request: bool | None = None, **extra: Any) -> None:
+        if max_retries < 0 or concurrency < 1 or timeout <= 0:
+            raise ValueError("max_retries must be >= 0, concurrency >= 1 and timeout > 0")
+        self.model = model
+        self.api_base = api_base
+        self._api_key = api_key
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.concurrency = concurrency
+        self._n_in_one_request = n_in_one_request
+        self._extra = extra
+        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+    def __repr__(self) -> str:  # never the key
+        base = f", api_base={self.api_base!r}" if self.api_base else ""
+        return f"APIBackend({self.model!r}{base})"
+
+    # -- helpers -------------------------------------------------------------------------------------------
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if loop not in self._semaphores:
+            self._semaphores = {lp: s for lp, s in self._semaphores.items() if not lp.is_closed()}
+            self._semaphores[loop] = asyncio.Semaphore(self.concurrency)
+        return self._semaphores[loop]
+
+    def _supports_n(self) -> bool:
+        if self._n_in_one_request is None:
+            litellm = _litellm()
+            try:
+                params = litellm.get_supported_openai_params(model=self.model) or []
+            except Exception:  # an unknown provider: be safe, send n separate requests
+                params = []
+            self._n_in_one_request = "n" in params
+        return self._n_in_one_request
+
+    def redact(self, text: str) -> str:
+        """``text`` with the API key and any secret-looking environment values replaced by ``***``."""
+        secrets = [self._api_key] if self._api_key else []
+        secrets += [v for k, v in os.environ.items() if k.upper().endswith(_SECRET_SUFFIXES) and len(v) >= 8]
+        for secret in sorted(filter(None, secrets), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return delay * (0.5 + random.random() / 2)
+
+    # -- calls ---------------------------------------------------------------------------------------------
+    async def _request(self, messages: list[Message], n: int, kwargs: dict[str, Any]) -> Any:
+        """One HTTP request with our retries; returns the litellm response."""
+        litellm = _litellm()
+        params: dict[str, Any] = dict(
+            model=self.model, messages=messages, n=n, timeout=self.timeout, num_retries=0, max_retries=0,
+            **kwargs, **self._extra,
+        )
+        if n == 1:
+            params.pop("n")
+        if self.api_base:
+            params["api_base"] = self.api_base
+        if self._api_key:
+            params["api_key"] = self._api_key
+        attempts = self.max_retries + 1
+        last: BaseException | None = None
+        for attempt in range(1, attempts + 1):
+            try:
+                async with self._semaphore():
+                    return await asyncio.wait_for(litellm.acompletion(**params), self.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - classified just below
+                last = exc
+                if not is_retryable(exc):
+                    raise LLMError(
+                        f"{self.model}: request failed and is not retryable "
+                        f"({self._describe(exc)})"
+                    ) from None
+                if attempt < attempts:
+                    await asyncio.sleep(self._backoff(attempt))
+        raise LLMError(
+            f"{self.model}: gave up after {attempts} attempts; last error: {self._describe(last)}"
+        ) from None
+
+    def _describe(self, exc: BaseException | None) -> str:
+        if exc is None:
+            return "none"
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            return f"timed out after {self.timeout:g}s"
+        status = _status_of(exc)
+        prefix = f"HTTP {status} " if status is not None else ""
+        return self.redact(f"{prefix}{type(exc).__name__}: {exc}")[:600]
+
+    @staticmethod
+    def _texts(response: Any) -> list[str]:
+        return [(choice.message.content or "") for choice in response.choices]
+
+    def _usage(self, response: Any, started: float) -> Usage:
+        usage = getattr(response, "usage", None)
+        try:
+            cost = _litellm().completion_cost(completion_response=response)
+        except Exception:  # price unknown for this model
+            cost = None
+        return Usage(
+            getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
+            cost, time.perf_counter() - started,
+        )
+
+    async def complete(self, messages: Sequence[Message], *, n: int = 1, temperature: float = 0.0,
+                       max_tokens: int = 256, stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:
+        check_sampling(n, temperature, max_tokens)
+        started = time.perf_counter()
+        msgs = [dict(m) for m in messages]
+        kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
+        if stop:
+            kwargs["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        if n == 1 or self._supports_n():
+            if seed is not None:
+                kwargs["seed"] = seed
+            response = await self._request(msgs, n, kwargs)
+            return Completion(self._texts(response), self._usage(response, started), self.model)
+        # n separate requests; a seed becomes seed, seed+1, ... so the samples differ but stay reproducible
+        responses = await asyncio.gather(*(
+            self._request(msgs, 1, kwargs if seed is None else {**kwargs, "seed": seed + i}) for i in range(n)
+        ))
+        usage = Usage(cost=None)
+        for response in responses:
+            usage = usage + self._usage(response, started)
+        usage.latency_s = time.perf_counter() - started
+        return Completion([t for r in responses for t in self._texts(r)], usage, self.model)

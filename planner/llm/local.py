@@ -1,0 +1,359 @@
+"""Local chat models through transformers, with concurrent requests micro-batched into one ``generate`` call.
+
+``local/<name-or-path>`` opens :class:`LocalBackend`. GGUF files are de-quantized once and saved as
+safetensors under ``$PPDPP_CACHE_DIR/models/hf`` so that later loads take a second instead of a minute.
+
+One loaded model (an :class:`_Engine`) is shared by every backend opened with the same settings, so the agent,
+the user simulator and the critic of many parallel dialogues all feed the same batches. Each batch is one
+``generate`` call over left-padded prompts (the tokenizer's chat template applied): greedy rows and sampled
+rows with different temperatures and seeds mix freely, because sampling is done per row with the Gumbel-max
+trick from a per-row ``torch.Generator`` (reproducible for a given seed, whatever else is in the batch),
+and each row stops at its own ``max_tokens`` and ``stop`` strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..domain import Message
+from .base import ChatBackend, Completion, LLMError, Usage
+from .batching import MicroBatcher
+from .models import ModelSource, models_dir, resolve_local_model
+from .sampling import check_sampling
+
+LOCAL_PREFIX = "local/"
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bfloat16 on a GPU that has it or a CPU with native bf16 instructions, else float32 (on an
+    AVX2-only CPU bf16 matmuls are emulated and batches run slower than in float32)."""
+    if dtype != "auto":
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}")
+        return _DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+def converted_dir(source: ModelSource, dtype: torch.dtype) -> Path:
+    """Where the safetensors copy of a GGUF file lives (keyed on the file's path, size and mtime)."""
+    stat = source.path.stat()
+    key = hashlib.sha256(f"{source.path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    return models_dir() / "hf" / f"{source.path.stem}-{key}-{str(dtype).removeprefix('torch.')}"
+
+
+def prepare_weights(source: ModelSource, dtype: torch.dtype) -> Path:
+    """A Hugging Face folder for ``source``: the folder itself, or the GGUF file converted once (atomically:
+    a half-written conversion is never seen, and concurrent converters agree on one result)."""
+    if not source.is_gguf:
+        return source.path
+    target = converted_dir(source, dtype)
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        folder, name = str(source.path.parent), source.path.name
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=dtype, local_files_only=True,
+            quantization_config=GgufConfig(dequantize=True),
+        )
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+@dataclass
+class _Request:
+    messages: list[Message]
+    n: int
+    temperature: float
+    max_tokens: int
+    stop: tuple[str, ...]
+    seed: int | None
+    submitted: float = field(default_factory=time.perf_counter)
+
+    @property
+    def rows(self) -> int:
+        """Greedy samples are identical, so a greedy request needs one row whatever its ``n``."""
+        return 1 if self.temperature == 0 else self.n
+
+
+class _GumbelSampler:
+    """A logits processor that samples per row: row ``i`` gets ``logits / T_i + Gumbel noise`` drawn from its own
+    generator, so the argmax that greedy ``generate`` takes is a sample from ``softmax(logits / T_i)``.
+    Rows with ``T_i == 0`` are left alone (plain greedy)."""
+
+    def __init__(self, temperatures: list[float], generators: list[torch.Generator | None]) -> None:
+        self.temperatures = temperatures
+        self.generators = generators
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        for row, (temperature, generator) in enumerate(zip(self.temperatures, self.generators)):
+            if temperature == 0 or generator is None:
+                continue
+            uniform = torch.rand(scores.shape[-1], generator=generator).clamp_(1e-20, 1.0).to(scores.device)
+            scores[row] = scores[row] / temperature - torch.log(-torch.log(uniform))
+        return scores
+
+
+class _RowStops:
+    """A stopping criterion per row: its own token budget and stop strings."""
+
+    def __init__(self, tokenizer: Any, prompt_len: int, budgets: list[int], stops: list[tuple[str, ...]]) -> None:
+        self.tokenizer = tokenizer
+        self.prompt_len = prompt_len
+        self.budgets = torch.tensor(budgets)
+        self.stops = stops
+        self.tail = max((len(s) for row in stops for s in row), default=0) + 1
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **_kwargs: Any) -> torch.BoolTensor:
+        generated = input_ids.shape[1] - self.prompt_len
+        done = generated >= self.budgets.to(input_ids.device)
+        for row, stop in enumerate(self.stops):
+            if stop and not done[row]:
+                text = self.tokenizer.decode(input_ids[row, -min(self.tail, generated):], skip_special_tokens=True)
+                done[row] = any(s in text for s in stop)
+        return done
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    cuts = [i for i in (text.find(s) for s in stop if s) if i >= 0]
+    return text[: min(cuts)] if cuts else text
+
+
+class _Engine:
+    """One loaded model and tokenizer, and the micro-batcher that feeds it."""
+
+    def __init__(self, source: ModelSource, *, device: str, dtype: str, max_batch_size: int, max_wait_s: float,
+                 num_threads: int | None) -> None:
+        self.source = source
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.num_threads = num_threads
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.eos_ids: list[int] = []
+        self.end_ids: set[int] = set()
+        self.users = 0
+        self.batcher: MicroBatcher[_Request, Completion | Exception] = MicroBatcher(
+            self._generate, max_batch_size=max_batch_size, max_wait_s=max_wait_s, rows=lambda r: r.rows,
+            name=f"ppdpp-local-{source.name}",
+        )
+
+    # -- on the worker thread ------------------------------------------------------------------------------
+    def load(self) -> None:
+        if self.model is not None:
+            return
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        folder = prepare_weights(self.source, self.dtype)
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, local_files_only=True)
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        self.eos_ids = sorted({*eos, tokenizer.eos_token_id} - {None})
+        self.end_ids = set(self.eos_ids) | {tokenizer.pad_token_id}
+
+    def prompt_ids(self, messages: Sequence[Message]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _generate(self, batch: list[_Request]) -> list[Completion | Exception]:
+        """One ``generate`` call for the batch; a request whose messages the chat template rejects fails alone."""
+        self.load()
+        prompted: list[tuple[_Request, list[int]]] = []
+        failed: dict[int, Exception] = {}
+        for index, request in enumerate(batch):
+            try:
+                prompted.append((request, self.prompt_ids(request.messages)))
+            except Exception as exc:  # noqa: BLE001 - e.g. a role the template does not know
+                failed[index] = LLMError(f"{LOCAL_PREFIX}{self.source.name}: cannot build the prompt: {exc}")
+        done = iter(self._generate_prompted(prompted) if prompted else [])
+        return [failed[i] if i in failed else next(done) for i in range(len(batch))]
+
+    def _generate_prompted(self, prompted: list[tuple[_Request, list[int]]]) -> list[Completion]:
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        requests = [request for request, _ in prompted]
+        prompts = [ids for _, ids in prompted]
+        rows: list[tuple[int, list[int]]] = []  # (request index, prompt ids), one per sequence to generate
+        temperatures: list[float] = []
+        generators: list[torch.Generator | None] = []
+        for index, (request, ids) in enumerate(zip(requests, prompts)):
+            base_seed = request.seed if request.seed is not None else random.getrandbits(62)
+            for sample in range(request.rows):
+                rows.append((index, ids))
+                temperatures.append(float(request.temperature))
+                generators.append(None if request.temperature == 0 else
+                                  torch.Generator().manual_seed((base_seed * 1_000_003 + sample) % (1 << 63)))
+        width = max(len(ids) for _, ids in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in rows], device=self.device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in rows], device=self.device)
+        budgets = [requests[i].max_tokens for i, _ in rows]
+        config = GenerationConfig(
+            max_new_tokens=max(budgets), do_sample=False, num_beams=1, pad_token_id=pad,
+            eos_token_id=self.eos_ids, bos_token_id=self.model.generation_config.bos_token_id,
+        )
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=attention, generation_config=config,
+                logits_processor=LogitsProcessorList([_GumbelSampler(temperatures, generators)]),
+                stopping_criteria=StoppingCriteriaList(
+                    [_RowStops(self.tokenizer, width, budgets, [requests[i].stop for i, _ in rows])]
+                ),
+            )
+        new_tokens = output[:, width:].tolist()
+        texts: list[list[str]] = [[] for _ in requests]
+        counts = [0] * len(requests)
+        for (index, _), tokens in zip(rows, new_tokens):
+            kept = next((k for k, tok in enumerate(tokens) if tok in self.end_ids), len(tokens))
+            kept = min(kept, requests[index].max_tokens)
+            counts[index] += kept
+            text = self.tokenizer.decode(tokens[:kept], skip_special_tokens=True)
+            texts[index].append(_cut_at_stop(text, requests[index].stop))
+        done = time.perf_counter()
+        completions = []
+        for request, ids, samples, count in zip(requests, prompts, texts, counts):
+            if request.temperature == 0:
+                samples, count = samples * request.n, count * request.n
+            usage = Usage(len(ids), count, 0.0, done - request.submitted)
+            completions.append(Completion(samples, usage, f"{LOCAL_PREFIX}{self.source.name}"))
+        return completions
+
+    def score(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
+        """Total log-likelihood of each choice as the assistant's reply to ``messages``."""
+        self.load()
+        prompt = self.prompt_ids(messages)
+        scores: list[float] = []
+        step = self.batcher.max_batch_size
+        for start in range(0, len(choices), step):
+            answers = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices[start:start + step]]
+            width = len(prompt) + max(len(a) for a in answers)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([prompt + a + [pad] * (width - len(prompt) - len(a)) for a in answers])
+            mask = torch.tensor([[1] * (len(prompt) + len(a)) + [0] * (width - len(prompt) - len(a)) for a in answers])
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            picked = logprobs.gather(-1, ids[:, 1:, None].to(self.device)).squeeze(-1).cpu()
+            for row, answer in enumerate(answers):
+                scores.append(float(picked[row, len(prompt) - 1: len(prompt) - 1 + len(answer)].sum()))
+        return scores
+
+
+_engines: dict[tuple, _Engine] = {}
+_engines_lock = threading.Lock()
+
+
+class LocalBackend(ChatBackend):
+    """A transformers model on this machine. Loading happens on the worker thread at the first request (or
+    :meth:`load`); backends opened with the same model and settings share one loaded model and its batches.
+
+    Options: ``device`` (auto/cpu/cuda), ``dtype`` (auto/float32/bfloat16/float16), ``max_batch_size`` (rows per
+    ``generate`` call, default 16), ``max_wait_ms`` (how long a batch waits for company, default 5),
+    ``num_threads`` (calls ``torch.set_num_threads``; default: leave torch's setting alone).
+    """
+
+    def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 16,
+                 max_wait_ms: float = 5.0, num_threads: int | None = None) -> None:
+        self.model = model if model.startswith(LOCAL_PREFIX) else f"{LOCAL_PREFIX}{model}"
+        source = resolve_local_model(self.model.removeprefix(LOCAL_PREFIX))
+        key = (source.path, device, dtype, max_batch_size, max_wait_ms, num_threads)
+        with _engines_lock:
+            engine = _engines.get(key)
+            if engine is None:
+                engine = _engines[key] = _Engine(
+                    source, device=device, dtype=dtype, max_batch_size=max_batch_size,
+                    max_wait_s=max_wait_ms / 1000, num_threads=num_threads,
+                )
+            engine.users += 1
+        self._key = key
+        self._engine: _Engine | None = engine
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.model!r})"
+
+    @property
+    def engine(self) -> _Engine:
+        if self._engine is None:
+            raise LLMError(f"{self.model}: backend is closed")
+        return self._engine
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Rows per ``generate`` call so far (shared with every backend on the same model)."""
+        return self.engine.batcher.batch_sizes
+
+    async def load(self) -> None:
+        """Load the model now (on the worker thread) instead of at the first request."""
+        await self.engine.batcher.run_job(self.engine.load)
+
+    async def complete(self, messages: Sequence[Message], *, n: int = 1, temperature: float = 0.0,
+                       max_tokens: int = 256, stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:
+        check_sampling(n, temperature, max_tokens)
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        request = _Request([dict(m) for m in messages], n, float(temperature), max_tokens, stops, seed)
+        return await self.engine.batcher.run(request)
+
+    async def score_choices(self, messages: Sequence[Message], choices: list[str]) -> list[float]:
+        engine = self.engine
+        return await engine.batcher.run_job(lambda: engine.score(messages, list(choices)))
+
+    async def aclose(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        with _engines_lock:
+            engine.users -= 1
+            if engine.users > 0:
+                return
+            _engines.pop(self._key, None)
+        await asyncio.to_thread(engine.batcher.close)

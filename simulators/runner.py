@@ -1,0 +1,210 @@
+"""Playing many self-play dialogues at once, and writing their transcripts.
+
+Dialogues run as asyncio tasks bounded by a semaphore, so while one waits for an LLM the others proceed, and
+their requests reach a local backend together (which batches them into one ``generate``). Each finished
+episode becomes an :class:`EpisodeResult`; with a transcript path it is appended as one JSON line (every
+turn, strategy and its probability, critic samples and parses, reward, tokens, latency) as soon as it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from tqdm.auto import tqdm
+
+from ..planner.domain import Case, Turn
+from ..planner.llm.base import Usage
+from ..planner.plan import Policy, aplan
+from .env import SelfPlayEnv, StepRecord
+
+
+@dataclass(frozen=True)
+class EpisodeJob:
+    """One dialogue to play: which case, with which policy, under which id and seed; ``tags`` are copied into
+    the transcript line (e.g. the RL update number)."""
+
+    episode_id: str
+    case: Case
+    policy: Policy
+    seed: int | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EpisodeResult:
+    """What one dialogue produced. ``states[t]`` is the conversation the policy saw before decision ``t``."""
+
+    episode_id: str
+    case_id: str
+    policy: str
+    seed: int | None
+    success: bool
+    repeated: bool
+    strategies: list[str | None]
+    probabilities: list[float]
+    rewards: list[float]
+    metrics: dict[str, float]
+    parse_failures: int
+    usage: Usage
+    wall_s: float
+    states: list[tuple[Turn, ...]] = field(repr=False, default_factory=list)
+    transcript: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def turns(self) -> int:
+        """Exchanges played (PPDPP's "turns" for average turns, AT)."""
+        return len(self.rewards)
+
+    @property
+    def total_reward(self) -> float:
+        return float(sum(self.rewards))
+
+
+def _usage_json(usage: Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
+        "cost": usage.cost, "latency_s": round(usage.latency_s, 4), "cached": usage.cached,
+    }
+
+
+def _step_json(record: StepRecord, probability: float, distribution: dict[str, float]) -> dict[str, Any]:
+    j = record.judgement
+    return {
+        "turn": record.turn,
+        "strategy": record.strategy,
+        "probability": probability,
+        "distribution": distribution,
+        "agent": record.agent_text,
+        "user": record.user_text,
+        "raw_agent": record.raw_agent,
+        "raw_user": record.raw_user,
+        "reward": record.reward,
+        "success": j.success,
+        "critic_samples": list(j.samples),
+        "critic_parsed": [p if isinstance(p, (str, int, float, bool, type(None), list, dict)) else repr(p)
+                          for p in j.parsed],
+        "metrics": dict(j.metrics),
+        "repeated": record.repeated,
+        "usage": {role: _usage_json(u) for role, u in record.usage.items()},
+        "latency_s": {role: round(s, 4) for role, s in record.latency_s.items()},
+    }
+
+
+async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
+    """Play one dialogue to its end: the policy plans before every exchange."""
+    start = time.perf_counter()
+    conversation = await env.reset(job.case, seed=job.seed)
+    opening = list(conversation)
+    states: list[tuple[Turn, ...]] = []
+    plans = []
+    done = False
+    while not done:
+        states.append(tuple(conversation))
+        plan = await aplan(job.policy, conversation, job.case)
+        plans.append(plan)
+        conversation, _reward, terminated, truncated, _info = await env.step(plan.strategy)
+        done = terminated or truncated
+    records = env.steps
+    success = bool(records[-1].judgement.success)
+    metrics = dict(env.domain.no_outcome_metrics())
+    if success:
+        metrics.update(records[-1].judgement.metrics)
+    usage = Usage()
+    for record in records:
+        for part in record.usage.values():
+            usage = usage + part
+    wall = time.perf_counter() - start
+    result = EpisodeResult(
+        episode_id=job.episode_id, case_id=job.case.id, policy=job.policy.name, seed=job.seed,
+        success=success, repeated=records[-1].repeated,
+        strategies=[p.strategy for p in plans], probabilities=[float(p.probability) for p in plans],
+        rewards=[r.reward for r in records], metrics=metrics,
+        parse_failures=sum(r.judgement.parse_failures for r in records), usage=usage, wall_s=wall, states=states,
+    )
+    result.transcript = {
+        **job.tags, "episode_id": job.episode_id, "case_id": job.case.id, "domain": env.domain.name,
+        "policy": job.policy.name, "seed": job.seed, "success": success, "turns": result.turns,
+        "repeated": result.repeated, "total_reward": result.total_reward, "metrics": metrics,
+        "parse_failures": result.parse_failures, "usage": _usage_json(usage), "wall_s": round(wall, 4),
+        "opening": [{"speaker": t.speaker, "text": t.text} for t in opening],
+        "steps": [_step_json(r, p.probability, dict(p.distribution)) for r, p in zip(records, plans)],
+    }
+    return result
+
+
+class TranscriptWriter:
+    """Appends one JSON line per finished episode and flushes it, so a killed run keeps what it finished."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, result: EpisodeResult) -> None:
+        self._fh.write(json.dumps(result.transcript, ensure_ascii=False) + "\n")
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+async def run_episodes(
+    jobs: Iterable[EpisodeJob],
+    make_env: Callable[[], SelfPlayEnv],
+    *,
+    concurrency: int = 16,
+    transcript: Path | str | None = None,
+    progress: bool = True,
+    desc: str = "self-play",
+    on_result: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Play ``jobs`` with at most ``concurrency`` dialogues at once; results come back in job order.
+
+    ``make_env`` builds a fresh environment per dialogue. ``on_result`` is called as each episode finishes
+    (in finishing order), after its transcript line is written.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    jobs = list(jobs)
+    gate = asyncio.Semaphore(concurrency)
+    writer = TranscriptWriter(transcript) if transcript is not None else None
+    bar = tqdm(total=len(jobs), desc=desc, disable=not progress, dynamic_ncols=True)
+    successes = finished = 0
+
+    async def one(job: EpisodeJob) -> EpisodeResult:
+        nonlocal successes, finished
+        async with gate:
+            result = await play_episode(make_env(), job)
+        if writer is not None:
+            writer.write(result)
+        if on_result is not None:
+            on_result(result)
+        successes += result.success
+        finished += 1
+        bar.update(1)
+        bar.set_postfix(SR=f"{successes / finished:.2f}")
+        return result
+
+    try:
+        return list(await asyncio.gather(*(one(job) for job in jobs)))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+
+def load_transcripts(path: Path | str) -> list[dict[str, Any]]:
+    """Read a transcript file back (one episode per line)."""
+    from ..planner.datafiles import read_jsonl
+
+    return [obj for _, obj in read_jsonl(Path(path))]
+
+
+def episode_rows(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
+    """The transcripts of ``results`` as plain dicts."""
+    return [r.transcript for r in results]

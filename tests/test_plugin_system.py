@@ -1,0 +1,119 @@
+"""The plugin system end to end: a third-party package installed beside ppdpp, restricting plugins, errors.
+
+The example plugin in ``examples/minimal_plugin`` is really installed (``pip install --target`` into a temp
+dir, no network) and the real ``ppdpp`` command runs in a subprocess with that dir on ``PYTHONPATH``. The
+checks that need no third-party package run the same CLI in-process (a fresh interpreter costs seconds).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from typer.testing import CliRunner
+
+from ppdpp.planner.cli import app
+from ppdpp.planner.domain import DomainError
+from ppdpp.planner.plugins import PLUGINS_ENV, domain_owners, get_domain, restrict_plugins
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "minimal_plugin"
+BUILT_IN_DOMAINS = ("negotiation", "emotional_support", "tutoring", "roleplay")
+
+
+def run_ppdpp(*args: str, pythonpath: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``ppdpp`` console entry point in a fresh interpreter (wide terminal so tables do not wrap)."""
+    environment = {key: value for key, value in os.environ.items() if key != "PPDPP_PLUGINS"}
+    environment.update(COLUMNS="250", **env)
+    if pythonpath is not None:
+        environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, "-c", "from ppdpp.planner.cli import main; main()", *args],
+        capture_output=True, text=True, env=environment, timeout=120,
+    )
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin installed into a temp dir (built from a copy, so the repo stays clean)."""
+    source = tmp_path_factory.mktemp("src") / "minimal_plugin"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, f"pip install of the example failed:\n{result.stdout}\n{result.stderr}"
+    assert (target / "ppdpp_charity" / "cases.jsonl").is_file(), "package data was not installed"
+    return target
+
+
+def table_rows(output: str) -> dict[str, str]:
+    """First cell -> whole row, for the rich tables the CLI prints."""
+    return {line.split("│")[1].strip(): line for line in output.splitlines() if line.count("│") >= 3}
+
+
+def test_third_party_plugin_shows_up_with_its_distribution(installed_example: Path) -> None:
+    result = run_ppdpp("plugins", pythonpath=installed_example)
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert "charity" in rows, f"the example plugin is not listed:\n{result.stdout}"
+    assert "ppdpp-charity 0.1.0" in rows["charity"] and "register_domains" in rows["charity"], rows["charity"]
+
+
+def test_third_party_domain_loads_its_cases(installed_example: Path) -> None:
+    result = run_ppdpp("data", "stats", "--domain", "charity", pythonpath=installed_example)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = table_rows(result.stdout)
+    assert rows["train"].split("│")[2].strip() == "3" and rows["test"].split("│")[2].strip() == "1", result.stdout
+    assert {"credibility_appeal", "emotion_appeal", "logical_appeal"} <= set(rows), result.stdout
+
+
+def test_unknown_domain_lists_the_known_ones(installed_example: Path) -> None:
+    result = run_ppdpp("data", "stats", "--domain", "chess", pythonpath=installed_example)
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stdout.split())
+    assert "unknown domain 'chess'; known domains:" in message, message
+    for name in ("charity", *BUILT_IN_DOMAINS):
+        assert name in message, f"{name!r} missing from the error: {message}"
+
+
+# ---- in-process: the same CLI and registry, without paying for a fresh interpreter -------------------------
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A plugin manager rebuilt from scratch for the test, and again afterwards."""
+    monkeypatch.delenv(PLUGINS_ENV, raising=False)
+    restrict_plugins(None)
+    yield
+    restrict_plugins(None)
+
+
+def test_built_in_domains_are_listed(fresh_registry: None) -> None:
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.output)
+    for name in BUILT_IN_DOMAINS:
+        assert name in rows, f"built-in plugin {name!r} missing:\n{result.output}"
+    assert domain_owners() == {name: name for name in BUILT_IN_DOMAINS}, "each built-in plugin registers its domain"
+    assert "charity" not in rows, "the example is not installed in this environment"
+
+
+def test_env_var_restricts_which_plugins_load(fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PLUGINS_ENV, "negotiation")
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert set(table_rows(result.output)) == {"negotiation"}, result.output
+    with pytest.raises(DomainError, match=r"unknown domain 'tutoring'; known domains: negotiation .*PPDPP_PLUGINS"):
+        get_domain("tutoring")
+
+
+def test_cli_option_restricts_which_plugins_load(fresh_registry: None) -> None:
+    result = CliRunner().invoke(app, ["--plugins", "tutoring,roleplay", "plugins"])
+    assert result.exit_code == 0, result.output
+    assert set(table_rows(result.output)) == {"tutoring", "roleplay"}, result.output

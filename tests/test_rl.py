@@ -1,0 +1,155 @@
+"""REINFORCE: the return arithmetic, learnability on the scripted domain, and exact resume after a crash."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.rl import (
+    RLConfig, RLError, RLTrainer, advantages, discounted_returns, normalise_returns, train_sync,
+)
+from ppdpp.simulators.critic import Critic
+from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
+
+from scripted_domain import ScriptedAgent, ScriptedCritic, ScriptedTraveller, register
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def domain():
+    return register()
+
+
+def make_env_factory(domain, max_turns: int = 3):
+    agent, user, critic = ScriptedAgent(), ScriptedTraveller(), Critic(ScriptedCritic(), "greedy")
+    return lambda: SelfPlayEnv(domain, agent, user, critic, EnvConfig(max_turns=max_turns))
+
+
+def fresh_planner(domain, seed: int = 0) -> PolicyPlanner:
+    torch.manual_seed(seed)
+    return PolicyPlanner(domain, PlannerConfig(max_length=32))
+
+
+def scripted_config(**overrides) -> RLConfig:
+    base = dict(episodes=320, episodes_per_update=16, lr=0.02, normalize="turn", entropy_coef=0.05, max_turns=3,
+                critic_mode="greedy", train_backbone=False, concurrency=16, seed=3, checkpoint_every=100)
+    return RLConfig(**{**base, **overrides})
+
+
+def test_discounted_returns_follow_the_recursion():
+    assert discounted_returns([1.0, 0.0, 2.0], 0.5) == pytest.approx([1.5, 1.0, 2.0])
+    assert discounted_returns([], 0.9) == []
+
+
+def test_normalisation_matches_ppdpp():
+    out = normalise_returns([1.0, 2.0, 3.0])
+    assert out == pytest.approx([-1.0, 0.0, 1.0], abs=1e-6), "unit sample std, zero mean"
+    assert normalise_returns([0.7]) == [0.7], "a one-turn episode keeps its raw return (PPDPP)"
+
+
+def test_episode_normalisation_ignores_an_episode_of_neutral_turns_then_success():
+    weights = advantages([[0.0, 0.0, 1.0]], gamma=1.0, normalize="episode")
+    assert weights[0] == pytest.approx([0.0, 0.0, 0.0]), "returns 1, 1, 1 normalise to nothing"
+    weights = advantages([[0.0, 0.0, 1.0], [-1.0, -1.0]], gamma=1.0, normalize="batch")
+    assert all(w > 0 for w in weights[0]) and all(w < 0 for w in weights[1]), weights
+
+
+def test_turn_normalisation_compares_episodes_at_the_same_turn():
+    weights = advantages([[0.0, 1.0], [0.0, -1.0], [-2.0]], gamma=1.0, normalize="turn")
+    assert weights[0][1] > 0 > weights[1][1], "at turn 2 the success beats the failure"
+    assert weights[0][0] > weights[2][0] and weights[1][0] > weights[2][0], weights
+    lone = advantages([[1.0, 1.0], [1.0]], gamma=1.0, normalize="turn")
+    assert lone[0][1] == 0.0, "a turn only one episode reached carries no comparison"
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="episodes_per_update=0"):
+        RLConfig(episodes_per_update=0)
+    with pytest.raises(ValueError, match="normalize"):
+        RLConfig(normalize="sometimes")
+
+
+def test_reinforce_learns_the_only_route_from_a_fresh_planner(domain, tmp_path):
+    """From chance (1/64) to SR >= 0.9 within 320 episodes (20 updates of 16), frozen MiniLM + trained head."""
+    planner = fresh_planner(domain)
+    cases = domain.load_cases("train", None)
+    trainer = RLTrainer(planner, domain, cases, make_env_factory(domain), scripted_config(), tmp_path, progress=False)
+    curve = train_sync(trainer)
+    first = curve[0]["sr"]
+    assert first <= 0.2, f"a fresh planner should start near chance, got SR {first}"
+    late = (curve[-1]["sr"] + curve[-2]["sr"]) / 2
+    assert late >= 0.9, f"SR of the last two updates is {late}; curve: {[round(p['sr'], 2) for p in curve]}"
+    greedy = [trainer.planner.plan(domain.opening(c), c).strategy for c in cases]
+    assert greedy == ["east"] * len(cases), f"first move should be east, got {greedy}"
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "curve.json").read_text())
+    assert [p["update"] for p in saved] == list(range(20))
+    reloaded = PolicyPlanner.from_pretrained(tmp_path / "final")
+    assert reloaded.plan(domain.opening(cases[0]), cases[0]).strategy == "east"
+
+
+class Crash(RuntimeError):
+    pass
+
+
+def test_a_killed_run_resumes_without_repeating_or_losing_episodes(domain, tmp_path):
+    """Crash mid-batch after an un-checkpointed update; the resumed run ends exactly where an uninterrupted
+    one does (same weights), and every episode appears once in the transcripts."""
+    cases = domain.load_cases("train", None)
+    config = scripted_config(episodes=40, episodes_per_update=8, checkpoint_every=2, concurrency=4)
+
+    straight = RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), config,
+                         tmp_path / "straight", progress=False)
+    train_sync(straight)
+
+    seen: list[int] = []
+
+    def crash_after_27(result) -> None:
+        seen.append(int(result.episode_id))
+        if len(seen) == 27:  # updates 0-2 applied, checkpoint after update 1, 3 episodes into batch 3
+            raise Crash("killed")
+
+    interrupted = RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), config,
+                            tmp_path / "run", progress=False, on_episode=crash_after_27)
+    with pytest.raises(Crash):
+        train_sync(interrupted)
+    state = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
+    assert state["updates_done"] == 2, state
+
+    played_after: list[int] = []
+    resumed = RLTrainer(fresh_planner(domain, seed=99), domain, cases, make_env_factory(domain), config,
+                        tmp_path / "run", progress=False, on_episode=lambda r: played_after.append(int(r.episode_id)))
+    curve = train_sync(resumed, resume=True)
+
+    rows = [json.loads(line) for line in (tmp_path / "run" / "transcripts.jsonl").read_text().splitlines()]
+    episodes = sorted(r["episode"] for r in rows)
+    assert episodes == list(range(40)), f"each episode exactly once, got {episodes}"
+    assert not set(played_after) & set(seen), "a finished episode was played again"
+    assert [p["update"] for p in curve] == list(range(5))
+    for name, a in straight.planner.head.state_dict().items():
+        b = resumed.planner.head.state_dict()[name]
+        assert torch.equal(a, b), f"head {name} differs between the straight and the resumed run"
+
+
+def test_a_finished_run_is_not_overwritten_without_resume(domain, tmp_path):
+    config = scripted_config(episodes=4, episodes_per_update=4)
+    cases = domain.load_cases("train", None)
+    train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), config, tmp_path,
+                         progress=False))
+    with pytest.raises(RLError, match="--resume"):
+        train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), config, tmp_path,
+                             progress=False))
+    changed = RLConfig(**{**config.__dict__, "seed": 4})
+    with pytest.raises(RLError, match="cannot resume"):
+        train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), changed, tmp_path,
+                             progress=False), resume=True)

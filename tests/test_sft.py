@@ -1,0 +1,133 @@
+"""SFT on the real datasets with the real MiniLM encoder: learning, selection, reports, checkpoint and resume."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from ppdpp.planner import get_domain
+from ppdpp.planner.cli import app
+from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.sft import (
+    BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, SFTConfig, SFTError, class_weights, evaluate_planner,
+    load_sft_data, split_holdout, train_sft,
+)
+
+torch.set_num_threads(1)  # on a shared 2-core machine one thread is much faster
+
+
+def test_class_weights_are_inverse_sqrt_and_average_one():
+    weights = class_weights([100, 25, 0], "sqrt_inverse")
+    assert weights[0] / weights[1] == pytest.approx(0.5), "1/sqrt(100) : 1/sqrt(25)"
+    assert weights[2] == 0.0
+    assert (weights[0] * 100 + weights[1] * 25) / 125 == pytest.approx(1.0), "mean example weight is 1"
+    assert class_weights([3, 1], "none") is None
+
+
+def test_holdout_splits_whole_dialogues(data_dir):
+    valid = get_domain("negotiation").sft_examples("valid", data_dir)
+    rest, held = split_holdout(valid, 0.25, seed=0)
+    rest_ids, held_ids = {ex.case.id for ex in rest}, {ex.case.id for ex in held}
+    assert not rest_ids & held_ids, "a dialogue must not be on both sides"
+    assert len(rest) + len(held) == len(valid)
+    assert 0.2 < len(held_ids) / len(rest_ids | held_ids) < 0.3
+
+
+def test_training_on_valid_selects_on_its_held_out_dialogues(data_dir):
+    domain = get_domain("negotiation")
+    data = load_sft_data(domain, SFTConfig("negotiation", train_splits=("train", "valid")), data_dir)
+    train_ids = {ex.case.id for ex in data.train}
+    assert not train_ids & {ex.case.id for ex in data.select}
+    assert len(data.train) > len(domain.sft_examples("train", data_dir)), "valid dialogues are trained on"
+    assert "held-out" in data.select_source
+
+
+def test_short_sft_on_esconv_learns_and_beats_majority(data_dir, tmp_path):
+    domain = get_domain("emotional_support")
+    config = SFTConfig("emotional_support", epochs=1, lr=1e-4, batch_size=16, max_train_examples=240,
+                       max_select_examples=64, max_test_examples=160, planner=PlannerConfig(max_length=48))
+    result = train_sft(config, tmp_path / "run", data_dir=data_dir, progress=False)
+    assert result.finished and result.step == 15
+    metrics = json.loads((tmp_path / "run" / METRICS_FILE).read_text())
+    test = metrics["test"]
+    assert test["planner"]["macro_f1"] > test["majority"]["macro_f1"], test
+    assert test["planner"]["accuracy"] > test["random"]["accuracy"], test
+    assert metrics["train"]["peak_rss_mb"] > 0 and metrics["train"]["seconds"] > 0
+    assert set(test["planner"]["per_class"]) == set(domain.strategy_names)
+
+    torch.manual_seed(config.seed)  # the same initial planner train_sft started from
+    untrained = PolicyPlanner(domain, config.planner)
+    held_out = load_sft_data(domain, config, data_dir).test
+    before = evaluate_planner(untrained, held_out).extra["loss"]
+    after = result.test["planner"].extra["loss"]
+    assert after < before - 0.05, f"held-out cross-entropy should drop: {before:.3f} -> {after:.3f}"
+
+
+TINY = SFTConfig("tutoring", epochs=2, lr=1e-4, batch_size=4, max_train_examples=24, max_select_examples=8,
+                 max_test_examples=8, planner=PlannerConfig(max_length=32))
+
+
+def run(out, config, data_dir, resume=False, stop_at=None):
+    """Train, recording (step, example indices, loss) of every step; ``stop_at`` raises at that step."""
+    seen = []
+
+    def hook(step, batch, loss):
+        if step == stop_at:
+            raise KeyboardInterrupt("simulated crash")
+        seen.append((step, batch, loss))
+
+    try:
+        result = train_sft(config, out, data_dir=data_dir, resume=resume, on_step=hook, progress=False)
+    except KeyboardInterrupt:
+        result = None
+    return result, seen
+
+
+def test_resume_continues_from_the_saved_step_without_repeating(tmp_path, data_dir):
+    full, full_steps = run(tmp_path / "full", TINY, data_dir)
+    assert full.finished and [s for s, _, _ in full_steps] == list(range(1, 13))
+
+    stopped, first = run(tmp_path / "cut", replace(TINY, max_steps=5), data_dir)
+    assert not stopped.finished and stopped.step == 5 and (tmp_path / "cut" / CHECKPOINT_FILE).is_file()
+    _, second = run(tmp_path / "cut", TINY, data_dir, resume=True, stop_at=8)  # crash: last checkpoint is step 6
+    resumed, third = run(tmp_path / "cut", TINY, data_dir, resume=True)
+
+    assert [s for s, _, _ in first] == [1, 2, 3, 4, 5]
+    assert [s for s, _, _ in second] == [6, 7], "resume starts right after the saved step 5"
+    assert [s for s, _, _ in third] == [7, 8, 9, 10, 11, 12], "after the crash, resume from checkpoint step 6"
+    combined = first + second[:1] + third
+    assert [b for _, b, _ in combined] == [b for _, b, _ in full_steps], "same batches, none repeated or skipped"
+    assert [l for _, _, l in combined] == pytest.approx([l for _, _, l in full_steps], abs=1e-5), \
+        "model, optimizer, scheduler and dropout RNG are restored exactly"
+    assert resumed.finished and resumed.best_select == full.best_select
+    full_metrics = json.loads((tmp_path / "full" / METRICS_FILE).read_text())
+    cut_metrics = json.loads((tmp_path / "cut" / METRICS_FILE).read_text())
+    assert cut_metrics["test"] == full_metrics["test"]
+
+
+def test_refuses_to_overwrite_or_resume_mismatched_runs(tmp_path, data_dir):
+    out = tmp_path / "run"
+    run(out, replace(TINY, max_steps=1), data_dir)
+    with pytest.raises(SFTError, match="already holds a run"):
+        train_sft(TINY, out, data_dir=data_dir, progress=False)
+    with pytest.raises(SFTError, match="lr differ"):
+        train_sft(replace(TINY, lr=1e-3), out, data_dir=data_dir, resume=True, progress=False)
+    with pytest.raises(SFTError, match="nothing to resume"):
+        train_sft(TINY, tmp_path / "empty", data_dir=data_dir, resume=True, progress=False)
+
+
+def test_cli_trains_and_prints_the_report(tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, [
+        "sft", "--domain", "tutoring", "--out", str(out), "--epochs", "1", "--batch-size", "8",
+        "--max-length", "32", "--max-train-examples", "16", "--max-select-examples", "8",
+        "--max-test-examples", "16", "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    for text in ("planner", "majority", "random", "macro-F1", "confusion", "Correction"):
+        assert text in result.output, f"{text!r} missing from the report:\n{result.output}"
+    assert (out / BEST_DIR / "planner.json").is_file() and (out / "config.json").is_file()
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
