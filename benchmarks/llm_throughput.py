@@ -4,7 +4,7 @@ For 1, 8 and 16 concurrent greedy requests (different prompts asking for a few s
 completion tokens per second through ``LocalBackend.complete``; then requests per second through
 ``serve-llm`` (an in-process server on a free port) with 16 concurrent HTTP clients. Prints a table.
 
-    python benchmarks/llm_throughput.py                       # SmolLM2-135M, 32 new tokens
+    python benchmarks/llm_throughput.py                       # SmolLM2-135M, at most 24 new tokens
     python benchmarks/llm_throughput.py --model local/qwen2.5-coder-1.5b --tokens 16 --rounds 1
 """
 
@@ -64,7 +64,7 @@ async def http_rate(backend: LocalBackend, clients: int, requests: int, tokens: 
                 produced += (await response.json())["usage"]["completion_tokens"]
 
     try:
-        async with aiohttp.ClientSession() as session:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
             started = time.perf_counter()
             await asyncio.gather(*(client(session) for _ in range(clients)))
             elapsed = time.perf_counter() - started
@@ -74,36 +74,37 @@ async def http_rate(backend: LocalBackend, clients: int, requests: int, tokens: 
 
 
 async def main(args: argparse.Namespace) -> None:
-    backend = LocalBackend(args.model, dtype=args.dtype, max_batch_size=16)
-    await backend.load()
-    await backend.complete(prompt(0), max_tokens=4)  # warm-up
     import torch
 
-    table = Table(title=f"{args.model} ({backend.engine.dtype}, {torch.get_num_threads()} torch threads), "
-                        f"{args.tokens} new tokens per request")
-    table.add_column("path")
-    table.add_column("concurrent", justify="right")
-    table.add_column("rows / generate", justify="right")
-    table.add_column("tokens/s", justify="right")
-    table.add_column("requests/s", justify="right")
-    table.add_column("vs 1 at a time", justify="right")
-    base = None
-    for concurrency in (1, 8, 16):
-        rounds = args.rounds * (4 if concurrency == 1 else 1)
-        rate, rows = await local_rate(backend, concurrency, args.tokens, rounds)
-        base = base or rate
-        table.add_row("LocalBackend", str(concurrency), f"{rows:.1f}", f"{rate:.1f}",
-                      f"{rate / args.tokens:.2f}", f"{rate / base:.1f}x")
-    per_s, tok_s = await http_rate(backend, 16, 16 * args.rounds, args.tokens)
-    table.add_row("serve-llm HTTP", "16", "", f"{tok_s:.1f}", f"{per_s:.2f}", f"{tok_s / base:.1f}x")
-    await backend.aclose()
-    Console().print(table)
+    console = Console()
+    backend = LocalBackend(args.model, dtype=args.dtype, max_batch_size=16)
+    try:
+        await backend.load()
+        await backend.complete(prompt(0), max_tokens=4)  # warm-up
+        table = Table(title=f"{args.model} ({backend.engine.dtype}, {torch.get_num_threads()} torch threads), "
+                            f"at most {args.tokens} new tokens per request")
+        for column in ("path", "concurrent", "rows / generate", "tokens/s", "requests/s", "vs 1 at a time"):
+            table.add_column(column, justify="left" if column == "path" else "right")
+        base = None
+        for concurrency in (1, 8, 16):
+            rounds = args.rounds * (3 if concurrency == 1 else 1)
+            rate, rows = await local_rate(backend, concurrency, args.tokens, rounds)
+            base = base or rate
+            row = ("LocalBackend", str(concurrency), f"{rows:.1f}", f"{rate:.1f}", f"{rate / args.tokens:.2f}",
+                   f"{rate / base:.1f}x")
+            table.add_row(*row)
+            console.print(" | ".join(row), style="dim")
+        per_s, tok_s = await http_rate(backend, 16, 16 * args.rounds, args.tokens)
+        table.add_row("serve-llm HTTP", "16", "", f"{tok_s:.1f}", f"{per_s:.2f}", f"{tok_s / base:.1f}x")
+        console.print(table)
+    finally:
+        await backend.aclose()
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="local/smollm2")
-    parser.add_argument("--tokens", type=int, default=32, help="max new tokens per request")
-    parser.add_argument("--rounds", type=int, default=2, help="waves of requests per row (x4 for 1 at a time)")
+    parser.add_argument("--tokens", type=int, default=24, help="max new tokens per request")
+    parser.add_argument("--rounds", type=int, default=1, help="waves of requests per row (x3 for 1 at a time)")
     parser.add_argument("--dtype", default="auto")
     asyncio.run(main(parser.parse_args()))

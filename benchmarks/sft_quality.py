@@ -3,8 +3,8 @@
 Trains the default planner (all-MiniLM-L6-v2) with ``ppdpp sft`` on every domain (one process per domain, so
 that peak RSS is per run), then prints test accuracy and macro-F1 next to the majority and uniform-random
 baselines, with training time and peak memory; and the decision latency of one ``plan`` call (p50/p95) at 128,
-256 and 512 input tokens on each of ``--latency-threads`` CPU thread counts. Finished domains are reused and interrupted ones resumed,
-so the script can simply be run again after an interruption.
+256 and 512 input tokens on each of the ``--latency-threads`` CPU thread counts. Finished domains are reused
+and interrupted ones resumed, so the script can simply be run again after an interruption.
 
     python benchmarks/sft_quality.py --out runs/bench-sft
 """
@@ -27,7 +27,8 @@ def train(domain: str, out: Path, args: argparse.Namespace, extra: list[str]) ->
     """Run ``ppdpp sft`` for ``domain`` into ``out`` (resuming a checkpoint there) and return its metrics."""
     if not (out / "metrics.json").is_file():
         command = [sys.executable, "-c", "from ppdpp.planner.cli import main; main()", "sft", "--domain", domain,
-                   "--out", str(out), "--epochs", str(args.epochs), "--lr", str(args.lr), "--max-length", str(args.max_length),
+                   "--out", str(out), "--epochs", str(args.epochs), "--lr", str(args.lr),
+                   "--max-length", str(args.max_length),
                    "--batch-size", str(args.batch_size), "--threads", str(args.threads),
                    "--max-train-examples", str(args.max_train_examples),
                    "--max-select-examples", str(args.max_select_examples),

@@ -195,8 +195,9 @@ class PlannedAgent:
                                                  reminder=self.reminder, context=context)
         return PreparedTurn(turns, case, plan, messages, context)
 
-    def _options(self, temperature: float | None, max_tokens: int | None, stop: Sequence[str] | None,
-                 seed: int | None) -> dict[str, Any]:
+    def call_options(self, temperature: float | None = None, max_tokens: int | None = None,
+                     stop: Sequence[str] | None = None, seed: int | None = None) -> dict[str, Any]:
+        """The LLM call's keyword arguments: the given values, the agent's defaults for the ``None`` ones."""
         return {"temperature": self.temperature if temperature is None else temperature,
                 "max_tokens": self.max_tokens if max_tokens is None else max_tokens, "stop": stop, "seed": seed}
 
@@ -214,7 +215,7 @@ class PlannedAgent:
         """Plan and answer the conversation (``n`` LLM samples, all with the same strategy)."""
         prepared = await self.prepare(conversation, case, context=context)
         completion = await self.llm.complete(prepared.messages, n=n,
-                                             **self._options(temperature, max_tokens, stop, seed))
+                                             **self.call_options(temperature, max_tokens, stop, seed))
         return self.finish(prepared, list(completion.texts), completion.usage)
 
     def respond(self, conversation: Sequence[ConversationItem], case: Case | None = None,
@@ -234,7 +235,7 @@ class PlannedAgent:
         backend without a ``stream`` method gives its whole reply as one piece."""
         prepared = await self.prepare(conversation, case, context=context)
         return AgentStream(self, prepared, self.pieces(prepared.messages,
-                                                       self._options(temperature, max_tokens, stop, seed)))
+                                                       self.call_options(temperature, max_tokens, stop, seed)))
 
     async def pieces(self, messages: Sequence[Message], options: dict[str, Any]) -> AsyncIterator[str]:
         """The LLM's reply to ``messages`` as text pieces: streamed when the backend has a ``stream`` method,

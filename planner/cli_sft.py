@@ -17,10 +17,6 @@ from .policy_planner import PlannerConfig, default_backbone
 from .sft import SFTConfig, SFTResult, auto_train_splits, train_sft
 
 
-def _abbreviate(name: str, width: int = 10) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
-
-
 def summary_table(test: dict[str, Scores]) -> Table:
     table = Table("policy", "accuracy", "macro-F1", title="test")
     for name, scores in test.items():
@@ -36,9 +32,11 @@ def per_strategy_table(planner: Scores) -> Table:
 
 
 def confusion_table(planner: Scores) -> Table:
-    table = Table("gold \\ predicted", *(_abbreviate(n) for n in planner.labels), title="planner confusion (test)")
-    for name, row in zip(planner.labels, planner.confusion):
-        table.add_row(name, *(str(v) for v in row))
+    """Rows: gold strategies, numbered; columns: predicted, by the same numbers (fits narrow terminals)."""
+    numbers = [str(i + 1) for i in range(len(planner.labels))]
+    table = Table("gold \\ predicted", *numbers, title="planner confusion (test)")
+    for number, name, row in zip(numbers, planner.labels, planner.confusion):
+        table.add_row(f"{number} {name}", *(str(v) for v in row))
     return table
 
 
@@ -100,7 +98,8 @@ def sft_command(
     try:
         config = SFTConfig(
             domain=dom.name, epochs=epochs, lr=lr if lr is not None else (5e-4 if lora else 5e-5),
-            head_lr_scale=head_lr_scale, batch_size=batch_size, seed=seed, train_splits=splits, holdout_fraction=holdout_fraction,
+            head_lr_scale=head_lr_scale, batch_size=batch_size, seed=seed, train_splits=splits,
+            holdout_fraction=holdout_fraction,
             class_weighting=class_weighting,  # type: ignore[arg-type]
             eval_every=eval_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
             max_train_examples=max_train_examples, max_select_examples=max_select_examples,

@@ -277,9 +277,10 @@ class ProxyHandlers:
         prepared = await self._prepare(req)
         if req.stream:
             return await self._stream(request, req, prepared)
+        options = self.agent.call_options(**req.options())
         try:
-            completion = await asyncio.wait_for(
-                self.agent.llm.complete(prepared.messages, n=req.n, **self._options(req)), self.upstream_timeout)
+            completion = await asyncio.wait_for(self.agent.llm.complete(prepared.messages, n=req.n, **options),
+                                                self.upstream_timeout)
         except Exception as exc:  # any upstream failure: 502/504, never a crash
             raise self._upstream_error(exc) from None
         reply = self.agent.finish(prepared, list(completion.texts), completion.usage)
@@ -295,15 +296,9 @@ class ProxyHandlers:
                  len(prepared.conversation))
         return web.json_response(body, headers=plan_headers(reply.plan))
 
-    def _options(self, req: ChatRequest) -> dict[str, Any]:
-        options = req.options()
-        return {"temperature": self.agent.temperature if options["temperature"] is None else options["temperature"],
-                "max_tokens": self.agent.max_tokens if options["max_tokens"] is None else options["max_tokens"],
-                "stop": options["stop"], "seed": options["seed"]}
-
     async def _stream(self, request: web.Request, req: ChatRequest, prepared: PreparedTurn) -> web.StreamResponse:
         chunk_id, created = f"chatcmpl-ppdpp-{uuid.uuid4().hex}", int(time.time())
-        pieces = self.agent.pieces(prepared.messages, self._options(req)).__aiter__()
+        pieces = self.agent.pieces(prepared.messages, self.agent.call_options(**req.options())).__aiter__()
         try:  # the first piece before any byte is sent, so that a failing upstream still gets a 502
             first = await asyncio.wait_for(pieces.__anext__(), self.upstream_timeout)
         except StopAsyncIteration:

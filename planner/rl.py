@@ -250,16 +250,64 @@ def read_transcript_journal(path: Path) -> list[dict[str, Any]]:
 
 
 # ---- the trainer -------------------------------------------------------------------------------------------
+class PlanBatcher:
+    """Samples the strategies of many concurrent dialogues with one planner forward pass.
+
+    Requests that arrive while the event loop is busy are answered together on its next turn; each dialogue
+    still draws from its own generator, so a dialogue's choices do not depend on which others share a batch.
+    Planners without ``encode``/``probabilities`` (PolicyPlanner has them) are asked one at a time.
+    """
+
+    def __init__(self, planner: TrainablePlanner, domain: Domain) -> None:
+        self.planner = planner
+        self.domain = domain
+        self.batched = hasattr(planner, "encode") and hasattr(planner, "probabilities")
+        self.pending: list[tuple[Sequence[Turn], Case | None, torch.Generator, asyncio.Future]] = []
+        self.batch_sizes: list[int] = []
+
+    async def sample(self, conversation: Sequence[Turn], case: Case | None, generator: torch.Generator) -> Any:
+        if not self.batched:
+            return self.planner.plan(conversation, case, sample=True, generator=generator)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append((conversation, case, generator, future))
+        return await future
+
+    def _flush(self) -> None:
+        from .plan import Plan
+
+        items, self.pending = self.pending, []
+        self.batch_sizes.append(len(items))
+        try:
+            inputs = [self.planner.encode(c, k) for c, k, _, _ in items]  # type: ignore[attr-defined]
+            probs = self.planner.probabilities(inputs)  # type: ignore[attr-defined]
+        except Exception as exc:  # every waiting dialogue gets the error
+            for *_, future in items:
+                future.set_exception(exc)
+            return
+        names = self.domain.strategy_names
+        for (_, _, generator, future), row in zip(items, probs):
+            index = int(torch.multinomial(row, 1, generator=generator))
+            strategy = names[index]
+            distribution = dict(zip(names, row.tolist()))
+            future.set_result(Plan(strategy, self.domain.instruction(strategy), distribution[strategy], distribution))
+
+
 class _Sampler:
     """The planner as a Policy that samples its strategy with a per-episode generator."""
 
-    def __init__(self, planner: TrainablePlanner, seed: int) -> None:
-        self.planner = planner
-        self.name = getattr(planner, "name", "planner")
+    def __init__(self, batcher: PlanBatcher, seed: int) -> None:
+        self.batcher = batcher
+        self.name = getattr(batcher.planner, "name", "planner")
         self.generator = torch.Generator().manual_seed(seed)
 
+    async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        return await self.batcher.sample(conversation, case, self.generator)
+
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
-        return self.planner.plan(conversation, case, sample=True, generator=self.generator)
+        return self.batcher.planner.plan(conversation, case, sample=True, generator=self.generator)
 
 
 class RLTrainer:
@@ -429,8 +477,9 @@ class RLTrainer:
         from ..simulators.runner import EpisodeJob, run_episodes
 
         size = self.config.episodes_per_update
+        batcher = PlanBatcher(self.planner, self.domain)
         jobs = [
-            EpisodeJob(str(i), self.case_of(i), _Sampler(self.planner, self.episode_seed(i)), self.episode_seed(i),
+            EpisodeJob(str(i), self.case_of(i), _Sampler(batcher, self.episode_seed(i)), self.episode_seed(i),
                        tags={"episode": i, "update": i // size})
             for i in indices
         ]

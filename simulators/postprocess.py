@@ -1,9 +1,9 @@
 """Cleaning raw LLM replies into one dialogue turn, as PPDPP does, and normalising text for repeat detection.
 
 PPDPP's ``postprocess_response`` cuts the reply where the model starts speaking for the other side ("Seller:
-..."), drops an unfinished last sentence and trims. We do the same, and also strip the speaker's own role
-prefix ("Buyer: Hi" -> "Hi"), which small models add often. A reply that cleaning would empty falls back to
-the trimmed raw text, and an empty reply becomes ``"..."`` so that prompts never carry an empty turn.
+..."), drops an unfinished last sentence and trims. We do the same, and also strip leading role prefixes
+("Buyer: Hi" -> "Hi", which small models add often). A reply that cleaning would empty falls back to the
+trimmed raw text, and an empty reply becomes ``"..."`` so that prompts never carry an empty turn.
 """
 
 from __future__ import annotations

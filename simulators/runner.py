@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
@@ -203,8 +203,3 @@ def load_transcripts(path: Path | str) -> list[dict[str, Any]]:
     from ..planner.datafiles import read_jsonl
 
     return [obj for _, obj in read_jsonl(Path(path))]
-
-
-def episode_rows(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
-    """The transcripts of ``results`` as plain dicts."""
-    return [r.transcript for r in results]

@@ -22,6 +22,15 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session_env(tmp_path_factory, data_dir):
+    """The same for module- and session-scoped fixtures, which are set up before function-scoped ones."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PPDPP_DATA_DIR", str(data_dir))
+        patch.setenv("PPDPP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ppdpp-cache"))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch, data_dir):
     """Point ppdpp at the shared data and keep caches out of the user's home."""

@@ -7,6 +7,7 @@ import asyncio
 import json
 
 import pytest
+import torch
 
 from ppdpp.planner.baselines import RandomPolicy
 from ppdpp.planner.llm import open_chat
@@ -30,6 +31,14 @@ class Route:
         turn = sum(t.speaker == "agent" for t in conversation)
         move = self.moves[min(turn, len(self.moves) - 1)]
         return Plan(move, "", 0.5, {move: 0.5})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
@@ -162,20 +171,21 @@ def test_runner_plays_concurrently_and_writes_transcripts(scripted, tmp_path):
 # ---- the real SmolLM2 in every built-in domain --------------------------------------------------------------
 @pytest.mark.slow
 def test_smollm2_self_play_gives_transcripts_with_rewards_in_every_domain(smollm2_gguf, tmp_path):
+    names = ("negotiation", "emotional_support", "tutoring", "roleplay")
+
     async def play():
         llm = open_chat("local/smollm2", cache=False)
+        critic = Critic(llm, "sampled", samples=2, max_tokens=16)
+
+        async def one(name):  # the four dialogues run at once, so the local model batches their calls
+            domain = get_domain(name)
+            make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, EnvConfig(max_turns=2, max_tokens=24))
+            job = EpisodeJob(name, domain.load_cases("test", None)[0], RandomPolicy(domain, seed=1), seed=5)
+            await run_episodes([job], make_env, transcript=tmp_path / f"{name}.jsonl", progress=False)
+            return load_transcripts(tmp_path / f"{name}.jsonl")[0]
+
         try:
-            out = {}
-            for name in ("negotiation", "emotional_support", "tutoring", "roleplay"):
-                domain = get_domain(name)
-                case = domain.load_cases("test", None)[0]
-                critic = Critic(llm, "sampled", samples=2, max_tokens=24)
-                make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, EnvConfig(max_turns=2, max_tokens=32))
-                path = tmp_path / f"{name}.jsonl"
-                await run_episodes([EpisodeJob(name, case, RandomPolicy(domain, seed=1), seed=5)], make_env,
-                                   transcript=path, progress=False)
-                out[name] = load_transcripts(path)[0]
-            return out
+            return dict(zip(names, await asyncio.gather(*(one(n) for n in names))))
         finally:
             await llm.aclose()
 

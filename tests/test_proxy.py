@@ -19,6 +19,7 @@ import select
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -35,6 +36,7 @@ from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.proxy import BackgroundServer, create_app
 from ppdpp.planner.runtime_hooks import JsonlDialogueLog, strip_role_prefix
 
+REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-5f1c2a"
 MESSAGES = [
     {"role": "system", "content": "You are a kind listener."},
@@ -312,6 +314,14 @@ def test_the_ppdpp_serve_command(planner_dir, upstream, esc):
         assert response.model_extra["ppdpp"]["strategy"] in esc.strategy_names, response
         with pytest.raises(openai.AuthenticationError):
             OpenAI(base_url=base_url, api_key="nope", max_retries=0).models.list()
+        chatbot = subprocess.run(  # the example chatbot: an ordinary SDK loop, only its base URL points here
+            [sys.executable, str(REPO / "examples" / "openai_chatbot.py"), "--base-url", base_url,
+             "--say", "I lost my job today.", "--max-tokens", "8"], capture_output=True, text=True, env=env,
+            timeout=300)
+        assert chatbot.returncode == 0, chatbot.stderr
+        (line,) = chatbot.stdout.splitlines()
+        strategy = re.search(r"^bot> .+ \[(.+) \(p=\d\.\d\d\)\]$", line)
+        assert strategy and strategy.group(1) in esc.strategy_names, line
     finally:
         process.terminate()
         rest, _ = process.communicate(timeout=60)

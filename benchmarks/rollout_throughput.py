@@ -1,0 +1,103 @@
+"""Self-play throughput: dialogues per hour with many concurrent dialogues vs. one at a time.
+
+Same local model (agent, user and critic), same cases, same seeds, no response cache. The share of wall time
+spent outside the model is ``1 - (time the model's worker spent in generate/score) / wall time``: planner
+forward passes, prompt building, post-processing, judging and asyncio overhead (the model's busy time is
+measured by timing the local backend's batch function).
+
+Usage::
+
+    python benchmarks/rollout_throughput.py --model local/smollm2 --domain negotiation --dialogues 16 \
+        --concurrency 1,16 --max-turns 3 --max-tokens 32 --critic-samples 3 [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from rich.console import Console
+from rich.table import Table
+
+from ppdpp.planner.baselines import RandomPolicy
+from ppdpp.planner.datafiles import resolve_data_dir
+from ppdpp.planner.llm import open_chat
+from ppdpp.planner.plugins import get_domain
+from ppdpp.simulators.critic import Critic
+from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
+from ppdpp.simulators.runner import EpisodeJob, run_episodes
+
+
+def timed_engine(backend) -> dict[str, float]:
+    """Wrap the local backend's batch function so that its busy seconds add up in the returned dict."""
+    engine = getattr(backend, "inner", backend).engine
+    busy = {"seconds": 0.0}
+    batcher = engine.batcher
+    original = batcher._run_batch
+
+    def run(requests):
+        start = time.perf_counter()
+        try:
+            return original(requests)
+        finally:
+            busy["seconds"] += time.perf_counter() - start
+
+    batcher._run_batch = run
+    return busy
+
+
+async def measure(args, domain, cases, concurrency: int) -> dict[str, float]:
+    llm = open_chat(args.model, cache=False, num_threads=args.threads)
+    try:
+        await getattr(llm, "load")()  # loading is not part of the rollout time
+        busy = timed_engine(llm)
+        critic = Critic(llm, "sampled", samples=args.critic_samples, max_tokens=24)
+        config = EnvConfig(max_turns=args.max_turns, max_tokens=args.max_tokens)
+        make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, config)
+        jobs = [EpisodeJob(f"d{i}", case, RandomPolicy(domain, seed=i), seed=i) for i, case in enumerate(cases)]
+        start = time.perf_counter()
+        results = await run_episodes(jobs, make_env, concurrency=concurrency, progress=False)
+        wall = time.perf_counter() - start
+        sizes = list(llm.batch_sizes)
+    finally:
+        await llm.aclose()
+    exchanges = sum(r.turns for r in results)
+    return {"concurrency": concurrency, "wall_s": wall, "dialogues_per_hour": len(results) * 3600 / wall,
+            "exchanges_per_hour": exchanges * 3600 / wall, "exchanges": exchanges,
+            "outside_model": max(0.0, 1 - busy["seconds"] / wall), "mean_batch": sum(sizes) / max(len(sizes), 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="local/smollm2")
+    parser.add_argument("--domain", default="negotiation")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--dialogues", type=int, default=16)
+    parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--critic-samples", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: torch's)")
+    parser.add_argument("--data-dir", default=None)
+    args = parser.parse_args()
+    domain = get_domain(args.domain)
+    cases = domain.load_cases(args.split, resolve_data_dir(args.data_dir))[: args.dialogues]
+    rows = [asyncio.run(measure(args, domain, cases, int(c))) for c in args.concurrency.split(",")]
+    base = rows[0]["dialogues_per_hour"]
+    table = Table("concurrent dialogues", "wall s", "dialogues/h", "exchanges/h", "speed-up", "outside model",
+                  "mean batch rows",
+                  title=f"{args.model}, {args.domain}: {len(cases)} dialogues, <= {args.max_turns} exchanges, "
+                        f"{args.max_tokens} tokens/reply, critic n={args.critic_samples}")
+    for r in rows:
+        table.add_row(str(r["concurrency"]), f"{r['wall_s']:.0f}", f"{r['dialogues_per_hour']:.0f}",
+                      f"{r['exchanges_per_hour']:.0f}", f"{r['dialogues_per_hour'] / base:.1f}x",
+                      f"{100 * r['outside_model']:.1f}%", f"{r['mean_batch']:.1f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
