@@ -32,8 +32,8 @@ def prompt(i: int) -> list[dict[str, str]]:
     return [{"role": "user", "content": f"Write a few sentences about {TOPICS[i % len(TOPICS)]}."}]
 
 
-async def local_rate(backend: LocalBackend, concurrency: int, tokens: int, rounds: int) -> tuple[float, float]:
-    """(completion tokens per second, mean rows per generate call) for ``rounds`` waves of requests."""
+async def local_rate(backend: LocalBackend, concurrency: int, tokens: int, rounds: int) -> tuple[float, float, float]:
+    """(completion tokens/s, requests/s, mean rows per generate call) for ``rounds`` waves of requests."""
     calls_before = len(backend.batch_sizes)
     started, produced = time.perf_counter(), 0
     for r in range(rounds):
@@ -43,7 +43,7 @@ async def local_rate(backend: LocalBackend, concurrency: int, tokens: int, round
         produced += sum(c.usage.completion_tokens for c in done)
     elapsed = time.perf_counter() - started
     sizes = backend.batch_sizes[calls_before:]
-    return produced / elapsed, sum(sizes) / len(sizes)
+    return produced / elapsed, rounds * concurrency / elapsed, sum(sizes) / len(sizes)
 
 
 async def http_rate(backend: LocalBackend, clients: int, requests: int, tokens: int) -> tuple[float, float]:
@@ -76,7 +76,7 @@ async def http_rate(backend: LocalBackend, clients: int, requests: int, tokens: 
 async def main(args: argparse.Namespace) -> None:
     import torch
 
-    console = Console()
+    console = Console(width=110)
     backend = LocalBackend(args.model, dtype=args.dtype, max_batch_size=16)
     try:
         await backend.load()
@@ -88,9 +88,9 @@ async def main(args: argparse.Namespace) -> None:
         base = None
         for concurrency in (1, 8, 16):
             rounds = args.rounds * (3 if concurrency == 1 else 1)
-            rate, rows = await local_rate(backend, concurrency, args.tokens, rounds)
+            rate, per_s, rows = await local_rate(backend, concurrency, args.tokens, rounds)
             base = base or rate
-            row = ("LocalBackend", str(concurrency), f"{rows:.1f}", f"{rate:.1f}", f"{rate / args.tokens:.2f}",
+            row = ("LocalBackend", str(concurrency), f"{rows:.1f}", f"{rate:.1f}", f"{per_s:.2f}",
                    f"{rate / base:.1f}x")
             table.add_row(*row)
             console.print(" | ".join(row), style="dim")
