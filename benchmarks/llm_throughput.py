@@ -77,7 +77,7 @@ async def main(args: argparse.Namespace) -> None:
     import torch
 
     console = Console(width=110)
-    backend = LocalBackend(args.model, dtype=args.dtype, max_batch_size=16)
+    backend = LocalBackend(args.model, dtype=args.dtype, max_batch_size=16, num_threads=args.threads)
     try:
         await backend.load()
         await backend.complete(prompt(0), max_tokens=4)  # warm-up
@@ -107,4 +107,5 @@ if __name__ == "__main__":
     parser.add_argument("--tokens", type=int, default=24, help="max new tokens per request")
     parser.add_argument("--rounds", type=int, default=1, help="waves of requests per row (x3 for 1 at a time)")
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own setting)")
     asyncio.run(main(parser.parse_args()))
