@@ -54,16 +54,15 @@ def latency(planner_dir: Path | None, threads: int, calls: int) -> list[tuple[in
                 for i in range(80)]
     rows = []
     for tokens in (128, 256, 512):
-        planner = PolicyPlanner(domain, PlannerConfig(max_length=tokens), encoder=base.encoder,
-                                tokenizer=base.tokenizer)
-        planner.head.load_state_dict(base.head.state_dict())
-        assert len(planner.encode(dialogue)) == tokens
-        for precision in ("fp32", "bf16"):
+        for precision in ("float32", "bfloat16"):
+            planner = PolicyPlanner(domain, PlannerConfig(max_length=tokens), encoder=base.encoder,
+                                    tokenizer=base.tokenizer, inference_dtype=precision)
+            planner.head.load_state_dict(base.head.state_dict())
+            assert len(planner.encode(dialogue)) == tokens
             times = []
             for i in range(calls + 3):
                 start = time.perf_counter()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    planner.plan(dialogue)
+                planner.plan(dialogue)
                 if i >= 3:  # warm-up calls are not counted
                     times.append((time.perf_counter() - start) * 1000)
             times.sort()
@@ -72,6 +71,8 @@ def latency(planner_dir: Path | None, threads: int, calls: int) -> list[tuple[in
 
 
 def main() -> None:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-sft"))
     parser.add_argument("--domains", default=",".join(DOMAINS))
@@ -111,7 +112,11 @@ def main() -> None:
     best = args.out / "emotional_support" / "best"
     rows = [row for threads in args.latency_threads.split(",")
             for row in latency(best if best.is_dir() else None, int(threads), args.latency_calls)]
-    lat = ["| threads | input tokens | precision | p50 | p95 |", "|---|---|---|---|---|"]
+    from ppdpp.planner.hardware import pick_dtype
+
+    auto = str(pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    lat = [f"(inference_dtype='auto' is {auto} on this CPU)", "",
+           "| threads | input tokens | precision | p50 | p95 |", "|---|---|---|---|---|"]
     lat += [f"| {t} | {n} | {p} | {p50:.1f} ms | {p95:.1f} ms |" for t, n, p, p50, p95 in rows]
     report = "\n".join(lines) + "\n\nplan() latency\n\n" + "\n".join(lat)
     print(report)

@@ -37,12 +37,14 @@ def quickstart_command(
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
     """Run SFT -> RL -> evaluation end to end with small sizes (about ten minutes on 2 CPU cores)."""
+    from .policy_planner import CONFIG_FILE
+
     data = ["--data-dir", str(data_dir)] if data_dir else []
     sft_dir, rl_dir, eval_dir = out / "sft", out / "rl", out / "evaluate"
     selfplay = ["--max-turns", str(max_turns), "--critic-samples", str(critic_samples),
                 "--max-tokens", str(max_tokens)]
 
-    if (sft_dir / "best" / "config.json").is_file():
+    if (sft_dir / "best" / CONFIG_FILE).is_file():
         console.print(f"SFT already done: {sft_dir / 'best'}")
     else:
         resume = ["--resume"] if (sft_dir / "checkpoint.pt").is_file() else []
@@ -50,7 +52,7 @@ def quickstart_command(
               "--max-train-examples", str(sft_examples), "--max-select-examples", "400",
               "--max-test-examples", "600", *resume])
 
-    if (rl_dir / "final" / "config.json").is_file():
+    if (rl_dir / "final" / CONFIG_FILE).is_file():
         console.print(f"RL already done: {rl_dir / 'final'}")
     else:
         resume = ["--resume"] if (rl_dir / "checkpoints" / "latest.json").is_file() else []

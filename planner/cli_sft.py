@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
 import typer
 from rich.table import Table
 
@@ -13,8 +12,9 @@ from .cli import DataDirOption, app, console
 from .datafiles import resolve_data_dir
 from .metrics import Scores
 from .plugins import get_domain
-from .policy_planner import PlannerConfig, default_backbone
-from .sft import SFTConfig, SFTResult, auto_train_splits, train_sft
+
+if TYPE_CHECKING:  # torch and transformers load inside the command, so that `ppdpp --help` stays quick
+    from .sft import SFTResult
 
 
 def summary_table(test: dict[str, Scores]) -> Table:
@@ -89,6 +89,11 @@ def sft_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
 ) -> None:
     """Fine-tune the policy planner on human strategy labels and report test scores against baselines."""
+    import torch
+
+    from .policy_planner import PlannerConfig, default_backbone
+    from .sft import SFTConfig, auto_train_splits, train_sft
+
     if threads:
         torch.set_num_threads(threads)
     dom = get_domain(domain)

@@ -24,6 +24,7 @@ PLUGINS_ENV = "PPDPP_PLUGINS"
 _pm: pluggy.PluginManager | None = None
 _only: set[str] | None = None
 _sources: dict[str, str] = {}  # plugin name -> where it came from, for `ppdpp plugins`
+_domains: tuple[frozenset[tuple[str, int]], dict[str, Domain]] | None = None  # (registered plugins, domains)
 
 
 class PluginError(LookupError):
@@ -91,13 +92,18 @@ def _collect(hook_name: str) -> list[tuple[str, tuple[Any, ...]]]:
 
 
 def domains() -> dict[str, Domain]:
-    """All registered domains by name."""
-    out: dict[str, Domain] = {}
-    for plugin_name, (domain,) in _collect("register_domains"):
-        if not isinstance(domain, Domain):
-            raise PluginError(f"plugin {plugin_name!r} registered {domain!r}, which is not a ppdpp Domain")
-        out[domain.name] = domain
-    return out
+    """All registered domains by name. The hook runs once per set of registered plugins, so every caller
+    gets the same domain objects until a plugin is registered or unregistered."""
+    global _domains
+    key = frozenset((name, id(plugin)) for name, plugin in get_plugin_manager().list_name_plugin())
+    if _domains is None or _domains[0] != key:
+        out: dict[str, Domain] = {}
+        for plugin_name, (domain,) in _collect("register_domains"):
+            if not isinstance(domain, Domain):
+                raise PluginError(f"plugin {plugin_name!r} registered {domain!r}, which is not a ppdpp Domain")
+            out[domain.name] = domain
+        _domains = (key, out)
+    return dict(_domains[1])
 
 
 def domain_owners() -> dict[str, str]:

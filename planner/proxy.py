@@ -288,7 +288,7 @@ class ProxyHandlers:
             "id": f"chatcmpl-ppdpp-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": self.model_name,
             "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": "stop"} for i, text in enumerate(reply.texts)],
+                         "finish_reason": completion.finish_reason(i)} for i, text in enumerate(reply.texts)],
             "usage": _usage_json(reply),
             "ppdpp": plan_json(self.agent.domain.name, reply.plan),
         }

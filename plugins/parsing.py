@@ -19,9 +19,10 @@ Words and negation
 Choices
     :func:`parse_choice` finds every phrase of every choice. Where phrases overlap, the longer one wins
     (in "not reached a deal", "reached a deal" is part of the longer phrase and does not count on its own).
-    A choice is stated by its phrases that are neither negated nor hypothetical, ranked: an option letter (``(D)``, ``D)``, ``D.`` or
-    ``D:`` at the start, ``option D``, ``answer: D``, or the bare letter alone; the n-th letter names the
-    n-th key) > the key's option sentence (its first phrase) > its other phrases > a negated phrase of
+    A choice is stated by its phrases that are neither negated nor hypothetical, ranked: an option letter (``(D)``, ``D)`` or
+    ``D.`` at the start, ``option D``, ``answer: D``, or the bare letter alone; ``D:`` at the start too,
+    unless the text states another option's sentence, since "A: ..." is also a speaker label; the n-th
+    letter names the n-th key) > the key's option sentence (its first phrase) > its other phrases > a negated phrase of
     another key mapped to it by ``negated_as``. The highest-ranked choice wins; two different choices at
     the same rank are a conflict (``None``), e.g. an LLM that echoes all the options.
 
@@ -166,17 +167,20 @@ _LETTER_PATTERNS = tuple(
     for pattern in (
         r"^\W*\(?([A-Z])\W*$",  # the bare letter: "D", "(D)", "D."
         r"\(([A-Z])\)",  # "(D)" anywhere
-        r"^\W*([A-Z])[.):]\s",  # "D. Yes, ..." / "D) ..." / "D: ..."
+        r"^\W*([A-Z])[.)]\s",  # "D. Yes, ..." / "D) ..."
         # "option D", "Answer: D." (a capital standing alone: "Answer: A deal ..." is no letter)
         r"\b(?i:option|choice|answer)\s*(?i:is|:)?\s*\(?([A-Z])(?=\s*(?:$|[).,:;]))",
     )
 )
+# "D: ..." at the start is also how a speaker label looks ("A: I think ..."): it names an option only when the
+# text does not state another option by its sentence.
+_LABEL_LIKE_LETTER = re.compile(r"^\W*([A-Z]):\s")
 
 
-def _option_letters(text: str, count: int) -> set[int]:
+def _option_letters(text: str, count: int, pattern_set: Sequence[re.Pattern[str]] = _LETTER_PATTERNS) -> set[int]:
     """Indices of the options named by letter in ``text`` (A = 0); letters beyond ``count`` are ignored."""
     found: set[int] = set()
-    for pattern in _LETTER_PATTERNS:
+    for pattern in pattern_set:
         for m in pattern.finditer(text.strip()):
             index = ord(m.group(1)) - ord("A")
             if index < count:
@@ -207,6 +211,10 @@ def _stated_strengths(
         elif mood == "negated" and negated_as and key in negated_as:
             strength.setdefault(negated_as[key], 0)
     keys = list(choices)
+    sentences = {key for key, tier in strength.items() if tier == 2}
+    for index in _option_letters(text, len(keys), (_LABEL_LIKE_LETTER,)):
+        if not sentences - {keys[index]}:
+            strength[keys[index]] = 3
     for index in _option_letters(text, len(keys)):
         strength[keys[index]] = 3
     return strength

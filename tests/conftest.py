@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -20,6 +21,16 @@ def data_dir() -> Path:
     """The real datasets (ESConv, CIMA, CraigslistBargain, Synthetic-Persona-Chat)."""
     assert SHARED_DATA.is_dir(), f"the tests read the real datasets from {SHARED_DATA}; it is missing"
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """One torch thread: on a 2-core machine shared with other jobs two OpenMP threads mostly wait on each
+    other (docs/planner.md measures it)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -5,21 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-import torch
 
 from ppdpp.planner.domain import Turn
 from ppdpp.planner.llm import open_chat
 from ppdpp.planner.llm.base import ChatBackend, Completion, Usage
 from ppdpp.planner.plugins import get_domain
 from ppdpp.simulators.critic import Critic, CriticError
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
-    yield
-    torch.set_num_threads(previous)
-
 
 SOLVED = "Yes, the Patient's issue has been solved."
 BETTER = "No, but the Patient feels better."

@@ -16,6 +16,8 @@ from ppdpp.plugins.emotional_support import (
     read_verdict,
 )
 
+from helpers import assert_alternates
+
 
 @pytest.fixture(scope="module")
 def domain() -> EmotionalSupportDomain:
@@ -32,14 +34,6 @@ def case() -> Case:
             "situation": "I may lose my job next week.",
         },
     )
-
-
-def assert_alternates(messages: list[dict[str, str]]) -> None:
-    roles = [m["role"] for m in messages]
-    assert roles[0] == "system", f"first message must be the system prompt: {roles}"
-    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles) - 1)]
-    assert roles[1:] == expected, f"roles do not alternate user/assistant: {roles}"
-    assert roles[-1] == "user", f"the LLM must answer a user message: {roles}"
 
 
 def test_registered_through_its_entry_point() -> None:

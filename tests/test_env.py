@@ -7,7 +7,6 @@ import asyncio
 import json
 
 import pytest
-import torch
 
 from ppdpp.planner.baselines import RandomPolicy
 from ppdpp.planner.llm import open_chat
@@ -31,14 +30,6 @@ class Route:
         turn = sum(t.speaker == "agent" for t in conversation)
         move = self.moves[min(turn, len(self.moves) - 1)]
         return Plan(move, "", 0.5, {move: 0.5})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

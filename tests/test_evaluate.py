@@ -8,7 +8,6 @@ import io
 import json
 
 import pytest
-import torch
 from rich.console import Console
 
 from ppdpp.planner.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
@@ -24,14 +23,6 @@ from ppdpp.simulators.evaluate import (
 )
 
 from scripted_domain import ROUTE, ScriptedAgent, ScriptedCritic, ScriptedTraveller, register
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
-    yield
-    torch.set_num_threads(previous)
 
 
 class Oracle:

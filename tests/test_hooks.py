@@ -19,11 +19,13 @@ from ppdpp.planner import runtime_hooks
 from ppdpp.planner.agent import PlannedAgent
 from ppdpp.planner.baselines import MajorityPolicy
 from ppdpp.planner.domain import Turn
-from ppdpp.planner.llm import ChatBackend, open_chat
+from ppdpp.planner.llm import open_chat
 from ppdpp.planner.plan import Plan
 from ppdpp.planner.plugins import (
     PluginError, get_domain, get_plugin_manager, register_plugin, restrict_plugins, unregister_plugin,
 )
+
+from helpers import RecordingBackend
 
 MESSAGES = [
     {"role": "system", "content": "You are a kind listener."},
@@ -31,17 +33,6 @@ MESSAGES = [
     {"role": "assistant", "content": "That sounds really hard."},
     {"role": "user", "content": "Yes, and I can't sleep."},
 ]
-
-
-class RecordingBackend(ChatBackend):
-    """A real backend that also keeps every message list it was sent."""
-
-    def __init__(self, inner: ChatBackend) -> None:
-        self.inner, self.model, self.received = inner, inner.model, []
-
-    async def complete(self, messages, **options):
-        self.received.append([dict(m) for m in messages])
-        return await self.inner.complete(messages, **options)
 
 
 class RecordingPolicy:

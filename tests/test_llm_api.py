@@ -49,6 +49,17 @@ def test_litellm_talks_to_the_served_local_model(served):
     assert got.model == "openai/smollm2"
 
 
+def test_finish_reason_says_whether_the_reply_was_cut_at_max_tokens(served):
+    local, server = served
+    remote = api(server.url)
+    story = [{"role": "user", "content": "Write a long story about a dragon."}]
+    for messages, max_tokens, expected in ((story, 3, "length"), (HELLO, 64, "stop")):
+        direct = local.complete_sync(messages, max_tokens=max_tokens)
+        over_http = remote.complete_sync(messages, max_tokens=max_tokens)
+        assert direct.finish_reasons == [expected], (direct.texts, direct.finish_reasons)
+        assert over_http.finish_reasons == [expected], "serve-llm must pass the reason on"
+
+
 def test_n_samples_in_one_request_match_the_local_backend(served):
     local, server = served
     remote = api(server.url)

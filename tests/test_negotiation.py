@@ -13,6 +13,8 @@ from ppdpp.planner.domain import SPLITS, Case, DomainError, Turn
 from ppdpp.planner.plugins import domain_owners, get_domain, restrict_plugins
 from ppdpp.plugins.negotiation import CB_STRATEGIES, NO_DEAL_REWARD, NegotiationDomain, read_deal
 
+from helpers import assert_alternates
+
 
 @pytest.fixture(scope="module")
 def domain() -> NegotiationDomain:
@@ -31,14 +33,6 @@ def case() -> Case:
             "seller_price": 6200,
         },
     )
-
-
-def assert_alternates(messages: list[dict[str, str]]) -> None:
-    roles = [m["role"] for m in messages]
-    assert roles[0] == "system", f"first message must be the system prompt: {roles}"
-    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles) - 1)]
-    assert roles[1:] == expected, f"roles do not alternate user/assistant: {roles}"
-    assert roles[-1] == "user", f"the LLM must answer a user message: {roles}"
 
 
 # ---- registration and the CLI ------------------------------------------------------------------------------

@@ -41,6 +41,10 @@ NEGATED = {"solved": "same"}
         ("C) No, but the Patient feels better.", "better"),
         ("The answer is (A).", "worse"),
         ("Option D", "solved"),
+        ("D: the issue is resolved.", "solved"),
+        # "A:" as a speaker label before another option's sentence is no letter A
+        ("A: No, but the Patient feels better.", "better"),
+        ("A: No, the Patient feels worse.", "worse"),
         ("The answer is a tough one: the Patient feels the same.", "same"),
         # nothing or conflicting statements
         ("I think it was a good conversation.", None),

@@ -14,7 +14,6 @@ from ppdpp.planner.policy_planner import (
     ADAPTER_DIR, CONFIG_FILE, ENCODER_DIR, PlannerConfig, PlannerFormatError, PolicyPlanner,
 )
 
-torch.set_num_threads(1)  # on a shared 2-core machine one thread is much faster
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,8 @@ def examples(domain, data_dir):
 
 @pytest.fixture(scope="module")
 def planner(domain):
-    torch.manual_seed(0)
-    return PolicyPlanner(domain, PlannerConfig(max_length=64))
+    torch.manual_seed(0)  # float32: the exactness checks below must not depend on the CPU's bf16 support
+    return PolicyPlanner(domain, PlannerConfig(max_length=64), inference_dtype="float32")
 
 
 def numbered_dialogue(n: int) -> list[Turn]:
@@ -76,6 +75,27 @@ def test_plan_is_deterministic_in_eval_and_restores_train_mode(planner, examples
         assert a.probability == pytest.approx(a.distribution[a.strategy])
 
 
+def test_bfloat16_inference_agrees_with_float32(planner, examples):
+    fast = PolicyPlanner(planner.space, planner.config, encoder=planner.encoder, tokenizer=planner.tokenizer,
+                         inference_dtype="bfloat16")
+    fast.head.load_state_dict(planner.head.state_dict())
+    for ex in examples:
+        exact, approx = planner.plan(ex.history, ex.case), fast.plan(ex.history, ex.case)
+        assert approx.distribution == pytest.approx(exact.distribution, abs=0.02), ex.history[-1].text
+        assert math.isclose(sum(approx.distribution.values()), 1.0, rel_tol=1e-5)
+    with pytest.raises(ValueError, match="dtype must be auto or one of"):
+        PolicyPlanner(planner.space, planner.config, encoder=planner.encoder, tokenizer=planner.tokenizer,
+                      inference_dtype="fp8")
+
+
+def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it():
+    from ppdpp.planner.hardware import cpu_has_fast_bf16, pick_dtype
+
+    expected = torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+    assert pick_dtype("auto", torch.device("cpu")) == expected
+    assert pick_dtype("float32", torch.device("cpu")) == torch.float32
+
+
 def test_sampling_is_seedable_and_varies(planner, examples):
     conversations = [examples[0].history[:1]] * 40
     draw = lambda seed: [p.strategy for p in planner.plan_batch(  # noqa: E731
@@ -110,7 +130,7 @@ def test_save_load_round_trip_gives_identical_distributions(planner, examples, t
     assert meta["format_version"] == 1 and meta["domain"] == "emotional_support"
     assert list(meta["strategies"]) == planner.strategy_names and meta["planner"]["max_length"] == 64
     assert (tmp_path / "p" / ENCODER_DIR / "model.safetensors").is_file()
-    loaded = PolicyPlanner.from_pretrained(tmp_path / "p")
+    loaded = PolicyPlanner.from_pretrained(tmp_path / "p", inference_dtype=planner.inference_dtype)
     assert not loaded.training
     assert loaded.domain is planner.domain, "the registered domain is attached on load"
     for a, b in zip(distributions(planner, examples), distributions(loaded, examples)):
@@ -123,7 +143,7 @@ def test_a_saved_planner_loads_without_its_domain_plugin(planner, examples, tmp_
     meta = json.loads(meta_path.read_text())
     meta["domain"] = "not-installed-anywhere"
     meta_path.write_text(json.dumps(meta))
-    loaded = PolicyPlanner.from_pretrained(tmp_path / "p")
+    loaded = PolicyPlanner.from_pretrained(tmp_path / "p", inference_dtype=planner.inference_dtype)
     assert loaded.domain is None and loaded.space.domain == "not-installed-anywhere"
     plan = loaded.plan(examples[0].history)
     assert plan.distribution == pytest.approx(planner.plan(examples[0].history).distribution, abs=1e-6)

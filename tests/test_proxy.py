@@ -36,23 +36,14 @@ from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.proxy import BackgroundServer, create_app
 from ppdpp.planner.runtime_hooks import JsonlDialogueLog, strip_role_prefix
 
+from helpers import RecordingBackend
+
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-5f1c2a"
 MESSAGES = [
     {"role": "system", "content": "You are a kind listener."},
     {"role": "user", "content": "I failed my exam and my parents are angry."},
 ]
-
-
-class RecordingBackend(ChatBackend):
-    """A real backend that also keeps every message list it was sent."""
-
-    def __init__(self, inner: ChatBackend) -> None:
-        self.inner, self.model, self.received = inner, inner.model, []
-
-    async def complete(self, messages, **options):
-        self.received.append([dict(m) for m in messages])
-        return await self.inner.complete(messages, **options)
 
 
 class WordStream(ChatBackend):

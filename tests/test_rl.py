@@ -17,14 +17,6 @@ from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from scripted_domain import ScriptedAgent, ScriptedCritic, ScriptedTraveller, register
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared: one thread avoids oversubscription stalls
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def domain():
     return register()

@@ -15,6 +15,8 @@ from ppdpp.plugins import roleplay
 from ppdpp.plugins.roleplay import RoleplayDomain, RoleplayVerdict, parse_conversation, parse_verdict
 from ppdpp.plugins.roleplay_labeller import ACTS, content_words, label_turn
 
+from helpers import assert_alternates
+
 HAND_LABELS = Path(__file__).with_name("roleplay_hand_labels.jsonl")
 FACTS = [
     "I am a nurse.", "I keep bees on my balcony.", "I learned to sail last year.", "My twin sister lives in Lisbon.",
@@ -30,13 +32,6 @@ def domain() -> RoleplayDomain:
 def case() -> Case:
     dialogue = (Turn("agent", "Hi! How are you?"), Turn("user", "Good, just back from sailing."))
     return Case("unit", {"agent_persona": ["I fix old clocks.", "I have two sons."], "user_persona": FACTS}, dialogue)
-
-
-def assert_alternates(messages: list[dict[str, str]]) -> None:
-    roles = [m["role"] for m in messages]
-    assert roles[0] == "system", f"first message must be the system prompt: {roles}"
-    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles) - 1)]
-    assert roles[1:] == expected, f"roles do not alternate user/assistant: {roles}"
 
 
 def write_csv(root: Path, rows: list[dict[str, str]], columns: list[str] | None = None) -> None:

@@ -17,7 +17,6 @@ from ppdpp.planner.sft import (
     load_sft_data, split_holdout, train_sft,
 )
 
-torch.set_num_threads(1)  # on a shared 2-core machine one thread is much faster
 
 
 def test_class_weights_are_inverse_sqrt_and_average_one():

@@ -12,6 +12,8 @@ from ppdpp.planner.domain import SPLITS, Case, DomainError, Turn
 from ppdpp.planner.plugins import get_domain, restrict_plugins
 from ppdpp.plugins.tutoring import VERDICT_REWARDS, TutoringDomain
 
+from helpers import assert_alternates
+
 SENTENCE = "is under the white chair"
 
 
@@ -24,13 +26,6 @@ def domain() -> TutoringDomain:
 def case() -> Case:
     opening = (Turn("agent", f'Please translate "{SENTENCE}" into Italian.'), Turn("user", "What is chair?"))
     return Case("unit", {"sentence": SENTENCE, "target": "e sotto la sedia bianca"}, opening)
-
-
-def assert_alternates(messages: list[dict[str, str]]) -> None:
-    roles = [m["role"] for m in messages]
-    assert roles[0] == "system", f"first message must be the system prompt: {roles}"
-    expected = ["user" if i % 2 == 0 else "assistant" for i in range(len(roles) - 1)]
-    assert roles[1:] == expected, f"roles do not alternate user/assistant: {roles}"
 
 
 def write_cima(root: Path, split: str, lines: list[str]) -> Path:

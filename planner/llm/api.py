@@ -161,6 +161,10 @@ class APIBackend(ChatBackend):
     def _texts(response: Any) -> list[str]:
         return [(choice.message.content or "") for choice in response.choices]
 
+    @staticmethod
+    def _finish_reasons(response: Any) -> list[str]:
+        return [str(getattr(choice, "finish_reason", None) or "stop") for choice in response.choices]
+
     def _usage(self, response: Any, started: float) -> Usage:
         usage = getattr(response, "usage", None)
         try:
@@ -184,7 +188,8 @@ class APIBackend(ChatBackend):
             if seed is not None:
                 kwargs["seed"] = seed
             response = await self._request(msgs, n, kwargs)
-            return Completion(self._texts(response), self._usage(response, started), self.model)
+            return Completion(self._texts(response), self._usage(response, started), self.model,
+                              self._finish_reasons(response))
         # n separate requests; a seed becomes seed, seed+1, ... so the samples differ but stay reproducible
         responses = await asyncio.gather(*(
             self._request(msgs, 1, kwargs if seed is None else {**kwargs, "seed": seed + i}) for i in range(n)
@@ -193,4 +198,5 @@ class APIBackend(ChatBackend):
         for response in responses:
             usage = usage + self._usage(response, started)
         usage.latency_s = time.perf_counter() - started
-        return Completion([t for r in responses for t in self._texts(r)], usage, self.model)
+        return Completion([t for r in responses for t in self._texts(r)], usage, self.model,
+                          [f for r in responses for f in self._finish_reasons(r)])

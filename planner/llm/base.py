@@ -37,11 +37,18 @@ class Usage:
 
 @dataclass
 class Completion:
-    """The ``n`` texts one request produced, and its usage."""
+    """The ``n`` texts one request produced, and its usage. ``finish_reasons`` says, per text, why it ended:
+    ``"stop"`` (end of turn or a stop string) or ``"length"`` (``max_tokens`` reached); empty where the backend
+    does not say."""
 
     texts: list[str]
     usage: Usage = field(default_factory=Usage)
     model: str = ""
+    finish_reasons: list[str] = field(default_factory=list)
+
+    def finish_reason(self, index: int = 0) -> str:
+        """Why text ``index`` ended (``"stop"`` where the backend did not say)."""
+        return self.finish_reasons[index] if index < len(self.finish_reasons) else "stop"
 
     @property
     def text(self) -> str:

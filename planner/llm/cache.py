@@ -97,12 +97,15 @@ class CachedBackend(ChatBackend):
             return None
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             return None
-        return Completion(list(texts), Usage(cost=0.0, cached=True), data.get("model", self.model))
+        reasons = data.get("finish_reasons")
+        reasons = list(reasons) if isinstance(reasons, list) and all(isinstance(r, str) for r in reasons) else []
+        return Completion(list(texts), Usage(cost=0.0, cached=True), data.get("model", self.model), reasons)
 
     def write(self, key: str, completion: Completion) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = {"model": completion.model or self.model, "texts": completion.texts,
+                  "finish_reasons": completion.finish_reasons,
                   "prompt_tokens": completion.usage.prompt_tokens,
                   "completion_tokens": completion.usage.completion_tokens, "created": time.time()}
         fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)

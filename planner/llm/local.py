@@ -7,8 +7,8 @@ One loaded model (an :class:`_Engine`) is shared by every backend opened with th
 the user simulator and the critic of many parallel dialogues all feed the same batches. Each batch is one
 ``generate`` call over left-padded prompts (the tokenizer's chat template applied): greedy rows and sampled
 rows with different temperatures and seeds mix freely, because sampling is done per row with the Gumbel-max
-trick from a per-row ``torch.Generator`` (reproducible for a given seed, whatever else is in the batch),
-and each row stops at its own ``max_tokens`` and ``stop`` strings.
+trick from a per-row ``torch.Generator`` (reproducible for a given seed, whatever else is in the batch,
+exactly so in float32), and each row stops at its own ``max_tokens`` and ``stop`` strings.
 """
 
 from __future__ import annotations
@@ -28,40 +28,14 @@ from typing import Any, Sequence
 import torch
 
 from ..domain import Message
+from ..hardware import pick_device, pick_dtype
 from .base import ChatBackend, Completion, LLMError, Usage
 from .batching import MicroBatcher
 from .models import ModelSource, models_dir, resolve_local_model
+from .prefill import PrefixStore, cache_argument, prefilled_cache
 from .sampling import check_sampling
 
 LOCAL_PREFIX = "local/"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _cpu_has_fast_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """``auto``: the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """``auto``: bfloat16 on a GPU that has it or a CPU with native bf16 instructions, else float32 (on an
-    AVX2-only CPU bf16 matmuls are emulated and batches run slower than in float32)."""
-    if dtype != "auto":
-        if dtype not in _DTYPES:
-            raise ValueError(f"dtype must be auto or one of {', '.join(_DTYPES)}, got {dtype!r}")
-        return _DTYPES[dtype]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
 
 
 def converted_dir(source: ModelSource, dtype: torch.dtype) -> Path:
@@ -165,11 +139,12 @@ class _Engine:
     """One loaded model and tokenizer, and the micro-batcher that feeds it."""
 
     def __init__(self, source: ModelSource, *, device: str, dtype: str, max_batch_size: int, max_wait_s: float,
-                 num_threads: int | None) -> None:
+                 num_threads: int | None, prefix_cache_tokens: int) -> None:
         self.source = source
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.num_threads = num_threads
+        self.prefix_store = PrefixStore(prefix_cache_tokens)
         self.model: Any = None
         self.tokenizer: Any = None
         self.eos_ids: list[int] = []
@@ -237,6 +212,7 @@ class _Engine:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in rows], device=self.device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in rows], device=self.device)
+        cache = prefilled_cache(self.model, pad, prompts, [index for index, _ in rows], width, self.prefix_store)
         budgets = [requests[i].max_tokens for i, _ in rows]
         config = GenerationConfig(
             max_new_tokens=max(budgets), do_sample=False, num_beams=1, pad_token_id=pad,
@@ -245,6 +221,7 @@ class _Engine:
         with torch.inference_mode():
             output = self.model.generate(
                 input_ids=input_ids, attention_mask=attention, generation_config=config,
+                **({cache_argument(self.model): cache} if cache is not None else {}),
                 logits_processor=LogitsProcessorList([_GumbelSampler(temperatures, generators)]),
                 stopping_criteria=StoppingCriteriaList(
                     [_RowStops(self.tokenizer, width, budgets, [requests[i].stop for i, _ in rows])]
@@ -252,20 +229,24 @@ class _Engine:
             )
         new_tokens = output[:, width:].tolist()
         texts: list[list[str]] = [[] for _ in requests]
+        reasons: list[list[str]] = [[] for _ in requests]
         counts = [0] * len(requests)
         for (index, _), tokens in zip(rows, new_tokens):
-            kept = next((k for k, tok in enumerate(tokens) if tok in self.end_ids), len(tokens))
-            kept = min(kept, requests[index].max_tokens)
+            ended = next((k for k, tok in enumerate(tokens) if tok in self.end_ids), None)
+            kept = min(len(tokens) if ended is None else ended, requests[index].max_tokens)
             counts[index] += kept
             text = self.tokenizer.decode(tokens[:kept], skip_special_tokens=True)
-            texts[index].append(_cut_at_stop(text, requests[index].stop))
+            cut = _cut_at_stop(text, requests[index].stop)
+            texts[index].append(cut)
+            stopped = (ended is not None and ended <= kept) or len(cut) < len(text)
+            reasons[index].append("stop" if stopped or kept < requests[index].max_tokens else "length")
         done = time.perf_counter()
         completions = []
-        for request, ids, samples, count in zip(requests, prompts, texts, counts):
+        for request, ids, samples, why, count in zip(requests, prompts, texts, reasons, counts):
             if request.temperature == 0:
-                samples, count = samples * request.n, count * request.n
+                samples, why, count = samples * request.n, why * request.n, count * request.n
             usage = Usage(len(ids), count, 0.0, done - request.submitted)
-            completions.append(Completion(samples, usage, f"{LOCAL_PREFIX}{self.source.name}"))
+            completions.append(Completion(samples, usage, f"{LOCAL_PREFIX}{self.source.name}", why))
         return completions
 
     def score(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
@@ -299,20 +280,22 @@ class LocalBackend(ChatBackend):
 
     Options: ``device`` (auto/cpu/cuda), ``dtype`` (auto/float32/bfloat16/float16), ``max_batch_size`` (rows per
     ``generate`` call, default 16), ``max_wait_ms`` (how long a batch waits for company, default 5),
-    ``num_threads`` (calls ``torch.set_num_threads``; default: leave torch's setting alone).
+    ``num_threads`` (calls ``torch.set_num_threads``; default: leave torch's setting alone),
+    ``prefix_cache_tokens`` (prompt tokens whose KV cache is kept to continue later prompts that start the same
+    way, default 32768; 0 turns it off; see :mod:`.prefill`).
     """
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 16,
-                 max_wait_ms: float = 5.0, num_threads: int | None = None) -> None:
+                 max_wait_ms: float = 5.0, num_threads: int | None = None, prefix_cache_tokens: int = 32768) -> None:
         self.model = model if model.startswith(LOCAL_PREFIX) else f"{LOCAL_PREFIX}{model}"
         source = resolve_local_model(self.model.removeprefix(LOCAL_PREFIX))
-        key = (source.path, device, dtype, max_batch_size, max_wait_ms, num_threads)
+        key = (source.path, device, dtype, max_batch_size, max_wait_ms, num_threads, prefix_cache_tokens)
         with _engines_lock:
             engine = _engines.get(key)
             if engine is None:
                 engine = _engines[key] = _Engine(
                     source, device=device, dtype=dtype, max_batch_size=max_batch_size,
-                    max_wait_s=max_wait_ms / 1000, num_threads=num_threads,
+                    max_wait_s=max_wait_ms / 1000, num_threads=num_threads, prefix_cache_tokens=prefix_cache_tokens,
                 )
             engine.users += 1
         self._key = key

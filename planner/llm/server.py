@@ -101,7 +101,8 @@ async def _chat_completions(request: web.Request) -> web.Response:
         "created": int(time.time()),
         "model": request.app[_NAME],
         "choices": [
-            {"index": i, "message": {"role": "assistant", "content": text}, "finish_reason": "stop", "logprobs": None}
+            {"index": i, "message": {"role": "assistant", "content": text},
+             "finish_reason": completion.finish_reason(i), "logprobs": None}
             for i, text in enumerate(completion.texts)
         ],
         "usage": {

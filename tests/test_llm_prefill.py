@@ -1,0 +1,52 @@
+"""Prefill outside ``generate``: the prefix store, and exact reuse of an earlier prompt's KV cache with SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from ppdpp.planner.llm.local import LocalBackend
+from ppdpp.planner.llm.prefill import MIN_REUSE, PrefixStore
+
+
+def kv(tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(torch.arange(tokens, dtype=torch.float32).view(1, 1, tokens, 1),) * 2]
+
+
+def test_the_store_finds_the_longest_shared_prefix_and_evicts_by_tokens():
+    store = PrefixStore(max_tokens=100)
+    store.add(list(range(40)), kv(40))
+    store.add(list(range(30)) + [999] * 10, kv(40))
+    shared, found = store.longest_prefix(list(range(35)) + [7, 7])
+    assert shared == 35 and found[0][0].shape[2] == 35, "the prefix of the first entry, cut to what is shared"
+    assert store.longest_prefix([5] + list(range(40))) is None, "nothing shared from the first token"
+    assert store.longest_prefix(list(range(MIN_REUSE - 1)) + [-1]) is None, "too short to be worth reusing"
+    store.add(list(range(1000, 1030)), kv(30))  # 110 tokens in all: the least recently used entry goes
+    assert store.longest_prefix(list(range(30)) + [999] * 10)[0] == 30, "the second entry was evicted"
+    assert store.reused_tokens == 35 + 30
+
+
+@pytest.fixture(scope="module")
+def backends(smollm2_gguf):
+    with_store = LocalBackend("local/smollm2", dtype="float32")
+    without = LocalBackend("local/smollm2", dtype="float32", prefix_cache_tokens=0)
+    yield with_store, without
+    for backend in (with_store, without):
+        asyncio.run(backend.aclose())
+
+
+def test_a_longer_prompt_continues_from_the_earlier_one_with_identical_output(backends):
+    with_store, without = backends
+    system = {"role": "system", "content": "You sell a used bike. Be brief and friendly, and firm on price."}
+    first = [system, {"role": "user", "content": "Hi, is the bike still for sale?"}]
+    later = [*first, {"role": "assistant", "content": "Yes, it is."}, {"role": "user", "content": "Would you take $80?"}]
+    store = with_store.engine.prefix_store
+    with_store.complete_sync(first, max_tokens=4)
+    reused = store.reused_tokens
+    got = with_store.complete_sync(later, max_tokens=12)
+    assert store.reused_tokens - reused >= 30, "the second prompt should continue from the first one's cache"
+    want = without.complete_sync(later, max_tokens=12)
+    assert without.engine.prefix_store.reused_tokens == 0
+    assert got.texts == want.texts, f"with the prefix reused {got.texts} != from scratch {want.texts}"
