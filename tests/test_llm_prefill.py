@@ -50,3 +50,18 @@ def test_a_longer_prompt_continues_from_the_earlier_one_with_identical_output(ba
     want = without.complete_sync(later, max_tokens=12)
     assert without.engine.prefix_store.reused_tokens == 0
     assert got.texts == want.texts, f"with the prefix reused {got.texts} != from scratch {want.texts}"
+
+
+def test_choice_scores_from_the_prefilled_prompt_match_a_plain_forward_pass(backends):
+    with_store, _ = backends
+    engine = with_store.engine
+    messages = [{"role": "user", "content": "Did the buyer and the seller reach a deal? Answer yes or no."}]
+    choices = ["Yes, they reached a deal.", "No", "No, they did not reach a deal."]
+    scores = engine.score(messages, choices)
+    prompt = engine.prompt_ids(messages)
+    for choice, score in zip(choices, scores):
+        answer = engine.tokenizer(choice, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = engine.model(input_ids=torch.tensor([prompt + answer])).logits[0, :-1].float()
+        expected = torch.log_softmax(logits, -1)[len(prompt) - 1:].gather(-1, torch.tensor(answer)[:, None]).sum()
+        assert score == pytest.approx(float(expected), abs=1e-3), choice

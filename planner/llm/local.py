@@ -250,23 +250,31 @@ class _Engine:
         return completions
 
     def score(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
-        """Total log-likelihood of each choice as the assistant's reply to ``messages``."""
+        """Total log-likelihood of each choice as the assistant's reply to ``messages``. The prompt is prefilled
+        once (continuing from the prefix store) and only the choices run per row."""
         self.load()
         prompt = self.prompt_ids(messages)
+        pad = self.tokenizer.pad_token_id
         scores: list[float] = []
         step = self.batcher.max_batch_size
         for start in range(0, len(choices), step):
             answers = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices[start:start + step]]
-            width = len(prompt) + max(len(a) for a in answers)
-            pad = self.tokenizer.pad_token_id
-            ids = torch.tensor([prompt + a + [pad] * (width - len(prompt) - len(a)) for a in answers])
-            mask = torch.tensor([[1] * (len(prompt) + len(a)) + [0] * (width - len(prompt) - len(a)) for a in answers])
+            cache = prefilled_cache(self.model, pad, [prompt], [0] * len(answers), len(prompt), self.prefix_store)
+            done = len(prompt) - 1 if cache is not None else 0  # prompt tokens already in the cache
+            width = max(len(a) for a in answers) + len(prompt) - done
+            ids = torch.tensor([prompt[done:] + a + [pad] * (width - len(prompt) + done - len(a)) for a in answers])
+            mask = torch.tensor([[1] * (len(prompt) + len(a)) + [0] * (width - len(prompt) + done - len(a))
+                                 for a in answers])
+            extra = {cache_argument(self.model): cache} if cache is not None else {}
+            positions = torch.arange(done, done + width, device=self.device)[None]
             with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                    position_ids=positions, **extra).logits
             logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
             picked = logprobs.gather(-1, ids[:, 1:, None].to(self.device)).squeeze(-1).cpu()
+            first = len(prompt) - 1 - done  # the position whose logits predict the first answer token
             for row, answer in enumerate(answers):
-                scores.append(float(picked[row, len(prompt) - 1: len(prompt) - 1 + len(answer)].sum()))
+                scores.append(float(picked[row, first: first + len(answer)].sum()))
         return scores
 
 
