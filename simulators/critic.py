@@ -16,6 +16,10 @@ Modes (``Critic(backend, mode=...)``):
     Scores each of ``domain.critic_choices(case)`` as the assistant's reply with the backend's
     ``score_choices`` (total log-likelihood) and judges the best one. Where the domain's answer is open
     (``critic_choices`` is ``None``, e.g. a deal price) it answers as ``greedy``.
+``auto`` (default)
+    ``likelihood`` where the backend can score answers (local models), else ``greedy``. Chosen from
+    ``benchmarks/critic_accuracy.py``: with Qwen2.5-Coder-1.5B, PPDPP's ``sampled`` was never the most
+    accurate mode in any domain, and these two need one call instead of ten (docs/selfplay.md).
 
 Every mode reports the raw answers and what each was parsed as, so parse failures stay visible.
 """
@@ -30,7 +34,7 @@ from typing import Any, Literal, Sequence, get_args
 from ..planner.domain import Case, Domain, Judgement, Turn
 from ..planner.llm.base import ChatBackend, Usage
 
-CriticMode = Literal["sampled", "greedy", "majority", "likelihood"]
+CriticMode = Literal["auto", "sampled", "greedy", "majority", "likelihood"]
 CRITIC_MODES: tuple[str, ...] = get_args(CriticMode)
 SAMPLING_TEMPERATURE = 1.1
 
@@ -55,7 +59,7 @@ class Critic:
     def __init__(
         self,
         backend: ChatBackend,
-        mode: CriticMode = "sampled",
+        mode: CriticMode = "auto",
         *,
         samples: int | None = None,
         temperature: float = SAMPLING_TEMPERATURE,
@@ -77,13 +81,14 @@ class Critic:
     async def judge(self, domain: Domain, case: Case, history: Sequence[Turn], *, seed: int | None = None) -> Verdict:
         """The critic's verdict on ``history`` (the whole dialogue so far)."""
         messages = domain.critic_messages(case, history)
-        if self.mode == "likelihood":
+        mode = self.mode
+        if mode in ("likelihood", "auto"):
             choices = domain.critic_choices(case)
-            if choices:
-                return await self._by_likelihood(domain, case, messages, list(choices))
-            mode: CriticMode = "greedy"
-        else:
-            mode = self.mode
+            verdict = choices and await self._by_likelihood(domain, case, messages, list(choices),
+                                                             required=mode == "likelihood")
+            if verdict:
+                return verdict
+            mode = "greedy"
         n = 1 if mode == "greedy" else (self.samples or domain.critic_samples)
         temperature = 0.0 if mode == "greedy" else self.temperature
         completion = await self.backend.complete(
@@ -91,15 +96,19 @@ class Critic:
         )
         texts = list(completion.texts)
         judgement = majority_judgement(domain, case, texts) if mode == "majority" else domain.judge(case, texts)
-        return Verdict(judgement, self.mode, completion.usage)
+        return Verdict(judgement, mode, completion.usage)
 
-    async def _by_likelihood(self, domain: Domain, case: Case, messages: list, choices: list[str]) -> Verdict:
+    async def _by_likelihood(self, domain: Domain, case: Case, messages: list, choices: list[str], *,
+                             required: bool) -> Verdict | None:
+        """The likelihood verdict; ``None`` when the backend cannot score answers and ``required`` is false."""
         scorer = getattr(self.backend, "score_choices", None)
         try:
             if scorer is None:
                 raise NotImplementedError
             scores = await scorer(messages, choices)
         except NotImplementedError:
+            if not required:
+                return None
             raise CriticError(
                 f"critic mode 'likelihood' needs a backend that scores answers (score_choices); "
                 f"{getattr(self.backend, 'model', self.backend)!r} has none: use a local model or another mode"
@@ -108,7 +117,7 @@ class Critic:
             raise CriticError(f"score_choices returned {len(scores)} scores for {len(choices)} choices")
         best = max(range(len(choices)), key=lambda i: scores[i])
         judgement = domain.judge(case, [choices[best]])
-        return Verdict(judgement, self.mode, Usage(), dict(zip(choices, map(float, scores))))
+        return Verdict(judgement, "likelihood", Usage(), dict(zip(choices, map(float, scores))))
 
 
 def _answer_key(parsed: Any) -> str:
