@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--max-turns", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--critic-mode", default="auto")
+    parser.add_argument("--critic-mode", default="greedy")
     parser.add_argument("--critic-samples", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sft-root", default="runs/bench-sft")

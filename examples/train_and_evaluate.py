@@ -50,7 +50,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=None, help="Dataset root (default: $PPDPP_DATA_DIR ...).")
     parser.add_argument("--out", type=Path, default=None, help="Run folder (default: runs/<domain>-pipeline).")
     parser.add_argument("--model", default="local/smollm2", help="LLM for the agent, user simulator and critic.")
-    parser.add_argument("--critic", default="auto", choices=["auto", "greedy", "sampled", "majority", "likelihood"],
+    parser.add_argument("--critic", default="greedy", choices=["greedy", "sampled", "majority", "likelihood"],
                         help="Critic mode (PPDPP: sampled, 10 samples at temperature 1.1).")
     parser.add_argument("--critic-samples", type=int, default=None, help="Samples per judgement (sampled modes).")
     parser.add_argument("--max-turns", type=int, default=None, help="Exchanges per dialogue (domain default).")

@@ -71,9 +71,7 @@ def rl_command(
     entropy_coef: float = typer.Option(0.0, "--entropy-coef", help="Entropy bonus weight."),
     max_turns: int = typer.Option(8, "--max-turns", help="Exchanges per dialogue at most."),
     critic_mode: str = typer.Option(
-        "auto", "--critic-mode",
-        help="auto (likelihood where the model can score answers, else greedy), sampled (PPDPP), greedy, "
-             "majority or likelihood."),
+        "greedy", "--critic-mode", help="greedy, sampled (PPDPP: n samples at 1.1), majority or likelihood."),
     critic_samples: Optional[int] = typer.Option(None, "--critic-samples", help="Critic samples (default: the "
                                                  "domain's, 10)."),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per agent/user reply at most."),
@@ -138,9 +136,7 @@ def evaluate_command(
     cases: Optional[int] = typer.Option(None, "--cases", help="Only the first N cases of the split."),
     seed: int = typer.Option(0, "--seed"),
     critic_mode: str = typer.Option(
-        "auto", "--critic-mode",
-        help="auto (likelihood where the model can score answers, else greedy), sampled (PPDPP), greedy, "
-             "majority or likelihood."),
+        "greedy", "--critic-mode", help="greedy, sampled (PPDPP: n samples at 1.1), majority or likelihood."),
     critic_samples: Optional[int] = typer.Option(None, "--critic-samples"),
     max_turns: int = typer.Option(8, "--max-turns"),
     max_tokens: int = typer.Option(64, "--max-tokens", help="Tokens per agent/user reply at most."),

@@ -69,7 +69,7 @@ class RLConfig:
     lr: float = 1e-6
     normalize: Normalize = "turn"
     max_turns: int = 8
-    critic_mode: str = "auto"
+    critic_mode: str = "greedy"
     critic_samples: int | None = None
     temperature: float = 0.7
     max_tokens: int = 64

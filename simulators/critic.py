@@ -5,8 +5,10 @@ Modes (``Critic(backend, mode=...)``):
 ``sampled``
     PPDPP: ``n`` samples (default the domain's ``critic_samples``, 10) at temperature 1.1, aggregated by the
     domain's own ``judge`` (mean verdict for ESConv and CIMA; the ``deal_rule`` for negotiation).
-``greedy``
-    One answer at temperature 0, judged by the domain.
+``greedy`` (default)
+    One answer at temperature 0, judged by the domain. The default because ``benchmarks/critic_accuracy.py``
+    found it as accurate as any mode and more accurate than PPDPP's ``sampled`` in every domain with
+    Qwen2.5-Coder-1.5B, at one call instead of ten, with every backend (docs/selfplay.md).
 ``majority``
     ``n`` samples at temperature 1.1; each is judged on its own, the samples vote on success (a tie counts as
     no success), and within the winning side the most frequent parsed answer wins (PPDPP's own rule for
@@ -16,10 +18,6 @@ Modes (``Critic(backend, mode=...)``):
     Scores each of ``domain.critic_choices(case)`` as the assistant's reply with the backend's
     ``score_choices`` (total log-likelihood) and judges the best one. Where the domain's answer is open
     (``critic_choices`` is ``None``, e.g. a deal price) it answers as ``greedy``.
-``auto`` (default)
-    ``likelihood`` where the backend can score answers (local models), else ``greedy``. Chosen from
-    ``benchmarks/critic_accuracy.py``: with Qwen2.5-Coder-1.5B, PPDPP's ``sampled`` was never the most
-    accurate mode in any domain, and these two need one call instead of ten (docs/selfplay.md).
 
 Every mode reports the raw answers and what each was parsed as, so parse failures stay visible.
 """
@@ -34,7 +32,7 @@ from typing import Any, Literal, Sequence, get_args
 from ..planner.domain import Case, Domain, Judgement, Turn
 from ..planner.llm.base import ChatBackend, Usage
 
-CriticMode = Literal["auto", "sampled", "greedy", "majority", "likelihood"]
+CriticMode = Literal["sampled", "greedy", "majority", "likelihood"]
 CRITIC_MODES: tuple[str, ...] = get_args(CriticMode)
 SAMPLING_TEMPERATURE = 1.1
 
@@ -59,7 +57,7 @@ class Critic:
     def __init__(
         self,
         backend: ChatBackend,
-        mode: CriticMode = "auto",
+        mode: CriticMode = "greedy",
         *,
         samples: int | None = None,
         temperature: float = SAMPLING_TEMPERATURE,
@@ -81,14 +79,13 @@ class Critic:
     async def judge(self, domain: Domain, case: Case, history: Sequence[Turn], *, seed: int | None = None) -> Verdict:
         """The critic's verdict on ``history`` (the whole dialogue so far)."""
         messages = domain.critic_messages(case, history)
-        mode = self.mode
-        if mode in ("likelihood", "auto"):
+        if self.mode == "likelihood":
             choices = domain.critic_choices(case)
-            verdict = choices and await self._by_likelihood(domain, case, messages, list(choices),
-                                                             required=mode == "likelihood")
-            if verdict:
-                return verdict
-            mode = "greedy"
+            if choices:
+                return await self._by_likelihood(domain, case, messages, list(choices))
+            mode: CriticMode = "greedy"
+        else:
+            mode = self.mode
         n = 1 if mode == "greedy" else (self.samples or domain.critic_samples)
         temperature = 0.0 if mode == "greedy" else self.temperature
         completion = await self.backend.complete(
@@ -96,19 +93,15 @@ class Critic:
         )
         texts = list(completion.texts)
         judgement = majority_judgement(domain, case, texts) if mode == "majority" else domain.judge(case, texts)
-        return Verdict(judgement, mode, completion.usage)
+        return Verdict(judgement, self.mode, completion.usage)
 
-    async def _by_likelihood(self, domain: Domain, case: Case, messages: list, choices: list[str], *,
-                             required: bool) -> Verdict | None:
-        """The likelihood verdict; ``None`` when the backend cannot score answers and ``required`` is false."""
+    async def _by_likelihood(self, domain: Domain, case: Case, messages: list, choices: list[str]) -> Verdict:
         scorer = getattr(self.backend, "score_choices", None)
         try:
             if scorer is None:
                 raise NotImplementedError
             scores = await scorer(messages, choices)
         except NotImplementedError:
-            if not required:
-                return None
             raise CriticError(
                 f"critic mode 'likelihood' needs a backend that scores answers (score_choices); "
                 f"{getattr(self.backend, 'model', self.backend)!r} has none: use a local model or another mode"
@@ -117,7 +110,7 @@ class Critic:
             raise CriticError(f"score_choices returned {len(scores)} scores for {len(choices)} choices")
         best = max(range(len(choices)), key=lambda i: scores[i])
         judgement = domain.judge(case, [choices[best]])
-        return Verdict(judgement, "likelihood", Usage(), dict(zip(choices, map(float, scores))))
+        return Verdict(judgement, self.mode, Usage(), dict(zip(choices, map(float, scores))))
 
 
 def _answer_key(parsed: Any) -> str:

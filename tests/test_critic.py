@@ -100,18 +100,10 @@ def test_likelihood_mode_needs_a_scoring_backend(esconv):
         judge(Critic(Answers([BETTER]), "likelihood"), esconv)
 
 
-def test_auto_mode_scores_choices_where_it_can_and_asks_greedily_where_not(esconv):
-    from scripted_domain import ScriptedCritic, register
-
-    domain = register()
-    case = domain.load_cases("test", None)[0]
-    history = [*domain.opening(case), Turn("agent", "We go east."), Turn("user", "We are lost in the dark forest.")]
-    scored = asyncio.run(Critic(ScriptedCritic()).judge(domain, case, history))
-    assert scored.mode == "likelihood" and scored.judgement.reward == -1.0
-    backend = Answers([BETTER])  # an API-style backend: no score_choices
+def test_greedy_is_the_default_mode(esconv):
+    backend = Answers([BETTER])
     verdict = judge(Critic(backend), esconv)
     assert verdict.mode == "greedy" and backend.requests == [{"n": 1, "temperature": 0.0, "seed": 1}]
-    assert verdict.judgement.reward == 0.5
 
 
 def test_bad_modes_and_sample_counts_are_rejected():
