@@ -127,13 +127,15 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     data_dir = resolve_data_dir(args.data_dir)
-    sections = [asyncio.run(run_domain(args, name, data_dir, console))[1] for name in args.domains.split(",")]
-    if not args.no_docs:
-        block = "<!-- selfplay-eval -->\n" + "\n\n".join(sections) + "\n<!-- /selfplay-eval -->"
-        text = DOC.read_text(encoding="utf-8")
-        DOC.write_text(MARK.sub(lambda _: block, text) if MARK.search(text) else text + "\n" + block + "\n",
-                       encoding="utf-8")
-        console.print(f"wrote {DOC}")
+    sections = []
+    for name in args.domains.split(","):  # the docs are rewritten after each domain, so a long run keeps its tables
+        sections.append(asyncio.run(run_domain(args, name, data_dir, console))[1])
+        if not args.no_docs:
+            block = "<!-- selfplay-eval -->\n" + "\n\n".join(sections) + "\n<!-- /selfplay-eval -->"
+            text = DOC.read_text(encoding="utf-8")
+            DOC.write_text(MARK.sub(lambda _: block, text) if MARK.search(text) else text + "\n" + block + "\n",
+                           encoding="utf-8")
+            console.print(f"wrote {DOC}")
 
 
 if __name__ == "__main__":
