@@ -32,7 +32,6 @@ def quickstart_command(
     rl_episodes: int = typer.Option(16, "--rl-episodes", help="Self-play dialogues for RL."),
     eval_cases: int = typer.Option(10, "--eval-cases", help="Test cases per policy in the evaluation."),
     max_turns: int = typer.Option(3, "--max-turns", help="Exchanges per simulated dialogue."),
-    critic_samples: int = typer.Option(3, "--critic-samples", help="Critic samples per judgement."),
     max_tokens: int = typer.Option(40, "--max-tokens", help="Tokens per simulated reply at most."),
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
@@ -41,8 +40,7 @@ def quickstart_command(
 
     data = ["--data-dir", str(data_dir)] if data_dir else []
     sft_dir, rl_dir, eval_dir = out / "sft", out / "rl", out / "evaluate"
-    selfplay = ["--max-turns", str(max_turns), "--critic-samples", str(critic_samples),
-                "--max-tokens", str(max_tokens)]
+    selfplay = ["--max-turns", str(max_turns), "--max-tokens", str(max_tokens)]
 
     if (sft_dir / "best" / CONFIG_FILE).is_file():
         console.print(f"SFT already done: {sft_dir / 'best'}")

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from ppdpp.planner.cli import app
 
 TINY = ["quickstart", "--sft-examples", "48", "--rl-episodes", "2", "--eval-cases", "2", "--max-turns", "1",
-        "--critic-samples", "1", "--max-tokens", "8"]
+        "--max-tokens", "8"]
 
 
 def test_quickstart_runs_sft_rl_and_evaluation_then_reuses_them(smollm2_gguf, tmp_path):
