@@ -51,7 +51,8 @@ def timed_engine(backend) -> dict[str, float]:
 
 
 async def measure(args, domain, cases, concurrency: int) -> dict[str, float]:
-    llm = open_chat(args.model, cache=False, num_threads=args.threads, prefix_cache_tokens=args.prefix_cache_tokens)
+    llm = open_chat(args.model, cache=False, num_threads=args.threads, prefix_cache_tokens=args.prefix_cache_tokens,
+                    max_batch_size=args.max_batch_size)
     try:
         await getattr(llm, "load")()  # loading is not part of the rollout time
         busy = timed_engine(llm)
@@ -82,6 +83,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--critic-samples", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: torch's)")
+    parser.add_argument("--max-batch-size", type=int, default=16, help="rows per generate call (local models)")
     parser.add_argument("--prefix-cache-tokens", type=int, default=32768,
                         help="KV cache of earlier prompts kept for reuse (0: off; local models only)")
     parser.add_argument("--data-dir", default=None)
