@@ -3,6 +3,7 @@ backend and the policy planner."""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -10,9 +11,10 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+@lru_cache(maxsize=1)
 def cpu_has_fast_bf16() -> bool:
     """True on CPUs with native bf16 arithmetic (AVX-512 BF16 or AMX); on AVX2-only CPUs bf16 is emulated
-    and runs slower than float32."""
+    and runs slower than float32. Read once per process (the planner asks on every ``plan`` call)."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:

@@ -12,7 +12,7 @@ state, which suits encoders fine-tuned as classifiers such as ``roberta-large`` 
 Inference (:meth:`PolicyPlanner.plan`, :meth:`PolicyPlanner.plan_batch`) always runs in eval mode under
 ``torch.inference_mode()`` and restores the previous mode, so dropout never makes a decision random. It runs
 in ``inference_dtype``: ``auto`` (default) autocasts to bfloat16 where that is fast (a GPU, or a CPU with
-AMX/AVX-512 BF16: 2-3x faster) and stays float32 elsewhere.
+AMX/AVX-512 BF16: about 2x faster at 512 tokens) and stays float32 elsewhere.
 Training code (SFT, REINFORCE) calls :meth:`PolicyPlanner.logits` / :meth:`PolicyPlanner.log_probs`, which are
 differentiable and respect the module's current train/eval mode.
 """

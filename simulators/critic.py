@@ -7,8 +7,8 @@ Modes (``Critic(backend, mode=...)``):
     domain's own ``judge`` (mean verdict for ESConv and CIMA; the ``deal_rule`` for negotiation).
 ``greedy`` (default)
     One answer at temperature 0, judged by the domain. The default because ``benchmarks/critic_accuracy.py``
-    found it as accurate as any mode and more accurate than PPDPP's ``sampled`` in every domain with
-    Qwen2.5-Coder-1.5B, at one call instead of ten, with every backend (docs/selfplay.md).
+    found it at least as accurate as PPDPP's ``sampled`` in every domain with Qwen2.5-Coder-1.5B and tied
+    for the best mean accuracy, at one call instead of ten, with every backend (docs/selfplay.md).
 ``majority``
     ``n`` samples at temperature 1.1; each is judged on its own, the samples vote on success (a tie counts as
     no success), and within the winning side the most frequent parsed answer wins (PPDPP's own rule for

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any, Sequence
 
 import torch
@@ -26,8 +27,13 @@ MIN_REUSE = 16  # a shared prefix shorter than this is not worth a separate forw
 
 def cache_argument(model: Any) -> str:
     """The name under which this transformers version passes a KV cache (``cache`` since 5, else
-    ``past_key_values``)."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ``past_key_values``); looked up once per model class, not on every batch."""
+    return _cache_argument(type(model))
+
+
+@lru_cache(maxsize=None)
+def _cache_argument(model_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
 class PrefixStore:
