@@ -8,7 +8,7 @@ measured by timing the local backend's batch function).
 Usage::
 
     python benchmarks/rollout_throughput.py --model local/smollm2 --domain negotiation --dialogues 16 \
-        --concurrency 1,16 --max-turns 3 --max-tokens 32 --critic-samples 3 [--threads 1]
+        --concurrency 1,16 --max-turns 3 --max-tokens 32 --critic-samples 3 [--critic-mode greedy] [--threads 1]
 """
 
 from __future__ import annotations
@@ -25,38 +25,38 @@ from rich.table import Table
 
 from ppdpp.planner.baselines import RandomPolicy
 from ppdpp.planner.datafiles import resolve_data_dir
-from ppdpp.planner.llm import open_chat
+from ppdpp.planner.llm import local, open_chat
 from ppdpp.planner.plugins import get_domain
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.runner import EpisodeJob, run_episodes
 
 
-def timed_engine(backend) -> dict[str, float]:
-    """Wrap the local backend's batch function so that its busy seconds add up in the returned dict."""
-    engine = getattr(backend, "inner", backend).engine
-    busy = {"seconds": 0.0}
-    batcher = engine.batcher
-    original = batcher._run_batch
+def add_timer(owner, attribute: str) -> dict[str, float]:
+    """Wrap ``owner.attribute`` (a function) so that the seconds spent in it add up in the returned dict."""
+    spent = {"seconds": 0.0}
+    original = getattr(owner, attribute)
 
-    def run(requests):
+    def timed(*args, **kwargs):
         start = time.perf_counter()
         try:
-            return original(requests)
+            return original(*args, **kwargs)
         finally:
-            busy["seconds"] += time.perf_counter() - start
+            spent["seconds"] += time.perf_counter() - start
 
-    batcher._run_batch = run
-    return busy
+    setattr(owner, attribute, timed)
+    return spent
 
 
 async def measure(args, domain, cases, concurrency: int) -> dict[str, float]:
     llm = open_chat(args.model, cache=False, num_threads=args.threads, prefix_cache_tokens=args.prefix_cache_tokens,
                     max_batch_size=args.max_batch_size)
+    prefill_function = local.prefilled_cache
     try:
         await getattr(llm, "load")()  # loading is not part of the rollout time
-        busy = timed_engine(llm)
-        critic = Critic(llm, "sampled", samples=args.critic_samples, max_tokens=24)
+        busy = add_timer(getattr(llm, "inner", llm).engine.batcher, "_run_batch")  # the model worker's busy time
+        prefill = add_timer(local, "prefilled_cache")  # prefill outside generate, within the busy time
+        critic = Critic(llm, args.critic_mode, samples=args.critic_samples, max_tokens=24)
         config = EnvConfig(max_turns=args.max_turns, max_tokens=args.max_tokens)
         make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, config)
         jobs = [EpisodeJob(f"d{i}", case, RandomPolicy(domain, seed=i), seed=i) for i, case in enumerate(cases)]
@@ -66,10 +66,12 @@ async def measure(args, domain, cases, concurrency: int) -> dict[str, float]:
         sizes = list(llm.batch_sizes)
     finally:
         await llm.aclose()
+        local.prefilled_cache = prefill_function
     exchanges = sum(r.turns for r in results)
     return {"concurrency": concurrency, "wall_s": wall, "dialogues_per_hour": len(results) * 3600 / wall,
             "exchanges_per_hour": exchanges * 3600 / wall, "exchanges": exchanges,
-            "outside_model": max(0.0, 1 - busy["seconds"] / wall), "mean_batch": sum(sizes) / max(len(sizes), 1)}
+            "outside_model": max(0.0, 1 - busy["seconds"] / wall),
+            "prefill": prefill["seconds"] / max(busy["seconds"], 1e-9), "mean_batch": sum(sizes) / max(len(sizes), 1)}
 
 
 def main() -> None:
@@ -81,6 +83,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16")
     parser.add_argument("--max-turns", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--critic-mode", default="sampled",
+                        help="sampled (PPDPP's rule, as in the docs' tables), greedy (the default), majority, likelihood")
     parser.add_argument("--critic-samples", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: torch's)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="rows per generate call (local models)")
@@ -93,14 +97,14 @@ def main() -> None:
     rows = [asyncio.run(measure(args, domain, cases, int(c))) for c in args.concurrency.split(",")]
     base = rows[0]["dialogues_per_hour"]
     table = Table("concurrent dialogues", "wall s", "dialogues/h", "exchanges/h", "speed-up", "outside model",
-                  "mean batch rows",
+                  "prefill share of model time", "mean batch rows",
                   title=f"{args.model}, {args.domain}: {len(cases)} dialogues, <= {args.max_turns} exchanges, "
-                        f"{args.max_tokens} tokens/reply, critic n={args.critic_samples}")
+                        f"{args.max_tokens} tokens/reply, critic {args.critic_mode} n={args.critic_samples}")
     for r in rows:
         table.add_row(str(r["concurrency"]), f"{r['wall_s']:.0f}", f"{r['dialogues_per_hour']:.0f}",
                       f"{r['exchanges_per_hour']:.0f}", f"{r['dialogues_per_hour'] / base:.1f}x",
-                      f"{100 * r['outside_model']:.1f}%", f"{r['mean_batch']:.1f}")
-    Console().print(table)
+                      f"{100 * r['outside_model']:.1f}%", f"{100 * r['prefill']:.0f}%", f"{r['mean_batch']:.1f}")
+    Console(width=160).print(table)
 
 
 if __name__ == "__main__":

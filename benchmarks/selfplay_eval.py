@@ -4,7 +4,8 @@ For each domain: the SFT planner at ``<sft-root>/<domain>/best`` (trained here w
 when missing), REINFORCE from it for ``--rl-episodes`` self-play dialogues on train cases, then one
 evaluation of SFT, SFT+RL, no planner, random, majority and the LLM as its own planner on the first
 ``--cases`` test cases (same cases and seeds for every policy). The table goes between the
-``<!-- selfplay-eval -->`` markers of docs/selfplay.md, labelled with model, cases and settings.
+``<!-- selfplay-eval -->`` markers of docs/selfplay.md, labelled with model, cases and settings; tables of
+domains not in this run stay, so a long evaluation can be split into one run per domain.
 
 Usage::
 
@@ -39,6 +40,7 @@ from ppdpp.simulators.evaluate import EvaluationReport, NamedPolicy, evaluate_po
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "selfplay.md"
 MARK = re.compile(r"<!-- selfplay-eval -->.*?<!-- /selfplay-eval -->", re.S)
+SECTION = re.compile(r"^\*\*(\w+)\*\* \(", re.M)  # a domain's table starts with "**domain** (settings)"
 
 
 def sft_planner(domain, root: Path, data_dir) -> Path:
@@ -106,6 +108,18 @@ async def run_domain(args, name: str, data_dir, console: Console) -> tuple[Evalu
     return report, markdown(report, settings)
 
 
+def with_section(text: str, domain: str, section: str) -> str:
+    """``text`` with ``domain``'s table between the selfplay-eval markers replaced (or added); the other domains'
+    tables stay, so the domains can be run one invocation at a time."""
+    found = MARK.search(text)
+    inner = found.group(0)[len("<!-- selfplay-eval -->"): -len("<!-- /selfplay-eval -->")] if found else ""
+    starts = [m.start() for m in SECTION.finditer(inner)]
+    sections = {SECTION.match(inner, a).group(1): inner[a:b].strip() for a, b in zip(starts, [*starts[1:], len(inner)])}
+    sections[domain] = section
+    block = "<!-- selfplay-eval -->\n" + "\n\n".join(sections.values()) + "\n<!-- /selfplay-eval -->"
+    return MARK.sub(lambda _: block, text) if found else text + "\n" + block + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="local/smollm2")
@@ -127,14 +141,10 @@ def main() -> None:
     args = parser.parse_args()
     console = Console()
     data_dir = resolve_data_dir(args.data_dir)
-    sections = []
     for name in args.domains.split(","):  # the docs are rewritten after each domain, so a long run keeps its tables
-        sections.append(asyncio.run(run_domain(args, name, data_dir, console))[1])
+        section = asyncio.run(run_domain(args, name, data_dir, console))[1]
         if not args.no_docs:
-            block = "<!-- selfplay-eval -->\n" + "\n\n".join(sections) + "\n<!-- /selfplay-eval -->"
-            text = DOC.read_text(encoding="utf-8")
-            DOC.write_text(MARK.sub(lambda _: block, text) if MARK.search(text) else text + "\n" + block + "\n",
-                           encoding="utf-8")
+            DOC.write_text(with_section(DOC.read_text(encoding="utf-8"), name, section), encoding="utf-8")
             console.print(f"wrote {DOC}")
 
 

@@ -8,7 +8,9 @@ the LLM answers; the ``after_response`` hooks may post-process or log the reply.
 The conversation is a list of :class:`~ppdpp.planner.domain.Turn` or OpenAI-style message dicts (mixed is
 fine). Roles map as: ``"assistant"`` -> the agent (the side the planner steers), ``"user"`` -> the user,
 ``"system"`` and ``"developer"`` -> the client's system prompt (all of them, joined by blank lines; they are
-not turns). Content is a string or a list of ``{"type": "text", "text": ...}`` parts.
+not turns). Content is a string or a list of ``{"type": "text", "text": ...}`` parts. An assistant message may
+carry the strategy it was written with (``"strategy": "Question"``, e.g. echoed from the proxy's ``ppdpp``
+field): planners trained with ``strategy_history`` read it.
 """
 
 from __future__ import annotations
@@ -65,7 +67,10 @@ def split_conversation(conversation: Sequence[ConversationItem]) -> tuple[list[T
         elif role == "user":
             turns.append(Turn("user", text))
         elif role == "assistant":
-            turns.append(Turn("agent", text))
+            strategy = item.get("strategy")
+            if strategy is not None and not isinstance(strategy, str):
+                raise ConversationError(f"messages[{i}].strategy: expected a string, got {type(strategy).__name__}")
+            turns.append(Turn("agent", text, strategy))
         else:
             raise ConversationError(f"messages[{i}].role: {role!r} is not supported "
                                     f"(use one of {', '.join((*SYSTEM_ROLES, 'user', 'assistant'))})")

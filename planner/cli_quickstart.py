@@ -47,7 +47,7 @@ def quickstart_command(
     else:
         resume = ["--resume"] if (sft_dir / "checkpoint.pt").is_file() else []
         _run(["sft", "--domain", domain, *data, "--out", str(sft_dir), "--epochs", "1", "--max-length", "128",
-              "--max-train-examples", str(sft_examples), "--max-select-examples", "400",
+              "--strategy-history", "--max-train-examples", str(sft_examples), "--max-select-examples", "400",
               "--max-test-examples", "600", *resume])
 
     if (rl_dir / "final" / CONFIG_FILE).is_file():

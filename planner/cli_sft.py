@@ -68,6 +68,9 @@ def sft_command(
     pooling: str = typer.Option("mean", "--pooling", help="mean (MiniLM) or cls (e.g. roberta-large)."),
     use_background: bool = typer.Option(False, "--background/--no-background",
                                         help="Put the case background in front of the dialogue."),
+    strategy_history: bool = typer.Option(
+        False, "--strategy-history/--no-strategy-history",
+        help="Show each earlier agent turn's strategy in the planner input (Supporter [Question]: ...)."),
     lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (peft) instead of the whole encoder."),
     lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
     train_splits: str = typer.Option(
@@ -111,6 +114,7 @@ def sft_command(
             max_test_examples=max_test_examples,
             planner=PlannerConfig(backbone=backbone or default_backbone(), max_length=max_length,
                                   pooling=pooling, use_background=use_background,  # type: ignore[arg-type]
+                                  strategy_history=strategy_history,
                                   lora=lora, lora_r=lora_r),
         )
     except ValueError as exc:

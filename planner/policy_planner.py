@@ -3,7 +3,10 @@
 Input text. The dialogue is rendered as ``Role: text`` turns (role names from the domain) joined by the
 tokenizer's separator token; when it is longer than ``max_length`` the OLDEST tokens are cut (truncation from
 the left, as PPDPP does), so the newest turns always survive. With ``use_background`` the case's one-line
-background (``domain.background(case)``) goes in front, capped at a quarter of ``max_length``.
+background (``domain.background(case)``) goes in front, capped at a quarter of ``max_length``. With
+``strategy_history`` each agent turn whose strategy is known shows it (``Supporter [Question]: text``), as
+ESConv strategy predictors do: the strategies already used are the strongest hint of the next one. In
+self-play and RL the planner's own earlier choices fill them in; turns without a strategy render plainly.
 
 Pooling. ``"mean"`` (default) averages the token states under the attention mask: all-MiniLM-L6-v2 is a
 mean-pooling sentence encoder and that is what its weights were trained for. ``"cls"`` takes the first token's
@@ -65,6 +68,7 @@ class PlannerConfig:
     max_length: int = 256
     pooling: Pooling = "mean"
     use_background: bool = False
+    strategy_history: bool = False
     dropout: float = 0.1
     train_embeddings: bool = False
     lora: bool = False
@@ -180,6 +184,12 @@ class PolicyPlanner(nn.Module):
                 "install its plugin or pass domain= to from_pretrained")
         return self.domain.background(case)
 
+    def _render(self, turn: Turn) -> str:
+        role = self.space.role_name(turn.speaker)
+        if self.config.strategy_history and turn.speaker == "agent" and turn.strategy:
+            return f"{role} [{turn.strategy}]: {turn.text}"
+        return f"{role}: {turn.text}"
+
     def encode(self, conversation: Sequence[Turn], case: Case | None = None) -> list[int]:
         """Token ids of the planner's input: ``[CLS] background [SEP] turn [SEP] turn ... [SEP]``, cut from the
         left to ``max_length`` so that the newest turns are kept."""
@@ -191,7 +201,7 @@ class PolicyPlanner(nn.Module):
                 prefix = self.tokenizer(background, add_special_tokens=False)["input_ids"][: budget // 4] + self._sep
         body: list[int] = []
         if conversation:
-            lines = [f"{self.space.role_name(t.speaker)}: {t.text}" for t in conversation]
+            lines = [self._render(turn) for turn in conversation]
             for ids in self.tokenizer(lines, add_special_tokens=False)["input_ids"]:
                 body += (self._sep if body else []) + ids
         keep = budget - len(prefix)

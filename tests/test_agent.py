@@ -54,11 +54,11 @@ def test_openai_messages_map_to_turns_and_a_system_prompt():
     turns, system = split_conversation([
         {"role": "system", "content": "Be kind."},
         {"role": "user", "content": [{"type": "text", "text": "Hello"}, {"type": "text", "text": "there"}]},
-        {"role": "assistant", "content": "Hi!"},
+        {"role": "assistant", "content": "Hi!", "strategy": "Question"},
         {"role": "developer", "content": "Be brief."},
         Turn("user", "How are you?"),
     ])
-    assert turns == [Turn("user", "Hello\nthere"), Turn("agent", "Hi!"), Turn("user", "How are you?")]
+    assert turns == [Turn("user", "Hello\nthere"), Turn("agent", "Hi!", "Question"), Turn("user", "How are you?")]
     assert system == "Be kind.\n\nBe brief."
     assert split_conversation([Turn("agent", "Hi")]) == ([Turn("agent", "Hi")], None)
 
@@ -69,6 +69,7 @@ def test_openai_messages_map_to_turns_and_a_system_prompt():
     ([{"role": "user", "content": "a"}, {"role": "user", "content": [{"type": "image_url"}]}],
      r"messages\[1\]\.content\[0\]: only text parts"),
     (["hello"], r"messages\[0\]: expected a message object or a Turn, got str"),
+    ([{"role": "assistant", "content": "a", "strategy": 3}], r"messages\[0\]\.strategy: expected a string"),
 ])
 def test_bad_messages_are_reported_with_their_index(messages, where):
     with pytest.raises(ConversationError, match=where):

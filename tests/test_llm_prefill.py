@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ppdpp.planner.llm.local import LocalBackend
-from ppdpp.planner.llm.prefill import MIN_REUSE, PrefixStore
+from ppdpp.planner.llm.prefill import MIN_REUSE, PrefixStore, reserved_cache
 
 
 def kv(tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -26,6 +26,21 @@ def test_the_store_finds_the_longest_shared_prefix_and_evicts_by_tokens():
     store.add(list(range(1000, 1030)), kv(30))  # 110 tokens in all: the least recently used entry goes
     assert store.longest_prefix(list(range(30)) + [999] * 10)[0] == 30, "the second entry was evicted"
     assert store.reused_tokens == 35 + 30
+
+
+def test_a_reserved_cache_writes_new_tokens_in_place_and_grows_past_its_room():
+    prompt = torch.randn(2, 3, 5, 4)
+    buffers = [torch.cat([prompt, torch.zeros(2, 3, 2, 4)], dim=2) for _ in range(2)]
+    layer = reserved_cache([tuple(buffers)], filled=5).layers[0]
+    assert layer.get_seq_length() == 5 and torch.equal(layer.keys, prompt)
+    steps = [torch.randn(2, 3, 1, 4) for _ in range(3)]
+    keys, _ = layer.update(steps[0], steps[0])
+    assert keys.data_ptr() == buffers[0].data_ptr(), "within the room a step must not copy the cache"
+    keys, _ = layer.update(steps[1], steps[1])
+    keys, values = layer.update(steps[2], steps[2])  # the room held two: this one concatenates
+    want = torch.cat([prompt, *steps], dim=2)
+    assert torch.equal(keys, want) and torch.equal(values, want), "the cache must hold every token in order"
+    assert layer.get_seq_length() == 8
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,23 @@ def test_background_goes_in_front_and_the_newest_turn_still_survives(planner, do
     assert ids[-1 - min(len(newest), 20): -1] == newest[-20:], f"newest turn last: {planner.tokenizer.decode(ids)}"
 
 
+def test_strategy_history_shows_known_agent_strategies(planner, domain, examples):
+    with_strategies = PolicyPlanner(domain, PlannerConfig(max_length=512, strategy_history=True),
+                                    encoder=planner.encoder, tokenizer=planner.tokenizer)
+    ex = next(e for e in examples if any(t.strategy for t in e.history))
+    text = with_strategies.tokenizer.decode(with_strategies.encode(ex.history))
+    labelled = [t for t in ex.history if t.speaker == "agent" and t.strategy]
+    assert labelled, "ESConv supporter turns carry their strategy labels"
+    tokenizer = with_strategies.tokenizer
+    expected = tokenizer.decode(tokenizer(f"{domain.agent_role} [{labelled[-1].strategy}]: {labelled[-1].text}",
+                                          add_special_tokens=False)["input_ids"])
+    assert expected in text, f"expected {expected!r} in the planner input: {text}"
+    plain = tokenizer.decode(with_strategies.encode([Turn("agent", "hello there")]))
+    assert "[" not in plain.replace("[CLS]", "").replace("[SEP]", ""), f"no strategy, no brackets: {plain}"
+    assert "[" not in planner.tokenizer.decode(planner.encode(ex.history)).replace("[CLS]", "").replace(
+        "[SEP]", ""), "without strategy_history the labels stay out of the input"
+
+
 def test_plan_is_deterministic_in_eval_and_restores_train_mode(planner, examples):
     planner.train()
     first = [planner.plan(ex.history, ex.case) for ex in examples]

@@ -22,6 +22,8 @@ def test_quickstart_runs_sft_rl_and_evaluation_then_reuses_them(smollm2_gguf, tm
     assert len(report["cases"]) == 2 and all(p["episodes"] == 2 for p in report["policies"]), report
     assert (out / "evaluate" / "report.png").stat().st_size > 1000
     assert (out / "rl" / "curve.json").is_file()
+    planner = json.loads((out / "rl" / "final" / "planner.json").read_text())["planner"]
+    assert planner["strategy_history"], "self-play knows every earlier strategy: the quickstart planner reads them"
 
     again = CliRunner().invoke(app, [*TINY, "--out", str(out)])
     assert again.exit_code == 0, again.output + repr(again.exception)

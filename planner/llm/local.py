@@ -212,8 +212,9 @@ class _Engine:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in rows], device=self.device)
         attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in rows], device=self.device)
-        cache = prefilled_cache(self.model, pad, prompts, [index for index, _ in rows], width, self.prefix_store)
         budgets = [requests[i].max_tokens for i, _ in rows]
+        cache = prefilled_cache(self.model, pad, prompts, [index for index, _ in rows], width, self.prefix_store,
+                                room=max(budgets) + 1)
         config = GenerationConfig(
             max_new_tokens=max(budgets), do_sample=False, num_beams=1, pad_token_id=pad,
             eos_token_id=self.eos_ids, bos_token_id=self.model.generation_config.bos_token_id,
@@ -259,7 +260,8 @@ class _Engine:
         step = self.batcher.max_batch_size
         for start in range(0, len(choices), step):
             answers = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices[start:start + step]]
-            cache = prefilled_cache(self.model, pad, [prompt], [0] * len(answers), len(prompt), self.prefix_store)
+            cache = prefilled_cache(self.model, pad, [prompt], [0] * len(answers), len(prompt), self.prefix_store,
+                                    room=1 + max(len(a) for a in answers))
             done = len(prompt) - 1 if cache is not None else 0  # prompt tokens already in the cache
             width = max(len(a) for a in answers) + len(prompt) - done
             ids = torch.tensor([prompt[done:] + a + [pad] * (width - len(prompt) + done - len(a)) for a in answers])

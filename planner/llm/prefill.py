@@ -7,7 +7,9 @@ whole dialogue sits beside short agent prompts, and each turn's prompt repeats t
 :func:`prefilled_cache` runs each distinct prompt (all but its last token) once, continues from the longest
 prefix held in a :class:`PrefixStore` (KV entries depend only on the tokens before them, so the reuse is exact),
 prefills the rest in small same-length groups, and stitches the results into one left-padded ``DynamicCache``
-that ``generate`` continues from.
+that ``generate`` continues from. That cache (:func:`reserved_cache`) holds room for the tokens still to come,
+so a decoding step writes one position in place instead of copying the whole cache, as a plain
+``DynamicLayer`` does at every step (``benchmarks/decode_step.py`` measures the difference).
 """
 
 from __future__ import annotations
@@ -80,6 +82,48 @@ def _shared_length(a: Sequence[int], b: Sequence[int]) -> int:
     return limit
 
 
+@lru_cache(maxsize=None)
+def _reserved_layer_class() -> type:
+    """``ReservedLayer``, defined on first use so that importing this module does not import transformers."""
+    from transformers.cache_utils import DynamicLayer
+
+    class ReservedLayer(DynamicLayer):
+        """A ``DynamicLayer`` over buffers with room for more tokens: ``update`` writes the new tokens in place
+        and exposes the filled part as a view (it concatenates, as ``DynamicLayer`` does, only past the room)."""
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
+            super().__init__()
+            self.device = keys.device
+            self.is_initialized = True
+            self._keys, self._values = keys, values
+            self.keys, self.values = keys[:, :, :filled], values[:, :, :filled]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
+                   **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            start = self.keys.shape[-2]
+            end = start + key_states.shape[-2]
+            if end > self._keys.shape[-2]:
+                self._keys = torch.cat([self.keys, key_states], dim=-2)
+                self._values = torch.cat([self.values, value_states], dim=-2)
+            else:
+                self._keys[:, :, start:end] = key_states
+                self._values[:, :, start:end] = value_states
+            self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
+            return self.keys, self.values
+
+    return ReservedLayer
+
+
+def reserved_cache(layers: Sequence[tuple[torch.Tensor, torch.Tensor]], filled: int) -> Any:
+    """A ``DynamicCache`` over per-layer key/value buffers ``[batch, heads, capacity, head_dim]`` whose first
+    ``filled`` positions hold the prompt; decoding fills the rest in place."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = [_reserved_layer_class()(keys, values, filled) for keys, values in layers]
+    return cache
+
+
 def _is_plain_dynamic(cache: Any) -> bool:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
@@ -99,12 +143,11 @@ def _forward(model: Any, argument: str, ids: torch.Tensor, mask: torch.Tensor, p
 
 
 def prefilled_cache(model: Any, pad_id: int, prompts: list[list[int]], rows: list[int], width: int,
-                    store: PrefixStore) -> Any | None:
+                    store: PrefixStore, room: int = 0) -> Any | None:
     """A ``DynamicCache`` holding, for each of ``rows`` (indices into ``prompts``), its prompt but the last token,
-    left-padded to ``width - 1`` tokens; ``None`` where this model's cache cannot be built this way (sliding-window
-    or hybrid caches): then ``generate`` prefills the padded batch itself."""
-    from transformers import DynamicCache
-
+    left-padded to ``width - 1`` tokens, with ``room`` more positions reserved for the tokens to come (the last
+    prompt token and the generated ones); ``None`` where this model's cache cannot be built this way
+    (sliding-window or hybrid caches): then ``generate`` prefills the padded batch itself."""
     if min(len(ids) for ids in prompts) < 2:
         return None
     argument, device = cache_argument(model), model.device
@@ -147,7 +190,12 @@ def prefilled_cache(model: Any, pad_id: int, prompts: list[list[int]], rows: lis
         store.add(prompts[index][:-1], kv)
     layers = []
     for layer in range(len(states[rows[0]])):
-        padded = [[torch.nn.functional.pad(states[r][layer][kv], (0, 0, width - len(prompts[r]), 0)) for r in rows]
-                  for kv in (0, 1)]
-        layers.append((torch.cat(padded[0]), torch.cat(padded[1])))
-    return DynamicCache(ddp_cache_data=layers)
+        keys = states[rows[0]][layer][0]
+        shape = (len(rows), keys.shape[1], width - 1 + room, keys.shape[3])
+        buffers = keys.new_zeros(shape), keys.new_zeros(shape)  # zeros: the masked padding must not be NaN
+        for row, index in enumerate(rows):
+            n = len(prompts[index]) - 1
+            for buffer, part in zip(buffers, states[index][layer]):
+                buffer[row, :, width - 1 - n: width - 1] = part[0]
+        layers.append(buffers)
+    return reserved_cache(layers, width - 1)
