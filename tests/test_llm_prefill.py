@@ -43,6 +43,22 @@ def test_a_reserved_cache_writes_new_tokens_in_place_and_grows_past_its_room():
     assert layer.get_seq_length() == 8
 
 
+def test_a_reserved_cache_stays_correct_after_crop_and_batch_selection():
+    prompt = torch.randn(2, 3, 5, 4)
+    buffers = tuple(torch.cat([prompt, torch.zeros(2, 3, 4, 4)], dim=2) for _ in range(2))
+    layer = reserved_cache([buffers], filled=5).layers[0]
+    first, second = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+    layer.update(first, first)
+    layer.crop(-1)  # drop the token just added; the next one takes its place
+    keys, _ = layer.update(second, second)
+    assert torch.equal(keys, torch.cat([prompt, second], dim=2)), "after crop the next token overwrites the dropped one"
+    layer.batch_select_indices(torch.tensor([1]))
+    third = torch.randn(1, 3, 1, 4)
+    keys, values = layer.update(third, third)
+    want = torch.cat([prompt[1:], second[1:], third], dim=2)
+    assert torch.equal(keys, want) and torch.equal(values, want), "a reindexed batch must not write into the old buffers"
+
+
 @pytest.fixture(scope="module")
 def backends(smollm2_gguf):
     with_store = LocalBackend("local/smollm2", dtype="float32")

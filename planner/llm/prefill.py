@@ -89,7 +89,8 @@ def _reserved_layer_class() -> type:
 
     class ReservedLayer(DynamicLayer):
         """A ``DynamicLayer`` over buffers with room for more tokens: ``update`` writes the new tokens in place
-        and exposes the filled part as a view (it concatenates, as ``DynamicLayer`` does, only past the room)."""
+        and exposes the filled part as a view. Past the room, or once an inherited method (``crop``,
+        ``batch_select_indices``, ``reset``) has replaced the view, it concatenates as ``DynamicLayer`` does."""
 
         def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
             super().__init__()
@@ -100,16 +101,22 @@ def _reserved_layer_class() -> type:
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
                    **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            if not self._fills_buffer(key_states.shape[-2]):  # past the room, or reset/cropped/reindexed since
+                keys, values = super().update(key_states, value_states, *args, **kwargs)
+                self._keys, self._values = keys, values
+                return keys, values
             start = self.keys.shape[-2]
             end = start + key_states.shape[-2]
-            if end > self._keys.shape[-2]:
-                self._keys = torch.cat([self.keys, key_states], dim=-2)
-                self._values = torch.cat([self.values, value_states], dim=-2)
-            else:
-                self._keys[:, :, start:end] = key_states
-                self._values[:, :, start:end] = value_states
+            self._keys[:, :, start:end] = key_states
+            self._values[:, :, start:end] = value_states
             self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
             return self.keys, self.values
+
+        def _fills_buffer(self, new_tokens: int) -> bool:
+            """Whether the filled part is still a prefix view of the buffers, with room for ``new_tokens``."""
+            return (self.keys is not None and self.keys.data_ptr() == self._keys.data_ptr()
+                    and self.keys.shape[:2] == self._keys.shape[:2]
+                    and self.keys.shape[-2] + new_tokens <= self._keys.shape[-2])
 
     return ReservedLayer
 
