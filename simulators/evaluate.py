@@ -38,7 +38,8 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # min/max keep p inside despite rounding (4/4 gave a high end of 0.9999999999999999)
+    return (min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half)))
 
 
 def bootstrap_interval(values: Sequence[float], *, resamples: int = 2000, level: float = 0.95,
@@ -249,12 +250,14 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     xs = range(len(names))
     sr = [p.sr.mean for p in report.policies]
-    err = [[p.sr.mean - p.sr.low for p in report.policies], [p.sr.high - p.sr.mean for p in report.policies]]
+    err = [[max(0.0, p.sr.mean - p.sr.low) for p in report.policies],
+           [max(0.0, p.sr.high - p.sr.mean) for p in report.policies]]
     axes[0].bar(xs, sr, yerr=err, capsize=4, color="tab:blue")
     axes[0].set_title("success rate (95% Wilson)")
     axes[0].set_ylim(0, 1)
     at = [p.at.mean for p in report.policies]
-    at_err = [[p.at.mean - p.at.low for p in report.policies], [p.at.high - p.at.mean for p in report.policies]]
+    at_err = [[max(0.0, p.at.mean - p.at.low) for p in report.policies],
+              [max(0.0, p.at.high - p.at.mean) for p in report.policies]]  # matplotlib rejects -1e-16
     axes[1].bar(xs, at, yerr=at_err, capsize=4, color="tab:orange")
     axes[1].set_title("average turns")
     for ax in axes[:2]:

@@ -49,6 +49,10 @@ def test_wilson_interval_known_values():
     lo, hi = wilson_interval(8, 10)
     assert (round(lo, 3), round(hi, 3)) == (0.490, 0.943)
     assert wilson_interval(0, 20)[0] == 0.0 and wilson_interval(20, 20)[1] == 1.0
+    for n in range(1, 41):  # the interval must hold the observed rate exactly, or error bars go negative
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert lo <= k / n <= hi, f"wilson_interval({k}, {n}) = {(lo, hi)} misses {k / n}"
 
 
 def test_bootstrap_interval_brackets_the_mean_and_is_seeded():
