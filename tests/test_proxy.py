@@ -157,6 +157,15 @@ def test_a_chat_completion_through_the_openai_sdk_is_planned(client, esc, receiv
     assert received[0][-1]["content"].startswith("I failed my exam and my parents are angry.")
 
 
+def test_an_echoed_strategy_on_an_assistant_message_is_read_and_not_sent_upstream(proxy, received):
+    messages = [*MESSAGES, {"role": "assistant", "content": "That sounds hard.", "strategy": "Question"},
+                {"role": "user", "content": "They will not talk to me."}]
+    response = raw(proxy, "POST", "/v1/chat/completions", json={"messages": messages})
+    assert response.status_code == 200, response.text
+    assert len(received) == 1 and all("strategy" not in m for m in received[0]), received
+    assert any(m["role"] == "assistant" and m["content"] == "That sounds hard." for m in received[0]), received
+
+
 def test_a_case_in_the_request_switches_to_the_domains_prompt(client, esc, data_dir, received):
     case = esc.load_cases("test", data_dir)[0]
     history = [{"role": "assistant" if t.speaker == "agent" else "user", "content": t.text}
@@ -210,6 +219,8 @@ def test_the_token_is_required(proxy):
     (b"{}", "messages"),
     (json.dumps({"messages": []}).encode(), "messages"),
     (json.dumps({"messages": [{"role": "tool", "content": "x"}]}).encode(), "messages"),
+    (json.dumps({"messages": [*MESSAGES, {"role": "assistant", "content": "x", "strategy": 3}]}).encode(),
+     "messages"),
     (json.dumps({"messages": MESSAGES, "tools": [{"type": "function"}]}).encode(), "tools"),
     (json.dumps({"messages": MESSAGES, "temperature": 7}).encode(), "temperature"),
     (json.dumps({"messages": MESSAGES, "n": 2, "stream": True}).encode(), "n"),
