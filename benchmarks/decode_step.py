@@ -4,7 +4,7 @@ builds (``planner/llm/prefill.py``: new tokens written in place). Also checks th
 
 Usage::
 
-    python benchmarks/decode_step.py --model smollm2 --rows 1,16 --context 64,512,900 --threads 1
+    python benchmarks/decode_step.py --model smollm2 --rows 1,16 --context 64,512,900 --threads 1 [--attention sdpa]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ppdpp.planner.hardware import pick_dtype
+from ppdpp.planner.llm.attention import attention_for
 from ppdpp.planner.llm.local import prepare_weights
 from ppdpp.planner.llm.models import resolve_local_model
 from ppdpp.planner.llm.prefill import reserved_cache
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--attention", choices=("backend", "sdpa"), default="backend",
+                        help="backend: the local backend's CPU attention (grouped-query SDPA); sdpa: transformers'")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -67,9 +70,11 @@ def main() -> None:
 
     dtype = pick_dtype(args.dtype, torch.device("cpu"))
     source = resolve_local_model(args.model)
-    model = AutoModelForCausalLM.from_pretrained(prepare_weights(source, dtype), dtype=dtype).eval()
+    attention = attention_for(torch.device("cpu")) if args.attention == "backend" else {"attn_implementation": "sdpa"}
+    model = AutoModelForCausalLM.from_pretrained(prepare_weights(source, dtype), dtype=dtype, **attention).eval()
     table = Table("rows", "context tokens", "DynamicCache ms/step", "reserved ms/step", "saved", "max |logit diff|",
-                  title=f"{source.name}, {dtype}, {torch.get_num_threads()} thread(s), {args.steps} steps")
+                  title=f"{source.name}, {dtype}, {attention['attn_implementation']} attention, "
+                        f"{torch.get_num_threads()} thread(s), {args.steps} steps")
     for rows in (int(r) for r in args.rows.split(",")):
         for context in (int(c) for c in args.context.split(",")):
             plain, plain_logits = step_cost(model, rows, context, args.steps, reserved=False)

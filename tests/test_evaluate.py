@@ -140,9 +140,12 @@ def test_evaluating_two_policies_with_smollm2_is_reproducible(smollm2_gguf, tmp_
     for name in ("random", "majority"):
         a = (tmp_path / "a" / "transcripts" / f"{name}.jsonl").read_text().splitlines()
         b = (tmp_path / "b" / "transcripts" / f"{name}.jsonl").read_text().splitlines()
-        strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k not in ("wall_s", "usage", "steps")}
+        # lines are in finishing order, which timing decides: compare episode by episode
+        strip = lambda rows: {json.loads(r)["episode_id"]: {k: v for k, v in json.loads(r).items()
+                                                          if k not in ("wall_s", "usage", "steps")}
                               | {"steps": [{k: v for k, v in s.items() if k not in ("usage", "latency_s")}
-                                           for s in json.loads(r)["steps"]]} for r in rows]
+                                           for s in json.loads(r)["steps"]]} for r in rows}
+        assert len(strip(a)) == len(cases), f"{name}: expected one transcript line per case"
         assert strip(a) == strip(b), f"{name}: the rerun played differently"
     assert [p.reward.mean for p in first.policies] == [p.reward.mean for p in second.policies]
     assert [p.policy for p in first.policies] == ["random", "majority"]

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ppdpp.planner.llm.local import LocalBackend
-from ppdpp.planner.llm.prefill import MIN_REUSE, PrefixStore, reserved_cache
+from ppdpp.planner.llm import prefill
+from ppdpp.planner.llm.prefill import MIN_REUSE, PREFILL_TOKENS, PrefixStore, reserved_cache
 
 
 def kv(tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -81,6 +82,73 @@ def test_a_longer_prompt_continues_from_the_earlier_one_with_identical_output(ba
     want = without.complete_sync(later, max_tokens=12)
     assert without.engine.prefix_store.reused_tokens == 0
     assert got.texts == want.texts, f"with the prefix reused {got.texts} != from scratch {want.texts}"
+
+
+def test_prompts_of_similar_length_are_prefilled_together_longest_alone():
+    groups = prefill._group_by_length([(0, 300), (1, 40), (2, 2000), (3, 310), (4, 35), (5, 290)])
+    assert groups == [[4, 1, 5], [0, 3], [2]], groups
+    for group in groups:
+        assert len(group) == 1 or len(group) * 310 <= PREFILL_TOKENS, group
+
+
+def test_continuations_from_different_prefixes_and_a_fresh_prompt_share_one_pass_with_identical_output(
+        backends, monkeypatch):
+    with_store, without = backends
+    system = {"role": "system", "content": "You are a shop assistant in a bicycle shop. Answer in one short sentence."}
+    bike = [system, {"role": "user", "content": "Do you sell second-hand bicycles, and how much is the cheapest one?"}]
+    hours = [system, {"role": "user", "content": "Is the shop open on Sundays?"}]
+    for first in (bike, hours):
+        with_store.complete_sync(first, max_tokens=2)
+    later = [
+        [*bike, {"role": "assistant", "content": "Yes, from $90."}, {"role": "user", "content": "Would you take $70?"}],
+        [*hours, {"role": "assistant", "content": "Yes, until noon."},
+         {"role": "user", "content": "And on public holidays such as Christmas or New Year's Day?"}],
+        [{"role": "user", "content": "What should I check before buying a used bicycle?"}],
+    ]
+    passes = []
+    forward = prefill._forward
+    monkeypatch.setattr(prefill, "_forward", lambda model, argument, ids, *rest: passes.append(ids.shape) or
+                        forward(model, argument, ids, *rest))
+    store = with_store.engine.prefix_store
+    reused, before = store.reused_tokens, len(with_store.batch_sizes)
+
+    async def together(backend):
+        return await asyncio.gather(*(backend.complete(m, max_tokens=12) for m in later))
+
+    got = [c.text for c in asyncio.run(together(with_store))]
+    assert with_store.batch_sizes[before:] == [3], f"not one batch: {with_store.batch_sizes[before:]}"
+    assert store.reused_tokens - reused >= 2 * 40, "both continuations should start from their stored prefixes"
+    assert len(passes) == 1 and passes[0][0] == 3, f"expected one prefill pass over 3 rows, got shapes {passes}"
+    want = [without.complete_sync(m, max_tokens=12).text for m in later]
+    assert got == want, f"prefilled together {got} != each from scratch {want}"
+
+
+def test_beginnings_shared_by_several_prompts_are_found_per_run_of_neighbours():
+    a, b = [1] * 20 + [2, 3], [1] * 20 + [4]
+    c, d, e = [9] * 30, [9] * 30 + [5], [9] * 25 + [6]
+    lone = [7] * 40
+    assert prefill._shared_beginnings([a, c, lone, b, d, e]) == [[1] * 20, [9] * 25]
+    assert prefill._shared_beginnings([a, [1] * 10 + [8]]) == [], "shorter than MIN_REUSE is not worth a pass"
+
+
+def test_new_dialogues_with_the_same_system_prompt_compute_it_once_with_identical_output(backends):
+    with_store, without = backends
+    system = {"role": "system", "content": "You are Bram, a patient tutor of Italian for adult beginners. Correct "
+                                           "mistakes gently and keep every answer under twenty words."}
+    questions = ["How do I say 'good morning'?", "What is the plural of 'libro'?", "Is 'ciao' formal?"]
+    store = with_store.engine.prefix_store
+    system_tokens = len(with_store.engine.prompt_ids([system])) - 3  # without the generation prompt
+    reused = store.reused_tokens
+
+    async def together(backend):
+        return await asyncio.gather(*(backend.complete([system, {"role": "user", "content": q}], max_tokens=10)
+                                      for q in questions))
+
+    got = [c.text for c in asyncio.run(together(with_store))]
+    assert store.reused_tokens - reused >= len(questions) * system_tokens, (
+        "each new prompt should continue from the system prompt, computed once for the batch")
+    want = [c.text for c in asyncio.run(together(without))]
+    assert got == want, f"with the shared beginning {got} != from scratch {want}"
 
 
 def test_choice_scores_from_the_prefilled_prompt_match_a_plain_forward_pass(backends):

@@ -1,9 +1,11 @@
 """Micro-batching: requests that arrive together, from any event loop or thread, run as one batch on one worker.
 
 The worker thread owns the model, so the event loops that submit requests never block on it. It takes the
-oldest request, then keeps collecting for at most ``max_wait_s`` (or until ``max_batch_size`` rows are
-together) and hands the whole batch to ``run_batch``. Requests that queued while a batch was running are
-collected at once, so under load the batches fill up without waiting.
+oldest request, then keeps collecting until ``max_wait_s`` passes without a new one (at most
+``GATHER_LIMIT`` times that after the first, or until ``max_batch_size`` rows are together) and hands the whole
+batch to ``run_batch``. Requests that queued while a batch was running are collected at once, so under load
+the batches fill up without waiting; many dialogues that resume one after another when a batch returns (each
+doing a little work before its next request) still land in one batch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Callable, Generic, TypeVar
 
 R = TypeVar("R")
 T = TypeVar("T")
+
+GATHER_LIMIT = 8  # a batch waits for company at most this many times max_wait_s after its first request
 
 
 @dataclass
@@ -99,7 +103,8 @@ class MicroBatcher(Generic[R, T]):
             if isinstance(first[0], _Job):
                 return [first]
             batch, rows = [first], self._rows(first[0])
-            deadline = time.monotonic() + self.max_wait_s
+            start = time.monotonic()
+            deadline = start + self.max_wait_s
             while rows < self.max_batch_size:
                 if not self._queue:
                     left = deadline - time.monotonic()
@@ -112,6 +117,7 @@ class MicroBatcher(Generic[R, T]):
                     break
                 batch.append(self._queue.popleft())
                 rows += self._rows(item)
+                deadline = min(time.monotonic() + self.max_wait_s, start + GATHER_LIMIT * self.max_wait_s)
             return batch
 
     def _work(self) -> None:

@@ -6,7 +6,8 @@ as ``n`` rows. In self-play most of that is waste: the critic's samples share on
 whole dialogue sits beside short agent prompts, and each turn's prompt repeats the previous turn's. So
 :func:`prefilled_cache` runs each distinct prompt (all but its last token) once, continues from the longest
 prefix held in a :class:`PrefixStore` (KV entries depend only on the tokens before them, so the reuse is exact),
-prefills the rest in small same-length groups, and stitches the results into one left-padded ``DynamicCache``
+prefills what is left in groups of similar length (new prompts and continuations in the same passes, a
+beginning that several prompts share once), and stitches the results into one left-padded ``DynamicCache``
 that ``generate`` continues from. That cache (:func:`reserved_cache`) holds room for the tokens still to come,
 so a decoding step writes one position in place instead of copying the whole cache, as a plain
 ``DynamicLayer`` does at every step (``benchmarks/decode_step.py`` measures the difference).
@@ -23,7 +24,7 @@ import torch
 
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape [1, heads, tokens, head_dim]
 
-PREFILL_TOKENS = 512  # padded prompt tokens per prefill forward pass: long prompts run alone (cheaper on a CPU)
+PREFILL_TOKENS = 1024  # padded new tokens per prefill forward pass (a longer prompt runs alone)
 MIN_REUSE = 16  # a shared prefix shorter than this is not worth a separate forward pass
 
 
@@ -50,6 +51,19 @@ class PrefixStore:
 
     def longest_prefix(self, ids: Sequence[int]) -> tuple[int, KV] | None:
         """The KV cache of the longest stored prefix of ``ids`` (at least ``MIN_REUSE`` tokens), and its length."""
+        best, best_len = self._longest(ids)
+        if best is None:
+            return None
+        self._entries.move_to_end(best)
+        self.reused_tokens += best_len
+        return best_len, [(k[:, :, :best_len], v[:, :, :best_len]) for k, v in self._entries[best]]
+
+    def stored_length(self, ids: Sequence[int]) -> int:
+        """How many leading tokens of ``ids`` the store holds (0 when fewer than ``MIN_REUSE``)."""
+        best, best_len = self._longest(ids)
+        return best_len if best is not None else 0
+
+    def _longest(self, ids: Sequence[int]) -> tuple[tuple[int, ...] | None, int]:
         best, best_len = None, MIN_REUSE - 1
         for key in self._entries:
             if key[0] != ids[0] or len(key) <= best_len:
@@ -57,11 +71,7 @@ class PrefixStore:
             shared = _shared_length(key, ids)
             if shared > best_len:
                 best, best_len = key, shared
-        if best is None:
-            return None
-        self._entries.move_to_end(best)
-        self.reused_tokens += best_len
-        return best_len, [(k[:, :, :best_len], v[:, :, :best_len]) for k, v in self._entries[best]]
+        return best, best_len
 
     def add(self, ids: Sequence[int], kv: KV) -> None:
         key = tuple(ids)
@@ -149,52 +159,129 @@ def _forward(model: Any, argument: str, ids: torch.Tensor, mask: torch.Tensor, p
     return getattr(out, argument)
 
 
+def _group_by_length(items: list[tuple[int, int]]) -> list[list[int]]:
+    """``(index, tokens to prefill)`` pairs in groups of similar length, at most ``PREFILL_TOKENS`` padded tokens
+    per group (a longer item runs alone)."""
+    groups: list[list[int]] = []
+    longest = 0
+    for index, tokens in sorted(items, key=lambda item: item[1]):
+        if groups and (len(groups[-1]) + 1) * max(longest, tokens) <= PREFILL_TOKENS:
+            groups[-1].append(index)
+            longest = max(longest, tokens)
+        else:
+            groups.append([index])
+            longest = tokens
+    return groups
+
+
+def _prefill_group(model: Any, argument: str, pad_id: int,
+                   items: list[tuple[list[int], int, KV | None]]) -> list[KV] | None:
+    """One forward pass over several prompts, each ``(ids, shared, past)``: ``past`` holds the KV cache of
+    ``ids[:shared]`` (``None`` when ``shared`` is 0) and the rest of ``ids`` is computed. The pasts are
+    left-padded to a common length and the new tokens left-padded after them, so a row's padding sits between
+    its past and its new tokens, masked out, with position ids that continue its past. Returns each prompt's
+    full KV cache; ``None`` where this model's cache is not a plain ``DynamicCache``."""
+    device = model.device
+    past_width = max(shared for _, shared, _ in items)
+    new_width = max(len(ids) - shared for ids, shared, _ in items)
+    ids_rows, mask_rows, position_rows = [], [], []
+    for ids, shared, _ in items:
+        pad = new_width - (len(ids) - shared)
+        ids_rows.append([pad_id] * pad + ids[shared:])
+        mask_rows.append([0] * (past_width - shared) + [1] * shared + [0] * pad + [1] * (len(ids) - shared))
+        position_rows.append([shared] * pad + list(range(shared, len(ids))))
+    past = None
+    if past_width:
+        first = next(kv for _, _, kv in items if kv is not None)
+        past = []
+        for layer, (keys, _) in enumerate(first):
+            shape = (len(items), keys.shape[1], past_width, keys.shape[3])
+            buffers = keys.new_zeros(shape), keys.new_zeros(shape)  # zeros: the masked padding must not be NaN
+            for row, (_, shared, kv) in enumerate(items):
+                if kv is not None:
+                    for buffer, part in zip(buffers, kv[layer]):
+                        buffer[row, :, past_width - shared:] = part[0]
+            past.append(buffers)
+    cache = _forward(model, argument, torch.tensor(ids_rows, device=device),
+                     torch.tensor(mask_rows, device=device), torch.tensor(position_rows, device=device), past)
+    if not _is_plain_dynamic(cache):
+        return None
+    states = []
+    for row, (ids, shared, kv) in enumerate(items):
+        fresh = len(ids) - shared
+        computed = [(layer.keys[row: row + 1, :, -fresh:], layer.values[row: row + 1, :, -fresh:])
+                    for layer in cache.layers]
+        if kv is None:
+            states.append([(keys.clone(), values.clone()) for keys, values in computed])
+        else:
+            states.append([(torch.cat([old_keys, keys], dim=2), torch.cat([old_values, values], dim=2))
+                           for (old_keys, old_values), (keys, values) in zip(kv, computed)])
+    return states
+
+
+def _shared_beginnings(prompts: list[list[int]]) -> list[list[int]]:
+    """Beginnings of at least ``MIN_REUSE`` tokens that several of ``prompts`` share: for each run of neighbours
+    in sorted order that share that much, the part the whole run has in common."""
+    ordered = sorted(prompts)
+    beginnings: list[list[int]] = []
+    common = 0
+    for before, after in zip(ordered, ordered[1:]):
+        shared = _shared_length(before, after)
+        if shared >= MIN_REUSE:
+            common = min(common, shared) if common else shared
+            continue
+        if common:
+            beginnings.append(before[:common])
+        common = 0
+    if common:
+        beginnings.append(ordered[-1][:common])
+    return beginnings
+
+
+def _compute(model: Any, argument: str, pad_id: int, store: PrefixStore,
+             prompts: list[list[int]]) -> dict[int, KV] | None:
+    """The KV cache of each of ``prompts``, continuing from the store and computing the rest in groups of
+    similar length; ``None`` where this model's cache is not a plain ``DynamicCache``."""
+    states: dict[int, KV] = {}
+    pending: dict[int, tuple[int, KV | None]] = {}
+    for index, ids in enumerate(prompts):
+        shared, past = store.longest_prefix(ids) or (0, None)
+        if shared == len(ids):
+            states[index] = past
+        else:
+            pending[index] = (shared, past)
+    for group in _group_by_length([(i, len(prompts[i]) - shared) for i, (shared, _) in pending.items()]):
+        computed = _prefill_group(model, argument, pad_id, [(prompts[i], *pending[i]) for i in group])
+        if computed is None:
+            return None
+        states.update(zip(group, computed))
+    for index, kv in states.items():
+        store.add(prompts[index], kv)
+    return states
+
+
 def prefilled_cache(model: Any, pad_id: int, prompts: list[list[int]], rows: list[int], width: int,
                     store: PrefixStore, room: int = 0) -> Any | None:
     """A ``DynamicCache`` holding, for each of ``rows`` (indices into ``prompts``), its prompt but the last token,
     left-padded to ``width - 1`` tokens, with ``room`` more positions reserved for the tokens to come (the last
     prompt token and the generated ones); ``None`` where this model's cache cannot be built this way
-    (sliding-window or hybrid caches): then ``generate`` prefills the padded batch itself."""
+    (sliding-window or hybrid caches): then ``generate`` prefills the padded batch itself.
+
+    Each prompt continues from the longest prefix in ``store``; what is left to compute runs in groups of
+    similar length, fresh prompts and continuations alike (one forward pass reads all the weights, so on a CPU
+    a pass over a few hundred tokens costs about as much per token as one over thousands). A beginning that
+    several prompts share (the same system prompt in many new dialogues) is computed once first."""
     if min(len(ids) for ids in prompts) < 2:
         return None
-    argument, device = cache_argument(model), model.device
-    states: dict[int, KV] = {}
-    fresh: list[int] = []
-    for index, ids in enumerate(prompts):
-        found = store.longest_prefix(ids[:-1])
-        if found is None:
-            fresh.append(index)
-            continue
-        shared, past = found
-        rest = ids[shared:-1]
-        if not rest:
-            states[index] = past
-            continue
-        cache = _forward(model, argument, torch.tensor([rest], device=device),
-                         torch.ones((1, len(ids) - 1), dtype=torch.long, device=device),
-                         torch.arange(shared, len(ids) - 1, device=device)[None], past)
-        if not _is_plain_dynamic(cache):
+    argument = cache_argument(model)
+    known = [ids[:-1] for ids in prompts]
+    if store.max_tokens:
+        beginnings = [ids for ids in _shared_beginnings(known) if len(ids) - store.stored_length(ids) >= MIN_REUSE]
+        if beginnings and _compute(model, argument, pad_id, store, beginnings) is None:
             return None
-        states[index] = [(layer.keys, layer.values) for layer in cache.layers]
-    groups: list[list[int]] = [[]] if fresh else []
-    for index in sorted(fresh, key=lambda i: len(prompts[i])):
-        if groups[-1] and (len(prompts[index]) - 1) * (len(groups[-1]) + 1) > PREFILL_TOKENS:
-            groups.append([])
-        groups[-1].append(index)
-    for group in groups:
-        lengths = [len(prompts[i]) - 1 for i in group]
-        longest = max(lengths)
-        ids = torch.tensor([[pad_id] * (longest - n) + prompts[i][:-1] for i, n in zip(group, lengths)], device=device)
-        mask = torch.tensor([[0] * (longest - n) + [1] * n for n in lengths], device=device)
-        cache = _forward(model, argument, ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), None)
-        if not _is_plain_dynamic(cache):
-            return None
-        for row, (index, n) in enumerate(zip(group, lengths)):
-            sliced = [(layer.keys[row: row + 1, :, longest - n:], layer.values[row: row + 1, :, longest - n:])
-                      for layer in cache.layers]
-            states[index] = [(k.clone(), v.clone()) for k, v in sliced] if len(group) > 1 else sliced
-    for index, kv in states.items():
-        store.add(prompts[index][:-1], kv)
+    states = _compute(model, argument, pad_id, store, known)
+    if states is None:
+        return None
     layers = []
     for layer in range(len(states[rows[0]])):
         keys = states[rows[0]][layer][0]
