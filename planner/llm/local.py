@@ -291,7 +291,8 @@ class LocalBackend(ChatBackend):
     :meth:`load`); backends opened with the same model and settings share one loaded model and its batches.
 
     Options: ``device`` (auto/cpu/cuda), ``dtype`` (auto/float32/bfloat16/float16), ``max_batch_size`` (rows per
-    ``generate`` call, default 16), ``max_wait_ms`` (how long a batch waits for company, default 5),
+    ``generate`` call, default 16), ``max_wait_ms`` (how long a batch waits for the next request, default 5;
+    see :mod:`.batching`),
     ``num_threads`` (calls ``torch.set_num_threads``; default: leave torch's setting alone),
     ``prefix_cache_tokens`` (prompt tokens whose KV cache is kept to continue later prompts that start the same
     way, default 32768; 0 turns it off; see :mod:`.prefill`).
