@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ppdpp.planner.hardware import pick_dtype
-from ppdpp.planner.llm.attention import attention_for
+from ppdpp.planner.llm.attention import use_cpu_attention
 from ppdpp.planner.llm.local import prepare_weights
 from ppdpp.planner.llm.models import resolve_local_model
 from ppdpp.planner.llm.prefill import reserved_cache
@@ -70,10 +70,11 @@ def main() -> None:
 
     dtype = pick_dtype(args.dtype, torch.device("cpu"))
     source = resolve_local_model(args.model)
-    attention = attention_for(torch.device("cpu")) if args.attention == "backend" else {"attn_implementation": "sdpa"}
-    model = AutoModelForCausalLM.from_pretrained(prepare_weights(source, dtype), dtype=dtype, **attention).eval()
+    model = AutoModelForCausalLM.from_pretrained(prepare_weights(source, dtype), dtype=dtype).eval()
+    if args.attention == "backend":
+        use_cpu_attention(model)
     table = Table("rows", "context tokens", "DynamicCache ms/step", "reserved ms/step", "saved", "max |logit diff|",
-                  title=f"{source.name}, {dtype}, {attention['attn_implementation']} attention, "
+                  title=f"{source.name}, {dtype}, {model.config._attn_implementation} attention, "
                         f"{torch.get_num_threads()} thread(s), {args.steps} steps")
     for rows in (int(r) for r in args.rows.split(",")):
         for context in (int(c) for c in args.context.split(",")):

@@ -145,7 +145,7 @@ def test_evaluating_two_policies_with_smollm2_is_reproducible(smollm2_gguf, tmp_
                                                           if k not in ("wall_s", "usage", "steps")}
                               | {"steps": [{k: v for k, v in s.items() if k not in ("usage", "latency_s")}
                                            for s in json.loads(r)["steps"]]} for r in rows}
-        assert len(strip(a)) == len(cases), f"{name}: expected one transcript line per case"
+        assert len(a) == len(b) == len(strip(a)) == len(cases), f"{name}: expected one transcript line per case"
         assert strip(a) == strip(b), f"{name}: the rerun played differently"
     assert [p.reward.mean for p in first.policies] == [p.reward.mean for p in second.policies]
     assert [p.policy for p in first.policies] == ["random", "majority"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
 
 from ppdpp.planner.llm.local import LocalBackend
 from ppdpp.planner.llm import prefill
-from ppdpp.planner.llm.prefill import MIN_REUSE, PREFILL_TOKENS, PrefixStore, reserved_cache
+from ppdpp.planner.llm.prefill import MIN_REUSE, PASS_CACHE_TOKENS, PREFILL_TOKENS, PrefixStore, reserved_cache
 
 
 def kv(tokens: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -64,6 +65,7 @@ def test_a_reserved_cache_stays_correct_after_crop_and_batch_selection():
 def backends(smollm2_gguf):
     with_store = LocalBackend("local/smollm2", dtype="float32")
     without = LocalBackend("local/smollm2", dtype="float32", prefix_cache_tokens=0)
+    asyncio.run(with_store.load())
     yield with_store, without
     for backend in (with_store, without):
         asyncio.run(backend.aclose())
@@ -85,10 +87,35 @@ def test_a_longer_prompt_continues_from_the_earlier_one_with_identical_output(ba
 
 
 def test_prompts_of_similar_length_are_prefilled_together_longest_alone():
-    groups = prefill._group_by_length([(0, 300), (1, 40), (2, 2000), (3, 310), (4, 35), (5, 290)])
+    # (index, new tokens, stored + new tokens)
+    groups = prefill._group_by_length([(0, 300, 300), (1, 40, 90), (2, 2000, 2000), (3, 310, 400), (4, 35, 35),
+                                       (5, 290, 290)])
     assert groups == [[4, 1, 5], [0, 3], [2]], groups
     for group in groups:
         assert len(group) == 1 or len(group) * 310 <= PREFILL_TOKENS, group
+
+
+def test_long_stored_pasts_bound_a_group_as_well():
+    # eight continuations of 100 new tokens: one group by new tokens, but 3,000 stored tokens each
+    groups = prefill._group_by_length([(i, 100, 3100) for i in range(8)])
+    assert all(len(group) * 3100 <= PASS_CACHE_TOKENS for group in groups), groups
+    assert sorted(sum(groups, [])) == list(range(8))
+
+
+def submit_together(backend, conversations: list[list[dict[str, str]]], max_tokens: int) -> list[str]:
+    """Queue all requests while the model's worker is held, so that they are sure to run as one batch."""
+    gate = threading.Event()
+    held = backend.engine.batcher.submit_job(gate.wait)
+
+    async def together():
+        tasks = [asyncio.ensure_future(backend.complete(m, max_tokens=max_tokens)) for m in conversations]
+        await asyncio.sleep(0.2)  # the tasks submit on the loop's next turn
+        gate.set()
+        return await asyncio.gather(*tasks)
+
+    texts = [c.text for c in asyncio.run(together())]
+    held.result(timeout=5)
+    return texts
 
 
 def test_continuations_from_different_prefixes_and_a_fresh_prompt_share_one_pass_with_identical_output(
@@ -112,10 +139,7 @@ def test_continuations_from_different_prefixes_and_a_fresh_prompt_share_one_pass
     store = with_store.engine.prefix_store
     reused, before = store.reused_tokens, len(with_store.batch_sizes)
 
-    async def together(backend):
-        return await asyncio.gather(*(backend.complete(m, max_tokens=12) for m in later))
-
-    got = [c.text for c in asyncio.run(together(with_store))]
+    got = submit_together(with_store, later, max_tokens=12)
     assert with_store.batch_sizes[before:] == [3], f"not one batch: {with_store.batch_sizes[before:]}"
     assert store.reused_tokens - reused >= 2 * 40, "both continuations should start from their stored prefixes"
     assert len(passes) == 1 and passes[0][0] == 3, f"expected one prefill pass over 3 rows, got shapes {passes}"
@@ -127,27 +151,27 @@ def test_beginnings_shared_by_several_prompts_are_found_per_run_of_neighbours():
     a, b = [1] * 20 + [2, 3], [1] * 20 + [4]
     c, d, e = [9] * 30, [9] * 30 + [5], [9] * 25 + [6]
     lone = [7] * 40
-    assert prefill._shared_beginnings([a, c, lone, b, d, e]) == [[1] * 20, [9] * 25]
+    assert prefill._shared_beginnings([a, c, lone, b, d, e]) == [([1] * 20, 2), ([9] * 25, 3)]
     assert prefill._shared_beginnings([a, [1] * 10 + [8]]) == [], "shorter than MIN_REUSE is not worth a pass"
 
 
 def test_new_dialogues_with_the_same_system_prompt_compute_it_once_with_identical_output(backends):
     with_store, without = backends
-    system = {"role": "system", "content": "You are Bram, a patient tutor of Italian for adult beginners. Correct "
-                                           "mistakes gently and keep every answer under twenty words."}
+    system = {"role": "system", "content": (
+        "You are Bram, a patient tutor of Italian for adult beginners who are learning for their holidays. "
+        "Correct their mistakes gently, explain the grammar behind each correction in plain English, give one "
+        "short example sentence with its translation, and keep every answer under forty words. Never switch "
+        "to another language than English and Italian, and never make fun of the learner.")}
     questions = ["How do I say 'good morning'?", "What is the plural of 'libro'?", "Is 'ciao' formal?"]
     store = with_store.engine.prefix_store
     system_tokens = len(with_store.engine.prompt_ids([system])) - 3  # without the generation prompt
+    assert (len(questions) - 1) * system_tokens >= prefill.MIN_SAVED, "the test needs a longer system prompt"
     reused = store.reused_tokens
-
-    async def together(backend):
-        return await asyncio.gather(*(backend.complete([system, {"role": "user", "content": q}], max_tokens=10)
-                                      for q in questions))
-
-    got = [c.text for c in asyncio.run(together(with_store))]
+    conversations = [[system, {"role": "user", "content": q}] for q in questions]
+    got = submit_together(with_store, conversations, max_tokens=10)
     assert store.reused_tokens - reused >= len(questions) * system_tokens, (
         "each new prompt should continue from the system prompt, computed once for the batch")
-    want = [c.text for c in asyncio.run(together(without))]
+    want = [without.complete_sync(m, max_tokens=10).text for m in conversations]
     assert got == want, f"with the shared beginning {got} != from scratch {want}"
 
 

@@ -1,12 +1,12 @@
 """Attention for local models on a CPU: PyTorch's SDPA with grouped-query attention inside the kernel.
 
 transformers' ``sdpa`` attention gives SDPA's ``enable_gqa`` only to calls without an attention mask (CUDA's
-fast kernels need that); with a mask, which a left-padded batch always has, it copies every key/value head
-once per query head in its group at every layer (``repeat_kv``; one-token decoding steps reshape the query
-instead). On a CPU the kernel takes the mask and the grouped heads together, so the copy is pure cost:
-``benchmarks/decode_step.py`` measured 16 rows x 900 tokens of SmolLM2 (3 query heads per key/value head) at
-about 10% less per decoding step, and batched prefill gains as well. Outputs are the same computation.
-"""
+fast kernels need that). With a mask, which a left-padded batch always has, a pass over several tokens copies
+every key/value head once per query head of its group at every layer (``repeat_kv``), and a one-token decoding
+step folds the query heads into the query length instead. On a CPU the kernel takes the mask and the grouped
+heads together, and that is faster in both cases: ``benchmarks/decode_step.py`` measured 16 rows x 900 tokens
+of SmolLM2 (3 query heads per key/value head) at about 10% less per decoding step, and batched prefill over
+stored prefixes gains as well. The computation is the same (tested against transformers' SDPA)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,16 @@ def _register() -> str:
     return CPU_ATTENTION
 
 
-def attention_for(device: torch.device) -> dict[str, str]:
-    """``from_pretrained`` keyword arguments choosing the attention for ``device``: ours on a CPU, else
-    transformers' default."""
-    return {"attn_implementation": _register()} if device.type == "cpu" else {}
+def use_cpu_attention(model: Any) -> bool:
+    """Switch ``model`` to this attention if it runs on the CPU with transformers' SDPA attention and routes its
+    attention through transformers' ``AttentionInterface``; anything else (a GPU, eager-only families such as
+    Gemma2, models with their own attention classes such as Falcon, torch older than 2.5, which lacks
+    ``enable_gqa``) keeps what it loaded with. Returns whether it switched."""
+    from transformers.utils.import_utils import is_torch_greater_or_equal
+
+    if (model.device.type != "cpu" or model.config._attn_implementation != "sdpa"
+            or not getattr(type(model), "_supports_attention_backend", False)
+            or not is_torch_greater_or_equal("2.5")):
+        return False
+    model.set_attn_implementation(_register())
+    return model.config._attn_implementation == CPU_ATTENTION

@@ -30,7 +30,7 @@ import torch
 from ..domain import Message
 from ..hardware import pick_device, pick_dtype
 from .base import ChatBackend, Completion, LLMError, Usage
-from .attention import attention_for
+from .attention import use_cpu_attention
 from .batching import MicroBatcher
 from .models import ModelSource, models_dir, resolve_local_model
 from .prefill import PrefixStore, cache_argument, prefilled_cache
@@ -169,9 +169,9 @@ class _Engine:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, local_files_only=True,
-                                                     **attention_for(self.device))
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, local_files_only=True)
         self.model = model.to(self.device).eval()
+        use_cpu_attention(self.model)
         self.tokenizer = tokenizer
         eos = model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []

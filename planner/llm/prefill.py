@@ -25,7 +25,9 @@ import torch
 KV = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: keys, values of shape [1, heads, tokens, head_dim]
 
 PREFILL_TOKENS = 1024  # padded new tokens per prefill forward pass (a longer prompt runs alone)
+PASS_CACHE_TOKENS = 8192  # padded stored + new tokens per pass (bounds the padded past buffers and attention)
 MIN_REUSE = 16  # a shared prefix shorter than this is not worth a separate forward pass
+MIN_SAVED = 128  # a beginning shared within a batch gets a pass of its own only if that saves this many tokens
 
 
 def cache_argument(model: Any) -> str:
@@ -159,18 +161,20 @@ def _forward(model: Any, argument: str, ids: torch.Tensor, mask: torch.Tensor, p
     return getattr(out, argument)
 
 
-def _group_by_length(items: list[tuple[int, int]]) -> list[list[int]]:
-    """``(index, tokens to prefill)`` pairs in groups of similar length, at most ``PREFILL_TOKENS`` padded tokens
-    per group (a longer item runs alone)."""
+def _group_by_length(items: list[tuple[int, int, int]]) -> list[list[int]]:
+    """``(index, tokens to compute, tokens in all)`` triples in groups of similar length: padded, a group holds
+    at most ``PREFILL_TOKENS`` new tokens and ``PASS_CACHE_TOKENS`` in all (an item over either runs alone)."""
     groups: list[list[int]] = []
-    longest = 0
-    for index, tokens in sorted(items, key=lambda item: item[1]):
-        if groups and (len(groups[-1]) + 1) * max(longest, tokens) <= PREFILL_TOKENS:
+    longest_new = longest_all = 0
+    for index, new, total in sorted(items, key=lambda item: (item[1], item[2])):
+        rows = len(groups[-1]) + 1 if groups else 0
+        if (groups and rows * max(longest_new, new) <= PREFILL_TOKENS
+                and rows * max(longest_all, total) <= PASS_CACHE_TOKENS):
             groups[-1].append(index)
-            longest = max(longest, tokens)
+            longest_new, longest_all = max(longest_new, new), max(longest_all, total)
         else:
             groups.append([index])
-            longest = tokens
+            longest_new, longest_all = new, total
     return groups
 
 
@@ -219,22 +223,22 @@ def _prefill_group(model: Any, argument: str, pad_id: int,
     return states
 
 
-def _shared_beginnings(prompts: list[list[int]]) -> list[list[int]]:
-    """Beginnings of at least ``MIN_REUSE`` tokens that several of ``prompts`` share: for each run of neighbours
-    in sorted order that share that much, the part the whole run has in common."""
+def _shared_beginnings(prompts: list[list[int]]) -> list[tuple[list[int], int]]:
+    """Beginnings of at least ``MIN_REUSE`` tokens that several of ``prompts`` share, with how many share each:
+    for each run of neighbours in sorted order that share that much, the part the whole run has in common."""
     ordered = sorted(prompts)
-    beginnings: list[list[int]] = []
-    common = 0
+    beginnings: list[tuple[list[int], int]] = []
+    common, run = 0, 1
     for before, after in zip(ordered, ordered[1:]):
         shared = _shared_length(before, after)
         if shared >= MIN_REUSE:
-            common = min(common, shared) if common else shared
+            common, run = (min(common, shared) if common else shared), run + 1
             continue
         if common:
-            beginnings.append(before[:common])
-        common = 0
+            beginnings.append((before[:common], run))
+        common, run = 0, 1
     if common:
-        beginnings.append(ordered[-1][:common])
+        beginnings.append((ordered[-1][:common], run))
     return beginnings
 
 
@@ -246,17 +250,18 @@ def _compute(model: Any, argument: str, pad_id: int, store: PrefixStore,
     pending: dict[int, tuple[int, KV | None]] = {}
     for index, ids in enumerate(prompts):
         shared, past = store.longest_prefix(ids) or (0, None)
-        if shared == len(ids):
+        if shared == len(ids):  # all stored already (a view into a stored entry: not stored again)
             states[index] = past
         else:
             pending[index] = (shared, past)
-    for group in _group_by_length([(i, len(prompts[i]) - shared) for i, (shared, _) in pending.items()]):
+    for group in _group_by_length([(i, len(prompts[i]) - shared, len(prompts[i]))
+                                   for i, (shared, _) in pending.items()]):
         computed = _prefill_group(model, argument, pad_id, [(prompts[i], *pending[i]) for i in group])
         if computed is None:
             return None
-        states.update(zip(group, computed))
-    for index, kv in states.items():
-        store.add(prompts[index], kv)
+        for index, kv in zip(group, computed):
+            states[index] = kv
+            store.add(prompts[index], kv)
     return states
 
 
@@ -270,13 +275,15 @@ def prefilled_cache(model: Any, pad_id: int, prompts: list[list[int]], rows: lis
     Each prompt continues from the longest prefix in ``store``; what is left to compute runs in groups of
     similar length, fresh prompts and continuations alike (one forward pass reads all the weights, so on a CPU
     a pass over a few hundred tokens costs about as much per token as one over thousands). A beginning that
-    several prompts share (the same system prompt in many new dialogues) is computed once first."""
+    several prompts share (the same system prompt in many new dialogues) is computed once first, where that
+    saves at least ``MIN_SAVED`` tokens."""
     if min(len(ids) for ids in prompts) < 2:
         return None
     argument = cache_argument(model)
     known = [ids[:-1] for ids in prompts]
     if store.max_tokens:
-        beginnings = [ids for ids in _shared_beginnings(known) if len(ids) - store.stored_length(ids) >= MIN_REUSE]
+        beginnings = [ids for ids, sharing in _shared_beginnings(known) if len(ids) <= store.max_tokens
+                      and (sharing - 1) * (len(ids) - store.stored_length(ids)) >= MIN_SAVED]
         if beginnings and _compute(model, argument, pad_id, store, beginnings) is None:
             return None
     states = _compute(model, argument, pad_id, store, known)
