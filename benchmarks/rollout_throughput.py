@@ -84,7 +84,8 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--critic-mode", default="sampled",
-                        help="sampled (PPDPP's rule, as in the docs' tables), greedy (the default), majority, likelihood")
+                        help="sampled (PPDPP's rule, this script's default for comparison with older tables), greedy "
+                             "(ppdpp's default critic, used for the 5x figure in the docs), majority, likelihood")
     parser.add_argument("--critic-samples", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads for the model (default: torch's)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="rows per generate call (local models)")

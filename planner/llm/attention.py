@@ -22,9 +22,9 @@ def _cpu_sdpa(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.
               attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
               is_causal: bool | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
     """transformers' SDPA attention with ``enable_gqa`` also under a mask (anything unusual goes to theirs)."""
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if query.device.type != "cpu" or kwargs.get("position_bias") is not None or kwargs.get("softcap") is not None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     q_length = query.shape[2]

@@ -161,6 +161,23 @@ def _forward(model: Any, argument: str, ids: torch.Tensor, mask: torch.Tensor, p
     return getattr(out, argument)
 
 
+def _left_padded(parts: Sequence[KV | None], lengths: Sequence[int], end: int, capacity: int) -> KV:
+    """Per layer, zero key/value buffers ``[rows, heads, capacity, head_dim]`` holding row ``i``'s cache
+    (``lengths[i]`` tokens; ``None``: nothing) right-aligned to end at position ``end``. Zeros, because masked
+    padding must not hold NaN."""
+    first = next(kv for kv in parts if kv is not None)
+    layers = []
+    for layer, (keys, _) in enumerate(first):
+        shape = (len(parts), keys.shape[1], capacity, keys.shape[3])
+        buffers = keys.new_zeros(shape), keys.new_zeros(shape)
+        for row, (kv, length) in enumerate(zip(parts, lengths)):
+            if kv is not None:
+                for buffer, part in zip(buffers, kv[layer]):
+                    buffer[row, :, end - length: end] = part[0]
+        layers.append(buffers)
+    return layers
+
+
 def _group_by_length(items: list[tuple[int, int, int]]) -> list[list[int]]:
     """``(index, tokens to compute, tokens in all)`` triples in groups of similar length: padded, a group holds
     at most ``PREFILL_TOKENS`` new tokens and ``PASS_CACHE_TOKENS`` in all (an item over either runs alone)."""
@@ -196,16 +213,7 @@ def _prefill_group(model: Any, argument: str, pad_id: int,
         position_rows.append([shared] * pad + list(range(shared, len(ids))))
     past = None
     if past_width:
-        first = next(kv for _, _, kv in items if kv is not None)
-        past = []
-        for layer, (keys, _) in enumerate(first):
-            shape = (len(items), keys.shape[1], past_width, keys.shape[3])
-            buffers = keys.new_zeros(shape), keys.new_zeros(shape)  # zeros: the masked padding must not be NaN
-            for row, (_, shared, kv) in enumerate(items):
-                if kv is not None:
-                    for buffer, part in zip(buffers, kv[layer]):
-                        buffer[row, :, past_width - shared:] = part[0]
-            past.append(buffers)
+        past = _left_padded([kv for _, _, kv in items], [shared for _, shared, _ in items], past_width, past_width)
     cache = _forward(model, argument, torch.tensor(ids_rows, device=device),
                      torch.tensor(mask_rows, device=device), torch.tensor(position_rows, device=device), past)
     if not _is_plain_dynamic(cache):
@@ -289,14 +297,6 @@ def prefilled_cache(model: Any, pad_id: int, prompts: list[list[int]], rows: lis
     states = _compute(model, argument, pad_id, store, known)
     if states is None:
         return None
-    layers = []
-    for layer in range(len(states[rows[0]])):
-        keys = states[rows[0]][layer][0]
-        shape = (len(rows), keys.shape[1], width - 1 + room, keys.shape[3])
-        buffers = keys.new_zeros(shape), keys.new_zeros(shape)  # zeros: the masked padding must not be NaN
-        for row, index in enumerate(rows):
-            n = len(prompts[index]) - 1
-            for buffer, part in zip(buffers, states[index][layer]):
-                buffer[row, :, width - 1 - n: width - 1] = part[0]
-        layers.append(buffers)
+    layers = _left_padded([states[index] for index in rows], [len(prompts[index]) - 1 for index in rows],
+                          width - 1, width - 1 + room)
     return reserved_cache(layers, width - 1)
