@@ -79,6 +79,12 @@ def sft_command(
              "train,valid when the train split has fewer labelled turns than valid, else train."),
     holdout_fraction: float = typer.Option(0.25, "--holdout", help="Share of valid dialogues held out."),
     class_weighting: str = typer.Option("sqrt_inverse", "--class-weighting", help="sqrt_inverse or none."),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing",
+                                          help="Cross-entropy label smoothing (0 = none, e.g. 0.1)."),
+    train_dtype: str = typer.Option(
+        "float32", "--train-dtype",
+        help="Precision of the training forward pass: float32, bfloat16 (autocast) or auto (bfloat16 where "
+             "the GPU or CPU has native bf16, else float32)."),
     max_train_examples: Optional[int] = typer.Option(None, "--max-train-examples",
                                                      help="Random subset of the training examples."),
     max_select_examples: Optional[int] = typer.Option(None, "--max-select-examples",
@@ -108,7 +114,8 @@ def sft_command(
             domain=dom.name, epochs=epochs, lr=lr if lr is not None else (5e-4 if lora else 5e-5),
             head_lr_scale=head_lr_scale, batch_size=batch_size, seed=seed, train_splits=splits,
             holdout_fraction=holdout_fraction,
-            class_weighting=class_weighting,  # type: ignore[arg-type]
+            class_weighting=class_weighting, label_smoothing=label_smoothing,  # type: ignore[arg-type]
+            train_dtype=train_dtype,  # type: ignore[arg-type]
             eval_every=eval_every, checkpoint_every=checkpoint_every, max_steps=max_steps,
             max_train_examples=max_train_examples, max_select_examples=max_select_examples,
             max_test_examples=max_test_examples,

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from .atomic import write_atomic, write_json
 from .baselines import MajorityPolicy, RandomPolicy
 from .domain import SPLITS, Domain, DomainError, SFTExample
+from .hardware import pick_dtype
 from .metrics import Scores, mean_scores, score
 from .policy_planner import PlannerConfig, PolicyPlanner
 
@@ -37,6 +38,7 @@ BEST_DIR = "best"
 RANDOM_BASELINE_SEEDS = 20
 
 ClassWeighting = Literal["sqrt_inverse", "none"]
+TrainDtype = Literal["float32", "bfloat16", "auto"]
 StepHook = Callable[[int, list[int], float], None]
 
 
@@ -59,6 +61,8 @@ class SFTConfig:
     train_splits: tuple[str, ...] = ("train",)
     holdout_fraction: float = 0.25
     class_weighting: ClassWeighting = "sqrt_inverse"
+    label_smoothing: float = 0.0
+    train_dtype: TrainDtype = "float32"
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -82,6 +86,10 @@ class SFTConfig:
             problems.append("epochs, batch_size, lr and head_lr_scale must be positive")
         if not 0.0 < self.holdout_fraction < 1.0:
             problems.append(f"holdout_fraction={self.holdout_fraction} (between 0 and 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing={self.label_smoothing} (at least 0, below 1)")
+        if self.train_dtype not in ("float32", "bfloat16", "auto"):
+            problems.append(f"train_dtype={self.train_dtype!r} (use 'float32', 'bfloat16' or 'auto')")
         if self.class_weighting not in ("sqrt_inverse", "none"):
             problems.append(f"class_weighting={self.class_weighting!r} (use 'sqrt_inverse' or 'none')")
         if problems:
@@ -182,6 +190,15 @@ def class_weights(label_counts: Sequence[int], mode: ClassWeighting) -> torch.Te
     return weights.float()
 
 
+def training_dtype(name: TrainDtype, device: torch.device) -> torch.dtype:
+    """The autocast dtype of the forward pass. ``auto``: bfloat16 where it is native (see
+    :func:`~ppdpp.planner.hardware.pick_dtype`), else float32; never float16, which would need loss scaling."""
+    if name == "auto":
+        dtype = pick_dtype("auto", device)
+        return dtype if dtype == torch.bfloat16 else torch.float32
+    return pick_dtype(name, device)
+
+
 # ---- evaluation ---------------------------------------------------------------------------------------
 def evaluate_planner(planner: PolicyPlanner, examples: Sequence[SFTExample],
                      inputs: Sequence[Sequence[int]] | None = None, batch_size: int = 32) -> Scores:
@@ -248,7 +265,8 @@ def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: say which one
         raise SFTError(f"cannot read checkpoint {path}: {exc}") from None
-    saved = payload.get("config", {})
+    # a setting added after the checkpoint was written counts as its default
+    saved = {**SFTConfig(config.domain).resume_key(), **payload.get("config", {})}
     differing = sorted(k for k in set(saved) | set(config.resume_key())
                        if saved.get(k) != config.resume_key().get(k))
     if differing:
@@ -288,8 +306,10 @@ def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None =
     select_inputs = [planner.encode(ex.history, ex.case) for ex in data.select]
     targets = torch.tensor([names.index(ex.label) for ex in data.train])
     weights = class_weights(torch.bincount(targets, minlength=len(names)).tolist(), config.class_weighting)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(planner.device) if weights is not None else None)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(planner.device) if weights is not None else None,
+                                        label_smoothing=config.label_smoothing)
 
+    autocast_dtype = training_dtype(config.train_dtype, planner.device)
     steps_per_epoch = math.ceil(len(inputs) / config.batch_size)
     total_steps = config.epochs * steps_per_epoch
     head = list(planner.head.parameters())
@@ -321,7 +341,9 @@ def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None =
             order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
             batch = order[offset * config.batch_size: (offset + 1) * config.batch_size].tolist()
             planner.train()
-            logits = planner(*planner.collate([inputs[i] for i in batch]))
+            with torch.autocast(planner.device.type, dtype=autocast_dtype,
+                                enabled=autocast_dtype != torch.float32):
+                logits = planner(*planner.collate([inputs[i] for i in batch]))
             loss = loss_fn(logits.float(), targets[batch].to(planner.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

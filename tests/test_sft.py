@@ -11,10 +11,11 @@ from typer.testing import CliRunner
 
 from ppdpp.planner import get_domain
 from ppdpp.planner.cli import app
+from ppdpp.planner.hardware import cpu_has_fast_bf16
 from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.sft import (
     BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, SFTConfig, SFTError, class_weights, evaluate_planner,
-    load_sft_data, split_holdout, train_sft,
+    load_sft_data, split_holdout, train_sft, training_dtype,
 )
 
 
@@ -117,6 +118,48 @@ def test_refuses_to_overwrite_or_resume_mismatched_runs(tmp_path, data_dir):
         train_sft(replace(TINY, lr=1e-3), out, data_dir=data_dir, resume=True, progress=False)
     with pytest.raises(SFTError, match="nothing to resume"):
         train_sft(TINY, tmp_path / "empty", data_dir=data_dir, resume=True, progress=False)
+
+
+def test_label_smoothing_changes_the_loss_and_is_a_resume_setting(tmp_path, data_dir):
+    _, plain = run(tmp_path / "plain", replace(TINY, max_steps=1), data_dir)
+    _, smoothed = run(tmp_path / "smooth", replace(TINY, max_steps=1, label_smoothing=0.3), data_dir)
+    assert plain[0][1] == smoothed[0][1], "same batch, same initial planner"
+    assert abs(plain[0][2] - smoothed[0][2]) > 1e-4, "label smoothing must reach the loss"
+    with pytest.raises(SFTError, match="label_smoothing differ"):
+        train_sft(TINY, tmp_path / "smooth", data_dir=data_dir, resume=True, progress=False)
+    with pytest.raises(ValueError, match="label_smoothing=1.0"):
+        replace(TINY, label_smoothing=1.0)
+
+
+def test_resumes_a_checkpoint_written_before_a_setting_existed(tmp_path, data_dir):
+    out = tmp_path / "old"
+    run(out, replace(TINY, max_steps=2), data_dir)
+    payload = torch.load(out / CHECKPOINT_FILE, weights_only=True)
+    del payload["config"]["label_smoothing"]  # as written by a version without the setting
+    torch.save(payload, out / CHECKPOINT_FILE)
+    resumed, steps = run(out, replace(TINY, max_steps=3), data_dir, resume=True)
+    assert [s for s, _, _ in steps] == [3] and resumed.step == 3
+
+
+def test_bfloat16_training_autocasts_the_forward_pass_only(tmp_path, data_dir):
+    _, fp32 = run(tmp_path / "fp32", replace(TINY, max_steps=3), data_dir)
+    _, bf16 = run(tmp_path / "bf16", replace(TINY, max_steps=3, train_dtype="bfloat16"), data_dir)
+    assert [b for _, b, _ in fp32] == [b for _, b, _ in bf16]
+    gaps = [abs(a - b) for (_, _, a), (_, _, b) in zip(fp32, bf16)]
+    assert max(gaps) > 1e-5, "the bfloat16 forward pass must round differently from float32"
+    assert max(gaps) < 0.05, f"bfloat16 losses should stay close to float32: {gaps}"
+    weights = torch.load(tmp_path / "bf16" / CHECKPOINT_FILE, weights_only=True)["model"]
+    assert all(w.dtype == torch.float32 for w in weights.values() if w.is_floating_point()), \
+        "the weights stay float32"
+
+
+def test_training_dtype_auto_never_picks_float16():
+    cpu = torch.device("cpu")
+    assert training_dtype("float32", cpu) == torch.float32
+    assert training_dtype("bfloat16", cpu) == torch.bfloat16
+    assert training_dtype("auto", cpu) == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
+    with pytest.raises(ValueError, match="train_dtype='float16'"):
+        replace(TINY, train_dtype="float16")
 
 
 def test_cli_trains_and_prints_the_report(tmp_path):
