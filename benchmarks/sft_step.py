@@ -1,6 +1,6 @@
-"""Cost of one SFT optimizer step of the default planner (forward, backward, AdamW) by training dtype, input
-length and batch size, on real ESConv inputs with the earlier strategies shown, as ``ppdpp sft
---strategy-history`` trains. ``bfloat16`` is ``--train-dtype bfloat16`` (autocast of the forward pass).
+"""Cost of one SFT optimizer step of the default planner (``ppdpp.planner.sft.optimizer_step``: forward,
+backward, gradient clipping, AdamW) by training dtype, input length and batch size, on real ESConv inputs
+with the earlier strategies shown, as ``ppdpp sft --strategy-history`` trains. ``bfloat16`` is ``--train-dtype bfloat16`` (autocast of the forward pass).
 
 Usage::
 
@@ -23,7 +23,7 @@ from rich.table import Table
 from ppdpp.planner import get_domain
 from ppdpp.planner.datafiles import resolve_data_dir
 from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.sft import training_dtype
+from ppdpp.planner.sft import optimizer_step, training_dtype
 
 
 def step_seconds(dtype_name: str, length: int, batch_size: int, steps: int, warmup: int) -> list[float]:
@@ -36,17 +36,12 @@ def step_seconds(dtype_name: str, length: int, batch_size: int, steps: int, warm
     targets = torch.tensor([planner.strategy_names.index(ex.label) for ex in examples[: len(inputs)]])
     optimizer = torch.optim.AdamW([p for p in planner.parameters() if p.requires_grad], lr=1e-5)
     dtype = training_dtype(dtype_name, planner.device)  # type: ignore[arg-type]
-    planner.train()
+    loss_fn = torch.nn.CrossEntropyLoss()
     times = []
     for step in range(steps + warmup):
         batch = slice(step * batch_size, (step + 1) * batch_size)
         start = time.perf_counter()
-        with torch.autocast(planner.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            logits = planner(*planner.collate(inputs[batch]))
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        optimizer_step(planner, optimizer, loss_fn, inputs[batch], targets[batch], dtype, max_grad_norm=1.0)
         if step >= warmup:
             times.append(time.perf_counter() - start)
     return times

@@ -199,6 +199,23 @@ def training_dtype(name: TrainDtype, device: torch.device) -> torch.dtype:
     return pick_dtype(name, device)
 
 
+def optimizer_step(planner: PolicyPlanner, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                   inputs: Sequence[Sequence[int]], targets: torch.Tensor, dtype: torch.dtype,
+                   max_grad_norm: float) -> torch.Tensor:
+    """One training step on a batch of encoded inputs: the forward pass in train mode under autocast to
+    ``dtype`` (none for float32), the loss in float32, gradients clipped to ``max_grad_norm``. Returns the
+    loss (detached)."""
+    planner.train()
+    with torch.autocast(planner.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = planner(*planner.collate(inputs))
+    loss = loss_fn(logits.float(), targets.to(planner.device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(planner.parameters(), max_grad_norm)
+    optimizer.step()
+    return loss.detach()
+
+
 # ---- evaluation ---------------------------------------------------------------------------------------
 def evaluate_planner(planner: PolicyPlanner, examples: Sequence[SFTExample],
                      inputs: Sequence[Sequence[int]] | None = None, batch_size: int = 32) -> Scores:
@@ -340,15 +357,8 @@ def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None =
             epoch, offset = divmod(state.step, steps_per_epoch)
             order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
             batch = order[offset * config.batch_size: (offset + 1) * config.batch_size].tolist()
-            planner.train()
-            with torch.autocast(planner.device.type, dtype=autocast_dtype,
-                                enabled=autocast_dtype != torch.float32):
-                logits = planner(*planner.collate([inputs[i] for i in batch]))
-            loss = loss_fn(logits.float(), targets[batch].to(planner.device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(planner.parameters(), config.max_grad_norm)
-            optimizer.step()
+            loss = optimizer_step(planner, optimizer, loss_fn, [inputs[i] for i in batch], targets[batch],
+                                  autocast_dtype, config.max_grad_norm)
             scheduler.step()
             state.step += 1
             state.losses.append(loss.item())
