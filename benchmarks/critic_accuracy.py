@@ -35,10 +35,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rich.console import Console
 from rich.table import Table
 
-from ppdpp.planner.datafiles import read_jsonl, resolve_data_dir
-from ppdpp.planner.domain import Case, Domain, Judgement, Turn
+from ppdpp.planner.toolkit.datafiles import read_jsonl, resolve_data_dir
+from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.plugins import get_domain
+from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import CRITIC_MODES, Critic
 
 Item = tuple[Case, tuple[Turn, ...], bool]  # case, dialogue to judge, true outcome

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ppdpp.planner.datafiles import resolve_data_dir
+from ppdpp.planner.toolkit.datafiles import resolve_data_dir
 from ppdpp.plugins.emotional_support import DOMAIN as ESC
 from ppdpp.plugins.emotional_support import read_verdict
 from ppdpp.plugins.negotiation import DOMAIN as CB

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from ppdpp.planner.hardware import pick_dtype
+from ppdpp.planner.core.hardware import pick_dtype
 from ppdpp.planner.llm.attention import use_cpu_attention
 from ppdpp.planner.llm.local import prepare_weights
 from ppdpp.planner.llm.models import resolve_local_model

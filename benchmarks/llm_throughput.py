@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ppdpp.planner.llm.local import LocalBackend
-from ppdpp.planner.llm.server import start_llm_server
+from ppdpp.planner.serving.llm_server import start_llm_server
 
 TOPICS = ["the sea", "a mountain", "bread", "a train", "the moon", "a garden", "winter", "a library",
           "coffee", "a river", "music", "a bicycle", "the desert", "a market", "rain", "a lighthouse"]

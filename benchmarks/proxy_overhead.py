@@ -23,12 +23,12 @@ from openai import OpenAI
 from rich.console import Console
 from rich.table import Table
 
-from ppdpp.planner.agent import PlannedAgent
+from ppdpp.planner.serving.agent import PlannedAgent
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.llm.server import serve_llm_in_thread
-from ppdpp.planner.plugins import get_domain
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.proxy import BackgroundServer, create_app
+from ppdpp.planner.serving.llm_server import serve_llm_in_thread
+from ppdpp.planner.registry.manager import get_domain
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.serving.proxy import BackgroundServer, create_app
 
 MESSAGES = [
     {"role": "system", "content": "You are a kind listener."},

@@ -23,10 +23,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from rich.console import Console
 from rich.table import Table
 
-from ppdpp.planner.baselines import RandomPolicy
-from ppdpp.planner.datafiles import resolve_data_dir
-from ppdpp.planner.llm import local, open_chat
-from ppdpp.planner.plugins import get_domain
+from ppdpp.planner.policy.baselines import RandomPolicy
+from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.llm import local
+from ppdpp.planner.llm import open_chat
+from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.runner import EpisodeJob, run_episodes

@@ -26,13 +26,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rich.console import Console
 
-from ppdpp.planner.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
-from ppdpp.planner.datafiles import resolve_data_dir
+from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+from ppdpp.planner.toolkit.datafiles import resolve_data_dir
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.llm_planner import LLMPlanner
-from ppdpp.planner.plugins import get_domain
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.rl import RLConfig, RLTrainer
+from ppdpp.planner.policy.llm_planner import LLMPlanner
+from ppdpp.planner.registry.manager import get_domain
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.training.rl import RLConfig, RLTrainer
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.evaluate import EvaluationReport, NamedPolicy, evaluate_policies, report_table
@@ -46,7 +46,7 @@ SECTION = re.compile(r"^\*\*(\w+)\*\* \(", re.M)  # a domain's table starts with
 def sft_planner(domain, root: Path, data_dir) -> Path:
     best = root / domain.name / "best"
     if not best.exists():
-        from ppdpp.planner.sft import SFTConfig, train_sft
+        from ppdpp.planner.training.sft import SFTConfig, train_sft
 
         train_sft(SFTConfig(domain.name, epochs=1, max_train_examples=800, max_select_examples=200,
                             max_test_examples=200, planner=PlannerConfig(max_length=128)),

@@ -45,7 +45,7 @@ def latency(planner_dir: Path | None, threads: int, calls: int) -> list[tuple[in
     import torch
 
     from ppdpp.planner import Turn, get_domain
-    from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
+    from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 
     torch.set_num_threads(threads)
     domain = get_domain("emotional_support")
@@ -112,7 +112,7 @@ def main() -> None:
     best = args.out / "emotional_support" / "best"
     rows = [row for threads in args.latency_threads.split(",")
             for row in latency(best if best.is_dir() else None, int(threads), args.latency_calls)]
-    from ppdpp.planner.hardware import pick_dtype
+    from ppdpp.planner.core.hardware import pick_dtype
 
     auto = str(pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
     lat = [f"(inference_dtype='auto' is {auto} on this CPU)", "",

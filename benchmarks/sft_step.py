@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ppdpp.planner import get_domain
-from ppdpp.planner.datafiles import resolve_data_dir
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.sft import optimizer_step, training_dtype
+from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.training.sft import optimizer_step, training_dtype
 
 
 def step_seconds(dtype_name: str, length: int, batch_size: int, steps: int, warmup: int) -> list[float]:

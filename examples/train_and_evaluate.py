@@ -28,15 +28,16 @@ import torch
 from rich.console import Console
 
 from ppdpp.planner import get_domain
-from ppdpp.planner.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
-from ppdpp.planner.datafiles import resolve_data_dir
-from ppdpp.planner.domain import Domain
+from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.core.domain import Domain
 from ppdpp.planner.llm import ChatBackend, open_chat
-from ppdpp.planner.plugins import register_plugin
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.rl import RLConfig, RLTrainer
-from ppdpp.planner.runtime_hooks import JsonlDialogueLog, self_play_dialogue_end
-from ppdpp.planner.sft import BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, SFTConfig, auto_train_splits, train_sft
+from ppdpp.planner.registry.manager import register_plugin
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.training.rl import RLConfig, RLTrainer
+from ppdpp.planner.registry.runtime_hooks import self_play_dialogue_end
+from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
+from ppdpp.planner.training.sft import BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, SFTConfig, auto_train_splits, train_sft
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.evaluate import NamedPolicy, evaluate_policies, report_table

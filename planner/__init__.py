@@ -1,9 +1,9 @@
 """ppdpp's core: the domain contract, the plugin system, the policy planner and its training."""
 
-from .domain import Case, Domain, DomainError, Judgement, SFTExample, Turn
-from .hookspecs import hookimpl
-from .plan import Plan, Policy
-from .plugins import get_backend, get_domain
+from ppdpp.planner.core.domain import Case, Domain, DomainError, Judgement, SFTExample, Turn
+from ppdpp.planner.registry.hookspecs import hookimpl
+from ppdpp.planner.core.plan import Plan, Policy
+from ppdpp.planner.registry.manager import get_backend, get_domain
 
 __all__ = [
     "Case", "Domain", "DomainError", "Judgement", "Plan", "Policy", "SFTExample", "Turn",

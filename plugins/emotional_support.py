@@ -24,11 +24,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.domain import Case, Judgement, Message, Turn
+from ppdpp.planner.core.domain import Case, Judgement, Message, Turn
 
-from .chat import role_play_messages
-from .dialog_data import DialogDataDomain
-from .parsing import parse_choice
+from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
+from ppdpp.planner.toolkit.parsing import parse_choice
 
 ESC_STRATEGIES = {
     "Question": "Please ask the Patient to elaborate on the situation they just described.",

@@ -30,11 +30,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.domain import Case, DomainError, Judgement, Message, Turn
+from ppdpp.planner.core.domain import Case, DomainError, Judgement, Message, Turn
 
-from .chat import role_play_messages
-from .dialog_data import DialogDataDomain
-from .parsing import answer_part, find_keywords, find_prices, parse_choice
+from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
+from ppdpp.planner.toolkit.parsing import answer_part, find_keywords, find_prices, parse_choice
 
 DealRule = Literal["any_no_deal", "majority"]
 DEAL_RULES: tuple[DealRule, ...] = ("any_no_deal", "majority")

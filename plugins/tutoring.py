@@ -23,13 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Sequence
 
-from ..planner import hookimpl
-from ..planner.datafiles import bundled_path, field_of, read_jsonl, require_file
-from ..planner.domain import (
+from ppdpp.planner import hookimpl
+from ppdpp.planner.toolkit.datafiles import bundled_path, field_of, read_jsonl, require_file
+from ppdpp.planner.core.domain import (
     SPLITS, Case, Domain, DomainError, Judgement, Message, SFTExample, Split, Turn,
 )
-from .chat import role_play_messages
-from .parsing import parse_choice
+from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.parsing import parse_choice
 
 SuccessRule = Literal["all", "majority"]
 VERDICT_REWARDS: dict[str, float] = {"incorrect": -1.0, "did_not": -0.5, "part": 0.5, "whole": 1.0}

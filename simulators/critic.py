@@ -29,8 +29,9 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Sequence, get_args
 
-from ..planner.domain import Case, Domain, Judgement, Turn
-from ..planner.llm.base import ChatBackend, Usage
+from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
+from ppdpp.planner.llm.base import ChatBackend
+from ppdpp.planner.core.types import Usage
 
 CriticMode = Literal["sampled", "greedy", "majority", "likelihood"]
 CRITIC_MODES: tuple[str, ...] = get_args(CriticMode)

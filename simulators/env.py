@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..planner.domain import Case, Domain, Judgement, Turn
-from ..planner.llm.base import ChatBackend, Completion, Usage
-from .critic import Critic
-from .postprocess import clean_response, normalise
+from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
+from ppdpp.planner.llm.base import ChatBackend, Completion
+from ppdpp.planner.core.types import Usage
+from ppdpp.simulators.critic import Critic
+from ppdpp.simulators.postprocess import clean_response, normalise
 
 ROLES = ("agent", "user", "critic")
 

@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..planner.atomic import write_atomic, write_json
-from ..planner.domain import Case, Domain
-from ..planner.llm.base import Usage
-from ..planner.plan import Plan, Policy, aplan
-from .env import SelfPlayEnv
-from .runner import EpisodeJob, EpisodeResult, run_episodes
+from ppdpp.planner.core.atomic import write_atomic, write_json
+from ppdpp.planner.core.domain import Case, Domain
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.core.plan import Plan, Policy, aplan
+from ppdpp.simulators.env import SelfPlayEnv
+from ppdpp.simulators.runner import EpisodeJob, EpisodeResult, run_episodes
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:

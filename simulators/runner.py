@@ -17,10 +17,10 @@ from typing import Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
-from ..planner.domain import Case, Turn
-from ..planner.llm.base import Usage
-from ..planner.plan import Policy, aplan
-from .env import SelfPlayEnv, StepRecord
+from ppdpp.planner.core.domain import Case, Turn
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.core.plan import Policy, aplan
+from ppdpp.simulators.env import SelfPlayEnv, StepRecord
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,6 @@ async def run_episodes(
 
 def load_transcripts(path: Path | str) -> list[dict[str, Any]]:
     """Read a transcript file back (one episode per line)."""
-    from ..planner.datafiles import read_jsonl
+    from ppdpp.planner.toolkit.datafiles import read_jsonl
 
     return [obj for _, obj in read_jsonl(Path(path))]

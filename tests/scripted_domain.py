@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.domain import Case, Domain, Judgement, SFTExample, Turn
-from ppdpp.planner.llm.base import ChatBackend, Completion, Usage
-from ppdpp.planner.plugins import get_plugin_manager, register_plugin
+from ppdpp.planner.core.domain import Case, Domain, Judgement, SFTExample, Turn
+from ppdpp.planner.llm.base import ChatBackend, Completion
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.registry.manager import get_plugin_manager, register_plugin
 
 ROUTE = ("east", "north", "west")
 LANDMARKS = (
@@ -138,6 +139,6 @@ def register() -> ScriptedDomain:
     """Register the scripted domain in-process (idempotent) and return it."""
     if get_plugin_manager().get_plugin("scripted") is None:
         register_plugin(_Plugin(), name="scripted")
-    from ppdpp.planner.plugins import get_domain
+    from ppdpp.planner.registry.manager import get_domain
 
     return get_domain("scripted")  # type: ignore[return-value]

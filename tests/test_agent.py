@@ -11,11 +11,12 @@ import asyncio
 import pytest
 import torch
 
-from ppdpp.planner.agent import AgentReply, ConversationError, PlannedAgent, split_conversation
-from ppdpp.planner.domain import DomainError, Turn
+from ppdpp.planner.core.types import AgentReply
+from ppdpp.planner.serving.agent import ConversationError, PlannedAgent, split_conversation
+from ppdpp.planner.core.domain import DomainError, Turn
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.plugins import get_domain
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.registry.manager import get_domain
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 
 MESSAGES = [
     {"role": "system", "content": "You are a kind listener."},

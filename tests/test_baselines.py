@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 
 from ppdpp.planner import get_domain
-from ppdpp.planner.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
-from ppdpp.planner.domain import DomainError
-from ppdpp.planner.metrics import confusion_matrix, mean_scores, score
-from ppdpp.planner.plan import Policy
-from ppdpp.planner.sft import baseline_scores
+from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+from ppdpp.planner.core.domain import DomainError
+from ppdpp.planner.training.metrics import confusion_matrix, mean_scores, score
+from ppdpp.planner.core.plan import Policy
+from ppdpp.planner.training.sft import baseline_scores
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ import asyncio
 
 import pytest
 
-from ppdpp.planner.domain import Turn
+from ppdpp.planner.core.domain import Turn
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.llm.base import ChatBackend, Completion, Usage
-from ppdpp.planner.plugins import get_domain
+from ppdpp.planner.llm.base import ChatBackend, Completion
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import Critic, CriticError
 
 SOLVED = "Yes, the Patient's issue has been solved."

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from ppdpp.planner.baselines import RandomPolicy
+from ppdpp.planner.policy.baselines import RandomPolicy
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.plan import Plan
-from ppdpp.planner.plugins import get_domain
+from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv, call_seed
 from ppdpp.simulators.postprocess import clean_response, normalise

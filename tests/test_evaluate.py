@@ -10,12 +10,13 @@ import json
 import pytest
 from rich.console import Console
 
-from ppdpp.planner.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.llm.base import ChatBackend, Completion, Usage
-from ppdpp.planner.llm_planner import LLMPlanner
-from ppdpp.planner.plan import Plan
-from ppdpp.planner.plugins import get_domain
+from ppdpp.planner.llm.base import ChatBackend, Completion
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.policy.llm_planner import LLMPlanner
+from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.evaluate import (

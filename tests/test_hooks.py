@@ -15,13 +15,15 @@ from dataclasses import replace
 import pytest
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner import runtime_hooks
-from ppdpp.planner.agent import PlannedAgent
-from ppdpp.planner.baselines import MajorityPolicy
-from ppdpp.planner.domain import Turn
+from ppdpp.planner.registry import runtime_hooks
+from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
+from ppdpp.plugins import runtime_defaults
+from ppdpp.planner.serving.agent import PlannedAgent
+from ppdpp.planner.policy.baselines import MajorityPolicy
+from ppdpp.planner.core.domain import Turn
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.plan import Plan
-from ppdpp.planner.plugins import (
+from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.registry.manager import (
     PluginError, get_domain, get_plugin_manager, register_plugin, restrict_plugins, unregister_plugin,
 )
 
@@ -94,9 +96,8 @@ def plan_of(domain, strategy: str) -> Plan:
 def test_defaults_are_registered_even_when_the_plugin_list_leaves_them_out():
     restrict_plugins(["emotional_support"])
     try:
-        pm = runtime_hooks.plugin_manager()
-        assert pm.get_plugin(runtime_hooks.DEFAULTS_NAME) is runtime_hooks.DEFAULTS, pm.list_name_plugin()
-        assert [name for name, _ in pm.list_name_plugin()] == ["emotional_support", "runtime_defaults"]
+        pm = get_plugin_manager()
+        assert pm.get_plugin(runtime_hooks.DEFAULTS_NAME) is runtime_defaults.DEFAULTS, pm.list_name_plugin()
     finally:
         restrict_plugins(None)
 
@@ -128,7 +129,7 @@ def test_default_prompt_with_a_case_is_the_domains_with_the_client_system_prompt
 
 
 def test_role_prefix_stripping():
-    strip = runtime_hooks.strip_role_prefix
+    strip = runtime_defaults.strip_role_prefix
     assert strip("Therapist: How are you?", "Therapist") == "How are you?"
     assert strip("**therapist:** How are you?", "Therapist") == "How are you?"
     assert strip("How are you, Therapist: fine?", "Therapist") == "How are you, Therapist: fine?"
@@ -200,7 +201,6 @@ def test_after_response_post_processes_the_reply(esc, planner, llm, plugin):
 
 def test_without_any_strategy_prompt_the_agent_says_why(esc, planner, llm):
     pm = get_plugin_manager()
-    runtime_hooks.plugin_manager()
     pm.unregister(name=runtime_hooks.DEFAULTS_NAME)
     pm.set_blocked(runtime_hooks.DEFAULTS_NAME)
     try:
@@ -208,13 +208,14 @@ def test_without_any_strategy_prompt_the_agent_says_why(esc, planner, llm):
             PlannedAgent(esc, planner, llm).respond(MESSAGES)
     finally:
         pm.unblock(runtime_hooks.DEFAULTS_NAME)
-    assert runtime_hooks.plugin_manager().get_plugin(runtime_hooks.DEFAULTS_NAME) is runtime_hooks.DEFAULTS
+        pm.register(runtime_defaults.DEFAULTS, name=runtime_hooks.DEFAULTS_NAME)
+    assert get_plugin_manager().get_plugin(runtime_hooks.DEFAULTS_NAME) is runtime_defaults.DEFAULTS
     assert llm.received == [], "nothing may reach the LLM without a prompt"
 
 
 # ---- tracking -----------------------------------------------------------------------------------------------
 def test_dialogue_end_is_logged_from_the_agent(esc, planner, llm, plugin, tmp_path):
-    log = plugin(runtime_hooks.JsonlDialogueLog(tmp_path / "dialogues.jsonl"))
+    log = plugin(JsonlDialogueLog(tmp_path / "dialogues.jsonl"))
     agent = PlannedAgent(esc, planner, llm)
     agent.end_dialogue(MESSAGES, outcome={"success": True}, context={"dialogue_id": "d-1"})
     rows = [json.loads(line) for line in log.path.read_text().splitlines()]
@@ -233,7 +234,7 @@ def test_dialogue_end_is_called_for_every_self_play_episode(plugin, tmp_path):
 
     domain = register()
     cases = domain.load_cases("test", None)[:2]
-    log = plugin(runtime_hooks.JsonlDialogueLog(tmp_path / "selfplay.jsonl"))
+    log = plugin(JsonlDialogueLog(tmp_path / "selfplay.jsonl"))
     policy = MajorityPolicy(domain, {"east": 1})
     jobs = [EpisodeJob(f"ep-{i}", case, policy, seed=i) for i, case in enumerate(cases)]
     make_env = lambda: SelfPlayEnv(domain, ScriptedAgent(), ScriptedTraveller(), Critic(ScriptedCritic()),  # noqa: E731

@@ -15,7 +15,7 @@ from aiohttp import web
 from ppdpp.planner.llm import LLMError, open_chat
 from ppdpp.planner.llm.api import APIBackend
 from ppdpp.planner.llm.local import LocalBackend
-from ppdpp.planner.llm.server import serve_llm_in_thread
+from ppdpp.planner.serving.llm_server import serve_llm_in_thread
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 SECRET = "sk-test-DO-NOT-LEAK-4242"

@@ -13,7 +13,7 @@ import importlib.util
 import pytest
 from typer.testing import CliRunner
 
-from ppdpp.planner.cli import app
+from ppdpp.planner.cli.app import app
 from ppdpp.planner.llm import CachedBackend, ModelNotInstalledError, open_chat
 from ppdpp.planner.llm.local import LocalBackend, converted_dir, prepare_weights
 from ppdpp.planner.llm.models import resolve_local_model

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppdpp.planner.cli import app
+from ppdpp.planner.cli.app import app
 from ppdpp.planner.llm.models import (
     KNOWN_MODELS, ModelFetchError, PartedModel, assemble_parts, fetch_model, models_dir, resolve_local_model,
 )

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ppdpp.planner.cli import app
-from ppdpp.planner.domain import SPLITS, Case, DomainError, Turn
-from ppdpp.planner.plugins import domain_owners, get_domain, restrict_plugins
+from ppdpp.planner.cli.app import app
+from ppdpp.planner.core.domain import SPLITS, Case, DomainError, Turn
+from ppdpp.planner.registry.manager import domain_owners, get_domain, restrict_plugins
 from ppdpp.plugins.negotiation import CB_STRATEGIES, NO_DEAL_REWARD, NegotiationDomain, read_deal
 
 from helpers import assert_alternates

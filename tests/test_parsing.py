@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ppdpp.plugins.parsing import denies, extract_prices, find_keywords, find_prices, parse_choice, states
+from ppdpp.planner.toolkit.parsing import denies, extract_prices, find_keywords, find_prices, parse_choice, states
 
 # The ESConv critic's four answers, as the emotional-support domain lists them.
 ESC = {

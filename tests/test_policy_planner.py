@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from ppdpp.planner import Turn, get_domain
-from ppdpp.planner.plan import Plan, Policy
-from ppdpp.planner.policy_planner import (
+from ppdpp.planner.core.plan import Plan, Policy
+from ppdpp.planner.policy.policy_planner import (
     ADAPTER_DIR, CONFIG_FILE, ENCODER_DIR, PlannerConfig, PlannerFormatError, PolicyPlanner,
 )
 
@@ -106,7 +106,7 @@ def test_bfloat16_inference_agrees_with_float32(planner, examples):
 
 
 def test_auto_precision_is_bfloat16_only_where_the_cpu_has_it():
-    from ppdpp.planner.hardware import pick_dtype
+    from ppdpp.planner.core.hardware import pick_dtype
 
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()  # torch's own probe
     expected = torch.bfloat16 if native else torch.float32

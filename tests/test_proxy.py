@@ -28,13 +28,14 @@ import torch
 from openai import OpenAI
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.agent import PlannedAgent
+from ppdpp.planner.serving.agent import PlannedAgent
 from ppdpp.planner.llm import ChatBackend, open_chat
-from ppdpp.planner.llm.server import serve_llm_in_thread
-from ppdpp.planner.plugins import get_domain, register_plugin, unregister_plugin
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.proxy import BackgroundServer, create_app
-from ppdpp.planner.runtime_hooks import JsonlDialogueLog, strip_role_prefix
+from ppdpp.planner.serving.llm_server import serve_llm_in_thread
+from ppdpp.planner.registry.manager import get_domain, register_plugin, unregister_plugin
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.serving.proxy import BackgroundServer, create_app
+from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
+from ppdpp.plugins.runtime_defaults import strip_role_prefix
 
 from helpers import RecordingBackend
 

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from ppdpp.planner.cli import app
+from ppdpp.planner.cli.app import app
 
 TINY = ["quickstart", "--sft-examples", "48", "--rl-episodes", "2", "--eval-cases", "2", "--max-turns", "1",
         "--max-tokens", "8"]

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.rl import (
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.training.rl import (
     RLConfig, RLError, RLTrainer, advantages, discounted_returns, normalise_returns, train_sync,
 )
 from ppdpp.simulators.critic import Critic

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ppdpp.planner.domain import SPLITS, Case, DomainError, Turn
-from ppdpp.planner.plugins import get_domain, restrict_plugins
+from ppdpp.planner.core.domain import SPLITS, Case, DomainError, Turn
+from ppdpp.planner.registry.manager import get_domain, restrict_plugins
 from ppdpp.plugins import roleplay
 from ppdpp.plugins.roleplay import RoleplayDomain, RoleplayVerdict, parse_conversation, parse_verdict
-from ppdpp.plugins.roleplay_labeller import ACTS, content_words, label_turn
+from ppdpp.plugins.roleplay.labeller import ACTS, content_words, label_turn
 
 from helpers import assert_alternates
 

@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from ppdpp.planner import get_domain
-from ppdpp.planner.cli import app
-from ppdpp.planner.hardware import cpu_has_fast_bf16
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.sft import (
+from ppdpp.planner.cli.app import app
+from ppdpp.planner.core.hardware import cpu_has_fast_bf16
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.training.sft import (
     BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, SFTConfig, SFTError, class_weights, evaluate_planner,
     load_sft_data, split_holdout, train_sft, training_dtype,
 )

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ppdpp.planner.domain import SPLITS, Case, DomainError, Turn
-from ppdpp.planner.plugins import get_domain, restrict_plugins
+from ppdpp.planner.core.domain import SPLITS, Case, DomainError, Turn
+from ppdpp.planner.registry.manager import get_domain, restrict_plugins
 from ppdpp.plugins.tutoring import VERDICT_REWARDS, TutoringDomain
 
 from helpers import assert_alternates

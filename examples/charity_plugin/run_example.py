@@ -24,10 +24,10 @@ import torch
 from rich.console import Console
 
 from ppdpp.planner import get_domain
-from ppdpp.planner.baselines import NoPlannerPolicy
+from ppdpp.planner.policy.baselines import NoPlannerPolicy
 from ppdpp.planner.llm import open_chat
-from ppdpp.planner.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.sft import BEST_DIR, METRICS_FILE, SFTConfig, train_sft
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.training.sft import BEST_DIR, METRICS_FILE, SFTConfig, train_sft
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.evaluate import EvaluationReport, evaluate_policies, report_table

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from .base import ChatBackend, Completion, LLMError, Usage
-from .cache import CachedBackend, cache_disabled_by_env
-from .models import ModelFetchError, ModelNotInstalledError
+from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
+
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.llm.cache import CachedBackend, cache_disabled_by_env
+from ppdpp.planner.llm.models import ModelFetchError, ModelNotInstalledError
 
 __all__ = [
     "CachedBackend", "ChatBackend", "Completion", "LLMError", "ModelFetchError", "ModelNotInstalledError", "Usage",
@@ -25,7 +27,7 @@ def open_chat(model: str, *, cache: bool | Literal["all"] = True, cache_dir: str
     or ``.gguf`` file) or any litellm model string (``openai/gpt-4o-mini``, ``hosted_vllm/...``, ``ollama/...``;
     an OpenAI-compatible server with ``api_base=``). ``cache``: ``True`` caches greedy calls on disk, ``"all"``
     sampled ones too, ``False`` (or env ``PPDPP_NO_CACHE=1``) none. ``options`` go to the backend."""
-    from ..plugins import get_backend
+    from ppdpp.planner.registry.manager import get_backend
 
     if cache not in (True, False, "all"):
         raise ValueError(f"cache must be True, False or 'all', got {cache!r}")

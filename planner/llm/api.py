@@ -16,9 +16,10 @@ import random
 import time
 from typing import Any, Sequence
 
-from ..domain import Message
-from .base import ChatBackend, Completion, LLMError, Usage
-from .sampling import check_sampling
+from ppdpp.planner.core.domain import Message
+from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.llm.sampling import check_sampling
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 _SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")

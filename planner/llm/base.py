@@ -7,32 +7,12 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from ..domain import Message
+from ppdpp.planner.core.domain import Message
+from ppdpp.planner.core.types import Usage
 
 
 class LLMError(RuntimeError):
     """A backend failed for good (after its retries); the message names the model."""
-
-
-@dataclass
-class Usage:
-    """What a call cost. ``cost`` is in USD where the provider's price is known, else ``None``."""
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float | None = None
-    latency_s: float = 0.0
-    cached: bool = False
-
-    def __add__(self, other: "Usage") -> "Usage":
-        cost = None if self.cost is None and other.cost is None else (self.cost or 0.0) + (other.cost or 0.0)
-        return Usage(
-            self.prompt_tokens + other.prompt_tokens,
-            self.completion_tokens + other.completion_tokens,
-            cost,
-            self.latency_s + other.latency_s,
-            self.cached and other.cached,
-        )
 
 
 @dataclass

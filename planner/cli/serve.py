@@ -1,0 +1,91 @@
+"""``ppdpp serve``: the OpenAI-compatible planning proxy (see planner/proxy.py and docs/serving.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ppdpp.planner.serving.agent import PlannedAgent
+from ppdpp.planner.cli.app import app, console
+from ppdpp.planner.registry.manager import register_plugin
+from ppdpp.planner.serving.proxy import TOKEN_ENV, create_app, serve_forever
+from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@app.command("serve")
+def serve_command(
+    planner: Path = typer.Option(..., "--planner", help="A saved planner directory (ppdpp sft/rl output).",
+                                 exists=True, file_okay=False),
+    upstream: str = typer.Option(..., "--upstream", help="The LLM that writes the replies, e.g. local/smollm2, "
+                                 "gpt-4o-mini, or openai/<name> with --api-base."),
+    api_base: Optional[str] = typer.Option(None, "--api-base", help="Base URL of an OpenAI-compatible upstream."),
+    upstream_key_env: Optional[str] = typer.Option(
+        None, "--upstream-key-env", help="Environment variable holding the upstream's API key (default: the "
+        "provider's own, e.g. OPENAI_API_KEY)."),
+    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Domain (default: the planner's)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
+    port: int = typer.Option(8000, "--port", help="Port to bind; 0 picks a free one (printed at start)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar=TOKEN_ENV, show_envvar=True, show_default=False,
+                                        help="Require 'Authorization: Bearer <token>' on every /v1 request."),
+    model_name: Optional[str] = typer.Option(None, "--model-name", help="Model id clients see (default: upstream)."),
+    temperature: float = typer.Option(0.0, "--temperature", help="Default temperature when a request sets none."),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Default max_tokens when a request sets none."),
+    reminder: bool = typer.Option(True, "--reminder/--no-reminder",
+                                  help="Repeat the strategy instruction at the end of the last user message."),
+    upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", help="Seconds per upstream call (0 = none)."),
+    upstream_retries: Optional[int] = typer.Option(None, "--upstream-retries",
+                                                   help="Retries of a failed API upstream call (backend default: 4)."),
+    cache: bool = typer.Option(False, "--cache/--no-cache",
+                               help="Cache greedy upstream replies on disk (off: conversations stay off the disk)."),
+    dialogue_log: Optional[Path] = typer.Option(None, "--dialogue-log",
+                                                help="Append every ended dialogue to this JSON-lines file."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads for the planner."),
+) -> None:
+    """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    if not _is_loopback(host) and not token:
+        console.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who reaches this port can "
+                      f"use the upstream model; set --token or ${TOKEN_ENV}")
+    options: dict = {"cache": cache}
+    if api_base:
+        options["api_base"] = api_base
+    if upstream_key_env:
+        if not os.environ.get(upstream_key_env):
+            raise typer.BadParameter(f"${upstream_key_env} is not set", param_hint="--upstream-key-env")
+        options["api_key"] = os.environ[upstream_key_env]
+    if upstream_retries is not None:
+        options["max_retries"] = upstream_retries
+    agent = PlannedAgent.from_pretrained(planner, upstream, domain=domain, reminder=reminder,
+                                         temperature=temperature, max_tokens=max_tokens, **options)
+    if dialogue_log is not None:
+        register_plugin(JsonlDialogueLog(dialogue_log), name="dialogue_log")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    web_app = create_app(agent, token=token, model_name=model_name, upstream_timeout=upstream_timeout or None)
+
+    web_app.on_cleanup.append(lambda _app: agent.aclose())
+
+    def ready(url: str) -> None:  # one plain line, flushed: scripts wait for it to learn the port
+        auth = "bearer token required" if token else "no token"
+        print(f"ppdpp serve: {agent.domain.name} planner {planner} in front of {agent.model} at {url}/v1 ({auth})",
+              flush=True)
+
+    try:
+        asyncio.run(serve_forever(web_app, host, port, on_ready=ready))
+    except KeyboardInterrupt:
+        console.print("ppdpp serve: stopped")

@@ -1,0 +1,83 @@
+"""The LLM as its own planner (ProCoT-style baseline): the agent model reads the dialogue and the strategy list
+and names the next strategy; the strategy's instruction then goes into the agent's prompt as for any planner.
+
+The answer is read leniently: the text after the last ``Strategy:`` if there is one, else the whole answer;
+a strategy's name (case, spaces, hyphens and underscores ignored; the longest name that occurs wins) or its
+number in the list. An answer that names none falls back to plain prompting (``strategy=None``) and is
+counted in :attr:`LLMPlanner.parse_failures`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Sequence
+
+from ppdpp.planner.core.domain import Case, Domain, Message, Turn
+from ppdpp.planner.llm.base import ChatBackend
+from ppdpp.planner.core.types import Usage
+from ppdpp.planner.core.plan import Plan
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", text.lower()).strip()
+
+
+class LLMPlanner:
+    """Asks ``backend`` (usually the agent's own model) to pick the next strategy. Use ``await aplan``."""
+
+    def __init__(self, domain: Domain, backend: ChatBackend, *, name: str = "llm-planner", max_tokens: int = 24,
+                 temperature: float = 0.0) -> None:
+        self.domain = domain
+        self.backend = backend
+        self.name = name
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.calls = 0
+        self.parse_failures = 0
+        self.usage = Usage()
+
+    def messages(self, conversation: Sequence[Turn], case: Case | None = None) -> list[Message]:
+        """The planning prompt: the dialogue, then the numbered strategy list, then the answer format."""
+        d = self.domain
+        options = "\n".join(f"{i}. {name}: {instruction}" for i, (name, instruction) in
+                            enumerate(d.strategies.items(), 1))
+        background = d.background(case) if case is not None else ""
+        system = (f"You plan the next move of the {d.agent_role} in a conversation with the {d.user_role}. "
+                  f"{d.description}".strip())
+        prompt = (
+            (f"Background: {background}\n\n" if background else "")
+            + f"Conversation so far:\n{d.format_history(conversation)}\n\n"
+            + f"Which dialogue strategy should the {d.agent_role} use next? Options:\n{options}\n\n"
+            + "Answer with one line: Strategy: <name>"
+        )
+        return [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+
+    def parse(self, text: str) -> str | None:
+        """The strategy an answer names, or ``None``."""
+        tail = re.split(r"strategy\s*:", text, flags=re.IGNORECASE)[-1]
+        squashed = _squash(tail)
+        names = sorted(self.domain.strategy_names, key=len, reverse=True)
+        for name in names:
+            if re.search(rf"(?<![a-z]){re.escape(_squash(name))}(?![a-z])", squashed):
+                return name
+        number = re.search(r"\b(\d{1,2})\b", tail)
+        if number and 1 <= int(number.group(1)) <= len(names):
+            return self.domain.strategy_names[int(number.group(1)) - 1]
+        return None
+
+    async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
+        completion = await self.backend.complete(
+            self.messages(conversation, case), temperature=self.temperature, max_tokens=self.max_tokens
+        )
+        self.calls += 1
+        self.usage = self.usage + completion.usage
+        strategy = self.parse(completion.text)
+        if strategy is None:
+            self.parse_failures += 1
+            return Plan(None, "", 1.0, {})
+        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
+        """``aplan`` for code without a running event loop."""
+        return asyncio.run(self.aplan(conversation, case))

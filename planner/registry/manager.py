@@ -1,0 +1,190 @@
+"""The plugin manager: loads ppdpp's built-in plugins and third-party ones from the ``ppdpp`` entry-point group.
+
+ppdpp's own plugins (the entry points of the ``ppdpp`` distribution) always load. Which THIRD-PARTY plugins
+load can be restricted with the ``PPDPP_PLUGINS`` environment variable (or the CLI's ``--plugins`` option): a
+comma-separated list of entry-point names, e.g. ``PPDPP_PLUGINS=charity``; a name that no installed plugin has
+is an error. This mirrors simonw/llm, where ``LLM_LOAD_PLUGINS`` never unloads the default plugins.
+
+:class:`PluginRegistry` is the manager as an object (tests and embedders may build their own); the module
+functions (:func:`get_domain`, :func:`get_backend`, ...) act on the process-wide one, :data:`REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import pluggy
+
+from ppdpp.planner.core.domain import Domain, DomainError
+from ppdpp.planner.registry import hookspecs
+
+if TYPE_CHECKING:
+    from ppdpp.planner.llm.base import ChatBackend
+
+ENTRY_POINT_GROUP = "ppdpp"
+PLUGINS_ENV = "PPDPP_PLUGINS"
+BUILT_IN_DISTRIBUTION = "ppdpp"
+
+log = logging.getLogger("ppdpp.plugins")
+
+
+class PluginError(LookupError):
+    """An unknown domain, backend or plugin name, a plugin that failed to load, or two plugins that claim
+    the same domain name."""
+
+
+def _names(value: str | Iterable[str] | None) -> set[str] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    return {n.strip() for n in items if n.strip()} or None
+
+
+def is_built_in(ep: EntryPoint) -> bool:
+    """True for the entry points ppdpp itself declares."""
+    return ep.dist is not None and ep.dist.name == BUILT_IN_DISTRIBUTION
+
+
+class PluginRegistry:
+    """One pluggy manager, built on first use from the installed entry points, and what its plugins register."""
+
+    def __init__(self, only: Iterable[str] | None = None) -> None:
+        self._only = _names(only)
+        self._pm: pluggy.PluginManager | None = None
+        self._sources: dict[str, str] = {}  # plugin name -> where it came from, for `ppdpp plugins`
+        self._domains: tuple[frozenset[tuple[str, int]], dict[str, Domain], dict[str, str]] | None = None
+
+    # ---- loading ------------------------------------------------------------------------------------------
+    def restrict(self, names: Iterable[str] | None) -> None:
+        """Load only the named third-party entry points from now on (``None`` = all); rebuilds the manager."""
+        self._only = _names(names)
+        self._pm = None
+        self._domains = None
+
+    def _allowed(self) -> set[str] | None:
+        return self._only if self._only is not None else _names(os.environ.get(PLUGINS_ENV, ""))
+
+    @property
+    def pm(self) -> pluggy.PluginManager:
+        """The pluggy manager, built on first use."""
+        if self._pm is None:
+            self._pm = self._build()
+        return self._pm
+
+    def _build(self) -> pluggy.PluginManager:
+        pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        pm.add_hookspecs(hookspecs)
+        allowed = self._allowed()
+        found = list(entry_points(group=ENTRY_POINT_GROUP))
+        if allowed is not None:
+            unknown = sorted(allowed - {ep.name for ep in found})
+            if unknown:
+                third_party = sorted({ep.name for ep in found if not is_built_in(ep)})
+                raise PluginError(f"unknown plugin(s) {', '.join(unknown)} in --plugins / ${PLUGINS_ENV}; "
+                                  f"installed third-party plugins: {', '.join(third_party) or '(none)'}")
+        for ep in found:
+            if not is_built_in(ep) and allowed is not None and ep.name not in allowed:
+                continue
+            if pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # a broken third-party plugin must say who it is
+                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+            pm.register(plugin, name=ep.name)
+            self._sources[ep.name] = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
+        return pm
+
+    def register(self, plugin: object, name: str | None = None) -> str:
+        """Register a plugin object in-process (tests, notebooks); it takes part like an installed one."""
+        registered = self.pm.register(plugin, name=name) or str(name)
+        self._sources[registered] = "registered in-process"
+        return registered
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+
+    def source(self, name: str) -> str:
+        """Where plugin ``name`` came from: its distribution and version, or "registered in-process"."""
+        return self._sources.get(name, "unknown")
+
+    # ---- what plugins register ----------------------------------------------------------------------------
+    def collect(self, hook_name: str) -> list[tuple[str, tuple[Any, ...]]]:
+        """Call a ``register_*`` hook on every plugin, remembering which plugin registered what."""
+        found: list[tuple[str, tuple[Any, ...]]] = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            impl.function(*[(lambda *args, _n=impl.plugin_name: found.append((_n, args)))])
+        return found
+
+    def _domain_table(self) -> tuple[dict[str, Domain], dict[str, str]]:
+        key = frozenset((name, id(plugin)) for name, plugin in self.pm.list_name_plugin())
+        if self._domains is None or self._domains[0] != key:
+            out: dict[str, Domain] = {}
+            owners: dict[str, str] = {}
+            for plugin_name, (domain,) in self.collect("register_domains"):
+                if not isinstance(domain, Domain):
+                    raise PluginError(f"plugin {plugin_name!r} registered {domain!r}, which is not a ppdpp Domain")
+                if domain.name in owners and owners[domain.name] != plugin_name:
+                    raise PluginError(f"domain {domain.name!r} is registered by two plugins, {owners[domain.name]!r} "
+                                      f"and {plugin_name!r}; uninstall one or exclude it with --plugins / "
+                                      f"${PLUGINS_ENV}")
+                out[domain.name] = domain
+                owners[domain.name] = plugin_name
+            self._domains = (key, out, owners)
+        return self._domains[1], self._domains[2]
+
+    def domains(self) -> dict[str, Domain]:
+        """All registered domains by name. The hook runs once per set of registered plugins, so every caller
+        gets the same domain objects until a plugin is registered or unregistered."""
+        return dict(self._domain_table()[0])
+
+    def domain_owners(self) -> dict[str, str]:
+        """Domain name -> the plugin that registered it."""
+        return dict(self._domain_table()[1])
+
+    def get_domain(self, name: str) -> Domain:
+        """The domain called ``name``, or an error that lists the known ones."""
+        known = self.domains()
+        if name not in known:
+            raise DomainError(
+                f"unknown domain {name!r}; known domains: {', '.join(sorted(known)) or '(none loaded)'}"
+                f" (is its plugin installed, and not excluded by {PLUGINS_ENV}?)"
+            )
+        return known[name]
+
+    def backend_factories(self) -> dict[str, Callable[..., "ChatBackend"]]:
+        """Model-string prefix -> backend factory."""
+        return {prefix: factory for _plugin, (prefix, factory) in self.collect("register_backends")}
+
+    def get_backend(self, model: str, **options: Any) -> "ChatBackend":
+        """Open the chat backend for ``model``: the longest registered prefix of the model string wins."""
+        factories = self.backend_factories()
+        matches = [p for p in factories if model.startswith(p)]
+        if not matches:
+            raise PluginError(
+                f"no LLM backend accepts model {model!r}; registered prefixes: "
+                f"{', '.join(repr(p) for p in sorted(factories)) or '(none)'}"
+            )
+        return factories[max(matches, key=len)](model, **options)
+
+
+REGISTRY = PluginRegistry()
+"""The process-wide registry; the names below are its bound methods, the documented functional API."""
+
+restrict_plugins = REGISTRY.restrict
+register_plugin = REGISTRY.register
+unregister_plugin = REGISTRY.unregister
+plugin_source = REGISTRY.source
+domains = REGISTRY.domains
+domain_owners = REGISTRY.domain_owners
+get_domain = REGISTRY.get_domain
+backend_factories = REGISTRY.backend_factories
+get_backend = REGISTRY.get_backend
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The process-wide pluggy manager, built on first use."""
+    return REGISTRY.pm

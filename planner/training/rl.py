@@ -1,0 +1,525 @@
+"""REINFORCE for the policy planner from self-play, as in PPDPP, with checkpoints, exact resume and curves.
+
+Each episode is a simulated dialogue (``simulators.env.SelfPlayEnv``) whose per-turn rewards come from the
+critic. PPDPP's update (``agent.py``, ``optimize_model``): discounted returns ``G_t = r_t + gamma G_{t+1}``,
+normalised within the episode to zero mean and unit standard deviation (only when the episode has more
+than one turn), loss ``-sum_t log pi(a_t|s_t) G_t``, AdamW. That is ``normalize="episode"``.
+
+The default, ``normalize="turn"``, normalises the returns at turn ``t`` across the update's episodes that
+reached turn ``t`` (a per-turn baseline); ``"batch"`` normalises all turns of the update together; ``"none"``
+keeps raw returns. Why the default departs from PPDPP: normalising within an episode makes each episode's
+weights sum to zero, so an episode that succeeds after neutral turns (rewards 0, 0, 1: returns 1, 1, 1)
+teaches nothing; normalising the whole batch favours late turns, whose reward-to-go sums fewer penalties.
+On the scripted check (docs/selfplay.md) only "turn" learns. ``entropy_coef`` adds an entropy bonus
+(0 in PPDPP) that keeps the planner exploring.
+
+Episodes are played ``episodes_per_update`` at a time, concurrently, with the planner's parameters fixed;
+then one update. The log-probabilities are recomputed for the update (the planner in train mode, dropout
+seeded per update), so rollouts keep no autograd graph.
+
+Run directory::
+
+    config.json          the RLConfig and what was trained
+    transcripts.jsonl    one line per finished episode (also the journal that resume reads)
+    checkpoints/latest.json -> checkpoints/update-NNNNNN/{planner/, state.pt}
+    curve.json, curve.png  per update: mean reward, success rate, average turns
+    final/               the trained planner (save_pretrained)
+
+Resume is exact: the checkpoint records the finished updates and episode ids; finished episodes after it are
+read back from the transcripts (full batches are replayed as updates without calling any LLM, a partial
+batch keeps its finished episodes), so no finished episode is repeated or lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import math
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal, Protocol, Sequence
+
+import torch
+
+from ppdpp.planner.core.atomic import atomic_directory, write_atomic, write_json
+from ppdpp.planner.core.domain import Case, Domain, Turn
+
+Normalize = Literal["episode", "batch", "turn", "none"]
+STATE_FILE = "state.pt"
+TURN_STD_FLOOR = 1e-3  # "turn" normalisation: returns that differ by less (discounting alone) stay ~0
+UPDATE_CHUNK = 32  # dialogue states per forward/backward pass in an update (gradients accumulate)
+FORMAT_VERSION = 1
+
+
+class RLError(RuntimeError):
+    """A run directory that cannot be resumed or written as asked."""
+
+
+@dataclass
+class RLConfig:
+    """REINFORCE settings. Defaults follow PPDPP (gamma 0.999, lr 1e-6, 8 turns, sampled critic, agent and
+    user sampled at 0.7 while training) except ``normalize`` (see the module docstring)."""
+
+    episodes: int = 200
+    episodes_per_update: int = 8
+    gamma: float = 0.999
+    lr: float = 1e-6
+    normalize: Normalize = "turn"
+    max_turns: int = 8
+    critic_mode: str = "greedy"
+    critic_samples: int | None = None
+    temperature: float = 0.7
+    max_tokens: int = 64
+    reminder: bool = True
+    concurrency: int = 8
+    seed: int = 0
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    grad_clip: float | None = 1.0
+    entropy_coef: float = 0.0
+    train_backbone: bool = True
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "episodes": self.episodes >= 1, "episodes_per_update": self.episodes_per_update >= 1,
+            "gamma": 0.0 <= self.gamma <= 1.0, "lr": self.lr > 0, "max_turns": self.max_turns >= 1,
+            "concurrency": self.concurrency >= 1, "checkpoint_every": self.checkpoint_every >= 1,
+            "keep_checkpoints": self.keep_checkpoints >= 1,
+            "normalize": self.normalize in ("episode", "batch", "turn", "none"),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid RLConfig field(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+
+    @property
+    def updates(self) -> int:
+        return math.ceil(self.episodes / self.episodes_per_update)
+
+
+class TrainablePlanner(Protocol):
+    """What RL needs from a planner (``PolicyPlanner`` provides it)."""
+
+    name: str
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> Any: ...
+
+    def logits(self, conversations: Sequence[Sequence[Turn]], cases: Sequence[Case | None] | None = None
+               ) -> torch.Tensor: ...
+
+    def save_pretrained(self, directory: str | Path) -> Any: ...
+
+
+# ---- REINFORCE math ---------------------------------------------------------------------------------------
+def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
+    """``G_t = r_t + gamma * G_{t+1}``, computed backwards from the last turn."""
+    out: list[float] = []
+    running = 0.0
+    for r in reversed(rewards):
+        running = float(r) + gamma * running
+        out.append(running)
+    return out[::-1]
+
+
+def normalise_returns(returns: Sequence[float]) -> list[float]:
+    """Zero mean, unit (sample) standard deviation, as PPDPP; one value is left as it is."""
+    if len(returns) <= 1:
+        return [float(r) for r in returns]
+    t = torch.tensor(returns, dtype=torch.float64)
+    eps = float(torch.finfo(torch.float32).eps)
+    return ((t - t.mean()) / (t.std() + eps)).tolist()
+
+
+def advantages(episode_rewards: Sequence[Sequence[float]], gamma: float, normalize: Normalize) -> list[list[float]]:
+    """The weight of each turn's log-probability, per episode, for the chosen normalisation."""
+    returns = [discounted_returns(r, gamma) for r in episode_rewards]
+    if normalize == "episode":
+        return [normalise_returns(g) for g in returns]
+    if normalize == "batch":
+        flat = normalise_returns([g for ep in returns for g in ep])
+        out, i = [], 0
+        for ep in returns:
+            out.append(flat[i:i + len(ep)])
+            i += len(ep)
+        return out
+    if normalize == "turn":
+        out = [[0.0] * len(ep) for ep in returns]
+        for t in range(max((len(ep) for ep in returns), default=0)):
+            rows = [i for i, ep in enumerate(returns) if len(ep) > t]
+            column = torch.tensor([returns[i][t] for i in rows], dtype=torch.float64)
+            if len(rows) > 1:
+                column = (column - column.mean()) / (column.std() + TURN_STD_FLOOR)
+            else:
+                column = column * 0
+            for i, value in zip(rows, column.tolist()):
+                out[i][t] = value
+        return out
+    return returns
+
+
+def reinforce_loss(log_probs: torch.Tensor, weights: torch.Tensor, episodes: int) -> torch.Tensor:
+    """``-sum_t log pi(a_t|s_t) * A_t``, averaged over the update's episodes (PPDPP: one episode each)."""
+    return -(log_probs * weights).sum() / max(episodes, 1)
+
+
+# ---- episodes as the trainer records them ----------------------------------------------------------------
+@dataclass
+class Episode:
+    """A finished training episode: enough to recompute its update without any LLM call."""
+
+    index: int
+    case_id: str
+    states: list[tuple[Turn, ...]]
+    strategies: list[str]
+    rewards: list[float]
+    success: bool
+
+    @property
+    def turns(self) -> int:
+        return len(self.rewards)
+
+
+def episode_from_transcript(row: dict[str, Any]) -> Episode:
+    """Rebuild the states the planner saw from a transcript line (opening + earlier exchanges)."""
+    history = [Turn(t["speaker"], t["text"]) for t in row["opening"]]
+    states, strategies, rewards = [], [], []
+    for step in row["steps"]:
+        states.append(tuple(history))
+        strategies.append(step["strategy"])
+        rewards.append(float(step["reward"]))
+        history += [Turn("agent", step["agent"], step["strategy"]), Turn("user", step["user"])]
+    return Episode(int(row["episode"]), row["case_id"], states, strategies, rewards, bool(row["success"]))
+
+
+def curve_point(update: int, episodes: Sequence[Episode]) -> dict[str, float]:
+    """Learning-curve numbers of one update's episodes."""
+    n = len(episodes)
+    return {
+        "update": update,
+        "episodes": n,
+        "reward": sum(sum(e.rewards) for e in episodes) / n,
+        "sr": sum(e.success for e in episodes) / n,
+        "at": sum(e.turns for e in episodes) / n,
+    }
+
+
+def plot_curve(curve: Sequence[dict[str, float]], path: Path, title: str = "") -> None:
+    """Reward, SR and AT per update as a PNG (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    xs = [p["update"] for p in curve]
+    for ax, key, label in zip(axes, ("reward", "sr", "at"), ("mean episode reward", "success rate", "average turns")):
+        ax.plot(xs, [p[key] for p in curve], marker="o", markersize=3)
+        ax.set_xlabel("update")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def read_transcript_journal(path: Path) -> list[dict[str, Any]]:
+    """Finished episodes from a transcript file; an unfinished last line (a killed write) is dropped and the
+    file rewritten without it. A bad line elsewhere is an error naming the line."""
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rows: list[dict[str, Any]] = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if lineno == len(lines):
+                kept = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+                write_atomic(path, lambda tmp: tmp.write_text(kept, encoding="utf-8"))
+                break
+            raise RLError(f"{path}:{lineno}: not valid JSON; the transcript journal is damaged") from None
+    return rows
+
+
+# ---- the trainer -------------------------------------------------------------------------------------------
+class PlanBatcher:
+    """Samples the strategies of many concurrent dialogues with one planner forward pass.
+
+    Requests that arrive while the event loop is busy are answered together on its next turn; each dialogue
+    still draws from its own generator, so a dialogue's choices do not depend on which others share a batch.
+    Planners without ``encode``/``probabilities`` (PolicyPlanner has them) are asked one at a time.
+    """
+
+    def __init__(self, planner: TrainablePlanner, domain: Domain) -> None:
+        self.planner = planner
+        self.domain = domain
+        self.batched = hasattr(planner, "encode") and hasattr(planner, "probabilities")
+        self.pending: list[tuple[Sequence[Turn], Case | None, torch.Generator, asyncio.Future]] = []
+        self.batch_sizes: list[int] = []
+
+    async def sample(self, conversation: Sequence[Turn], case: Case | None, generator: torch.Generator) -> Any:
+        if not self.batched:
+            return self.planner.plan(conversation, case, sample=True, generator=generator)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._flush)
+        self.pending.append((conversation, case, generator, future))
+        return await future
+
+    def _flush(self) -> None:
+        from ppdpp.planner.core.plan import Plan
+
+        items, self.pending = self.pending, []
+        self.batch_sizes.append(len(items))
+        try:
+            inputs = [self.planner.encode(c, k) for c, k, _, _ in items]  # type: ignore[attr-defined]
+            probs = self.planner.probabilities(inputs)  # type: ignore[attr-defined]
+        except Exception as exc:  # every waiting dialogue gets the error
+            for *_, future in items:
+                future.set_exception(exc)
+            return
+        names = self.domain.strategy_names
+        for (_, _, generator, future), row in zip(items, probs):
+            index = int(torch.multinomial(row, 1, generator=generator))
+            strategy = names[index]
+            distribution = dict(zip(names, row.tolist()))
+            future.set_result(Plan(strategy, self.domain.instruction(strategy), distribution[strategy], distribution))
+
+
+class _Sampler:
+    """The planner as a Policy that samples its strategy with a per-episode generator."""
+
+    def __init__(self, batcher: PlanBatcher, seed: int) -> None:
+        self.batcher = batcher
+        self.name = getattr(batcher.planner, "name", "planner")
+        self.generator = torch.Generator().manual_seed(seed)
+
+    async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        return await self.batcher.sample(conversation, case, self.generator)
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        return self.batcher.planner.plan(conversation, case, sample=True, generator=self.generator)
+
+
+class RLTrainer:
+    """Trains ``planner`` with REINFORCE on ``cases`` of ``domain``; ``make_env`` builds one SelfPlayEnv.
+
+    ``load_planner(directory)`` loads a planner saved by ``save_pretrained`` (resume needs it; default:
+    ``type(planner).from_pretrained``). ``on_episode`` is called with each finished episode's result.
+    """
+
+    def __init__(
+        self,
+        planner: TrainablePlanner,
+        domain: Domain,
+        cases: Sequence[Case],
+        make_env: Callable[[], Any],
+        config: RLConfig,
+        out_dir: str | Path,
+        *,
+        load_planner: Callable[[Path], TrainablePlanner] | None = None,
+        progress: bool = True,
+        on_episode: Callable[[Any], None] | None = None,
+    ) -> None:
+        if not cases:
+            raise RLError("RL needs at least one case to play")
+        self.planner = planner
+        self.domain = domain
+        self.cases = list(cases)
+        self.make_env = make_env
+        self.config = config
+        self.out = Path(out_dir)
+        self.load_planner = load_planner or getattr(type(planner), "from_pretrained", None)
+        self.progress = progress
+        self.on_episode = on_episode
+        self.updates_done = 0
+        self.finished: set[int] = set()
+        self.curve: list[dict[str, float]] = []
+        self._cases_by_id = {c.id: c for c in self.cases}
+        self.optimizer = self._make_optimizer()
+
+    # -- configuration and bookkeeping ---------------------------------------------------------------
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        module = self.planner
+        if not self.config.train_backbone:
+            head = getattr(module, "head", None)
+            if head is None:
+                raise RLError("train_backbone=False needs a planner with a `head` module")
+            for p in module.parameters():  # type: ignore[attr-defined]
+                p.requires_grad_(False)
+            for p in head.parameters():
+                p.requires_grad_(True)
+        params = [p for p in module.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+        if not params:
+            raise RLError("the planner has no trainable parameters")
+        return torch.optim.AdamW(params, lr=self.config.lr)
+
+    @property
+    def transcripts_path(self) -> Path:
+        return self.out / "transcripts.jsonl"
+
+    def case_of(self, episode: int) -> Case:
+        """Episode ``i``'s case: the cases in a fresh seeded shuffle per pass, so resume finds the same."""
+        n = len(self.cases)
+        order = list(range(n))
+        random.Random(self.config.seed * 1_000_003 + episode // n).shuffle(order)
+        return self.cases[order[episode % n]]
+
+    def episode_seed(self, episode: int) -> int:
+        return (self.config.seed * 7_919_993 + episode * 104_729 + 17) % 2**31
+
+    def batch_of(self, update: int) -> range:
+        size = self.config.episodes_per_update
+        return range(update * size, min((update + 1) * size, self.config.episodes))
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/update-N`` (planner + optimizer + progress) and point ``latest.json`` at it."""
+        root = self.out / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"update-{self.updates_done:06d}"
+        with atomic_directory(final) as tmp:
+            self.planner.save_pretrained(tmp / "planner")
+            torch.save({
+                "format_version": FORMAT_VERSION,
+                "updates_done": self.updates_done,
+                "finished": sorted(self.finished),
+                "curve": self.curve,
+                "optimizer": self.optimizer.state_dict(),
+                "config": dataclasses.asdict(self.config),
+            }, tmp / STATE_FILE)
+        write_json(root / "latest.json", {"checkpoint": final.name, "updates_done": self.updates_done})
+        kept = sorted(p for p in root.glob("update-*") if p.is_dir())
+        for old in kept[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self) -> bool:
+        """Restore the latest checkpoint if there is one; ``False`` when the run has none yet."""
+        pointer = self.out / "checkpoints" / "latest.json"
+        if not pointer.exists():
+            return False
+        if self.load_planner is None:
+            raise RLError(f"cannot resume {self.out}: the planner type has no from_pretrained; pass load_planner")
+        directory = self.out / "checkpoints" / json.loads(pointer.read_text())["checkpoint"]
+        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+        if state.get("format_version") != FORMAT_VERSION:
+            raise RLError(f"{directory / STATE_FILE}: unsupported checkpoint format {state.get('format_version')}")
+        saved = {k: state["config"].get(k) for k in ("seed", "episodes_per_update", "gamma", "normalize")}
+        mine = {k: getattr(self.config, k) for k in saved}
+        if saved != mine:
+            raise RLError(f"cannot resume {self.out}: it was run with {saved}, now asked for {mine}")
+        self.planner = self.load_planner(directory / "planner")
+        self.optimizer = self._make_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.updates_done = int(state["updates_done"])
+        self.finished = set(state["finished"])
+        self.curve = list(state["curve"])
+        return True
+
+    # -- the loop --------------------------------------------------------------------------------------
+    def update(self, episodes: Sequence[Episode]) -> float:
+        """One REINFORCE step over ``episodes`` (dropout seeded by the update number: replays are exact)."""
+        weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize)
+        states = [s for e in episodes for s in e.states]
+        cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
+        actions = torch.tensor([self.domain.strategy_index(a) for e in episodes for a in e.strategies])
+        flat_weights = torch.tensor([w for ws in weights for w in ws], dtype=torch.float32)
+        torch.manual_seed(self.config.seed * 1_000_003 + self.updates_done)
+        self.planner.train()  # type: ignore[attr-defined]
+        self.optimizer.zero_grad()
+        total = 0.0
+        try:
+            for start in range(0, len(states), UPDATE_CHUNK):
+                part = slice(start, start + UPDATE_CHUNK)
+                logits = self.planner.logits(states[part], cases[part])
+                all_log_probs = torch.log_softmax(logits.float(), dim=-1)
+                log_probs = all_log_probs.gather(1, actions[part, None]).squeeze(1)
+                loss = reinforce_loss(log_probs, flat_weights[part], len(episodes))
+                if self.config.entropy_coef:
+                    entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)
+                    loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
+                loss.backward()
+                total += float(loss.detach())
+            if self.config.grad_clip:
+                params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            self.optimizer.step()
+        finally:
+            self.planner.eval()  # type: ignore[attr-defined]
+        return total
+
+    def _apply(self, update: int, episodes: list[Episode]) -> None:
+        episodes.sort(key=lambda e: e.index)
+        loss = self.update(episodes)
+        self.updates_done = update + 1
+        self.finished.update(e.index for e in episodes)
+        self.curve.append({**curve_point(update, episodes), "loss": loss})
+        if self.updates_done % self.config.checkpoint_every == 0 or self.updates_done == self.config.updates:
+            self.save_checkpoint()
+            self.write_curve()
+
+    def write_curve(self) -> None:
+        write_json(self.out / "curve.json", self.curve)
+        if self.curve:
+            plot_curve(self.curve, self.out / "curve.png", f"{self.domain.name}: REINFORCE")
+
+    async def _play(self, indices: Sequence[int]) -> list[Episode]:
+        from ppdpp.simulators.runner import EpisodeJob, run_episodes
+
+        size = self.config.episodes_per_update
+        batcher = PlanBatcher(self.planner, self.domain)
+        jobs = [
+            EpisodeJob(str(i), self.case_of(i), _Sampler(batcher, self.episode_seed(i)), self.episode_seed(i),
+                       tags={"episode": i, "update": i // size})
+            for i in indices
+        ]
+        results = await run_episodes(
+            jobs, self.make_env, concurrency=self.config.concurrency, transcript=self.transcripts_path,
+            progress=self.progress, desc=f"RL update {self.updates_done + 1}/{self.config.updates}",
+            on_result=self.on_episode,
+        )
+        return [
+            Episode(int(r.episode_id), r.case_id, list(r.states), list(r.strategies), list(r.rewards), r.success)
+            for r in results
+        ]
+
+    async def train(self, *, resume: bool = False) -> list[dict[str, float]]:
+        """Run (or continue) training; returns the learning curve. Writes ``final/`` at the end."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        config_path = self.out / "config.json"
+        if not resume and (config_path.exists() or self.transcripts_path.exists()):
+            raise RLError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+        if resume:
+            self.load_checkpoint()
+        write_json(config_path, {"domain": self.domain.name, **dataclasses.asdict(self.config)})
+        journal: dict[int, Episode] = {}
+        for row in read_transcript_journal(self.transcripts_path):
+            index = int(row["episode"])
+            if index not in self.finished:
+                journal[index] = episode_from_transcript(row)
+        self.planner.eval()  # type: ignore[attr-defined]
+        for update in range(self.updates_done, self.config.updates):
+            batch = self.batch_of(update)
+            done = [journal.pop(i) for i in batch if i in journal]
+            missing = [i for i in batch if all(e.index != i for e in done)]
+            if missing:
+                done += await self._play(missing)
+            self._apply(update, done)
+        self.write_curve()
+        self.planner.save_pretrained(self.out / "final")
+        return self.curve
+
+
+def train_sync(trainer: RLTrainer, *, resume: bool = False) -> list[dict[str, float]]:
+    """``RLTrainer.train`` for callers without an event loop."""
+    return asyncio.run(trainer.train(resume=resume))

@@ -1,0 +1,403 @@
+"""Supervised fine-tuning of the policy planner on human strategy labels (PPDPP's first stage).
+
+A run directory holds ``config.json`` (the settings), ``checkpoint.pt`` (model, optimizer, scheduler and RNG
+state, the step counter and the evaluations so far; rewritten atomically after every evaluation and every
+``checkpoint_every`` steps), ``best/`` (the planner with the best selection macro-F1, see
+:meth:`PolicyPlanner.save_pretrained`) and, once training has finished, ``metrics.json`` (test scores of the
+planner and of the majority and random baselines).
+
+Selection data: the ``valid`` split, or, when ``valid`` is among the training splits (little training data,
+e.g. negotiation), a held-out share of the valid DIALOGUES (``holdout_fraction``) while the rest is trained on.
+Class imbalance: class-weighted cross-entropy with weights proportional to ``1/sqrt(frequency)`` by default
+(see docs/planner.md for the measurement behind that choice).
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ppdpp.planner.core.atomic import write_atomic, write_json
+from ppdpp.planner.policy.baselines import MajorityPolicy, RandomPolicy
+from ppdpp.planner.core.domain import SPLITS, Domain, DomainError, SFTExample
+from ppdpp.planner.core.hardware import pick_dtype
+from ppdpp.planner.training.metrics import Scores, mean_scores, score
+from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+
+CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+BEST_DIR = "best"
+RANDOM_BASELINE_SEEDS = 20
+
+ClassWeighting = Literal["sqrt_inverse", "none"]
+TrainDtype = Literal["float32", "bfloat16", "auto"]
+StepHook = Callable[[int, list[int], float], None]
+
+
+class SFTError(DomainError):
+    """A run that cannot start or resume (existing run directory, missing or mismatched checkpoint)."""
+
+
+@dataclass
+class SFTConfig:
+    """Settings of one SFT run. The freshly initialised head learns at ``head_lr_scale * lr`` (the pretrained
+    encoder at ``lr``), so that a short run does not spend its steps waiting for the head. ``max_steps`` only
+    stops early (checkpointed, resumable): the learning-rate schedule always spans ``epochs`` full epochs."""
+
+    domain: str
+    epochs: int = 2
+    lr: float = 5e-5
+    head_lr_scale: float = 10.0
+    batch_size: int = 16
+    seed: int = 0
+    train_splits: tuple[str, ...] = ("train",)
+    holdout_fraction: float = 0.25
+    class_weighting: ClassWeighting = "sqrt_inverse"
+    label_smoothing: float = 0.0
+    train_dtype: TrainDtype = "float32"
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    eval_every: int = 0
+    checkpoint_every: int = 0
+    max_steps: int | None = None
+    max_train_examples: int | None = None
+    max_select_examples: int | None = None
+    max_test_examples: int | None = None
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.planner, dict):
+            self.planner = PlannerConfig(**self.planner)
+        self.train_splits = tuple(self.train_splits)
+        problems = [f"train split {s!r} (use {', '.join(SPLITS[:2])})" for s in self.train_splits
+                    if s not in ("train", "valid")]
+        if not self.train_splits:
+            problems.append("train_splits is empty")
+        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.head_lr_scale <= 0:
+            problems.append("epochs, batch_size, lr and head_lr_scale must be positive")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            problems.append(f"holdout_fraction={self.holdout_fraction} (between 0 and 1)")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            problems.append(f"label_smoothing={self.label_smoothing} (at least 0, below 1)")
+        if self.train_dtype not in ("float32", "bfloat16", "auto"):
+            problems.append(f"train_dtype={self.train_dtype!r} (use 'float32', 'bfloat16' or 'auto')")
+        if self.class_weighting not in ("sqrt_inverse", "none"):
+            problems.append(f"class_weighting={self.class_weighting!r} (use 'sqrt_inverse' or 'none')")
+        if problems:
+            raise ValueError(f"invalid SFTConfig: {'; '.join(problems)}")
+
+    def resume_key(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the interrupted one (all but ``max_steps``)."""
+        out = asdict(self)
+        out.pop("max_steps")
+        out["train_splits"] = list(self.train_splits)
+        return out
+
+
+@dataclass
+class SFTData:
+    """The three example sets of a run; ``select_source`` says where the selection set came from."""
+
+    train: list[SFTExample]
+    select: list[SFTExample]
+    test: list[SFTExample]
+    select_source: str
+
+
+@dataclass
+class SFTResult:
+    """What a run produced. ``finished`` is False when it stopped at ``max_steps``; then ``test`` is empty."""
+
+    out_dir: Path
+    step: int
+    total_steps: int
+    finished: bool
+    best_select: dict[str, Any] | None
+    test: dict[str, Scores] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+def _dialogue_key(example: SFTExample, index: int) -> str:
+    if example.case is not None:
+        return example.case.id
+    return example.history[0].text if example.history else f"#{index}"
+
+
+def split_holdout(examples: Sequence[SFTExample], fraction: float, seed: int
+                  ) -> tuple[list[SFTExample], list[SFTExample]]:
+    """``(rest, held_out)``: about ``fraction`` of the DIALOGUES (by case id) held out, so that no dialogue
+    contributes to both sides."""
+    keys = list(dict.fromkeys(_dialogue_key(ex, i) for i, ex in enumerate(examples)))
+    order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
+    held = {keys[i] for i in order[: max(1, round(fraction * len(keys)))]}
+    rest = [ex for i, ex in enumerate(examples) if _dialogue_key(ex, i) not in held]
+    out = [ex for i, ex in enumerate(examples) if _dialogue_key(ex, i) in held]
+    return rest, out
+
+
+def _subsample(examples: list[SFTExample], limit: int | None, seed: int) -> list[SFTExample]:
+    if limit is None or len(examples) <= limit:
+        return examples
+    keep = sorted(torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:limit].tolist())
+    return [examples[i] for i in keep]
+
+
+def load_sft_data(domain: Domain, config: SFTConfig, data_dir: Path | None) -> SFTData:
+    """Training, selection and test examples for ``config`` (see the module docstring)."""
+    train: list[SFTExample] = []
+    valid = domain.sft_examples("valid", data_dir)
+    select, source = valid, "valid"
+    if "train" in config.train_splits:
+        train += domain.sft_examples("train", data_dir)
+    if "valid" in config.train_splits:
+        rest, select = split_holdout(valid, config.holdout_fraction, config.seed)
+        train += rest
+        source = f"held-out {config.holdout_fraction:.0%} of valid dialogues"
+    train = _subsample(train, config.max_train_examples, config.seed)
+    select = _subsample(select, config.max_select_examples, config.seed + 1)
+    test = _subsample(domain.sft_examples("test", data_dir), config.max_test_examples, config.seed + 2)
+    for name, part in (("training", train), ("selection", select), ("test", test)):
+        if not part:
+            raise SFTError(f"domain {domain.name!r} has no {name} examples in {data_dir or 'the bundled cases'}")
+    return SFTData(train, select, test, source)
+
+
+def auto_train_splits(domain: Domain, data_dir: Path | None) -> tuple[str, ...]:
+    """``("train", "valid")`` when the train split has fewer labelled turns than valid (data-poor, like
+    negotiation's 113 training dialogues), else ``("train",)``."""
+    small = len(domain.sft_examples("train", data_dir)) < len(domain.sft_examples("valid", data_dir))
+    return ("train", "valid") if small else ("train",)
+
+
+def class_weights(label_counts: Sequence[int], mode: ClassWeighting) -> torch.Tensor | None:
+    """Cross-entropy class weights: ``1/sqrt(count)`` scaled so that the average training example weighs 1
+    (``None`` for plain cross-entropy). Classes without examples get weight 0 (they are never a target)."""
+    if mode == "none":
+        return None
+    counts = torch.tensor(label_counts, dtype=torch.float64)
+    weights = torch.where(counts > 0, counts.clamp(min=1).rsqrt(), torch.zeros_like(counts))
+    weights *= counts.sum() / (weights * counts).sum()
+    return weights.float()
+
+
+def training_dtype(name: TrainDtype, device: torch.device) -> torch.dtype:
+    """The autocast dtype of the forward pass. ``auto``: bfloat16 where it is native (see
+    :func:`~ppdpp.planner.hardware.pick_dtype`), else float32; never float16, which would need loss scaling."""
+    if name == "auto":
+        dtype = pick_dtype("auto", device)
+        return dtype if dtype == torch.bfloat16 else torch.float32
+    return pick_dtype(name, device)
+
+
+def optimizer_step(planner: PolicyPlanner, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
+                   inputs: Sequence[Sequence[int]], targets: torch.Tensor, dtype: torch.dtype,
+                   max_grad_norm: float) -> torch.Tensor:
+    """One training step on a batch of encoded inputs: the forward pass in train mode under autocast to
+    ``dtype`` (none for float32), the loss in float32, gradients clipped to ``max_grad_norm``. Returns the
+    loss (detached)."""
+    planner.train()
+    with torch.autocast(planner.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = planner(*planner.collate(inputs))
+    loss = loss_fn(logits.float(), targets.to(planner.device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(planner.parameters(), max_grad_norm)
+    optimizer.step()
+    return loss.detach()
+
+
+# ---- evaluation ---------------------------------------------------------------------------------------
+def evaluate_planner(planner: PolicyPlanner, examples: Sequence[SFTExample],
+                     inputs: Sequence[Sequence[int]] | None = None, batch_size: int = 32) -> Scores:
+    """Greedy predictions on ``examples`` scored against their labels; ``extra["loss"]`` is the mean
+    (unweighted) cross-entropy. ``inputs`` are the pre-encoded token ids, when already at hand."""
+    if inputs is None:
+        inputs = [planner.encode(ex.history, ex.case) for ex in examples]
+    probs = planner.probabilities(inputs, batch_size=batch_size)
+    names = planner.strategy_names
+    targets = torch.tensor([names.index(ex.label) for ex in examples])
+    loss = -probs.clamp(min=1e-12).log().gather(1, targets[:, None]).mean().item()
+    scores = score([ex.label for ex in examples], [names[i] for i in probs.argmax(-1).tolist()], names)
+    scores.extra["loss"] = loss
+    return scores
+
+
+def baseline_scores(domain: Domain, train: Sequence[SFTExample], examples: Sequence[SFTExample],
+                    seeds: int = RANDOM_BASELINE_SEEDS) -> dict[str, Scores]:
+    """The majority baseline (training labels) and the uniform random one (mean over ``seeds`` seeds)."""
+    gold = [ex.label for ex in examples]
+    names = domain.strategy_names
+    majority = MajorityPolicy.from_examples(domain, train)
+    out = {"majority": score(gold, [majority.plan(ex.history, ex.case).strategy for ex in examples], names)}
+    runs = []
+    for seed in range(seeds):
+        policy = RandomPolicy(domain, seed=seed)
+        runs.append(score(gold, [policy.plan(ex.history, ex.case).strategy for ex in examples], names))
+    out["random"] = mean_scores(runs)
+    return out
+
+
+# ---- training -----------------------------------------------------------------------------------------
+@dataclass
+class _State:
+    step: int = 0
+    best_macro_f1: float = -1.0
+    best_step: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _save_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     state: _State, config: SFTConfig, n_train: int) -> None:
+    payload = {
+        "state": asdict(state),
+        "model": planner.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "config": config.resume_key(),
+        "n_train": n_train,
+    }
+    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.Optimizer, scheduler: Any,
+                     config: SFTConfig, n_train: int) -> _State:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file: say which one
+        raise SFTError(f"cannot read checkpoint {path}: {exc}") from None
+    # a setting added after the checkpoint was written counts as its default
+    saved = {**SFTConfig(config.domain).resume_key(), **payload.get("config", {})}
+    differing = sorted(k for k in set(saved) | set(config.resume_key())
+                       if saved.get(k) != config.resume_key().get(k))
+    if differing:
+        raise SFTError(f"{path} was written with other settings ({', '.join(differing)} differ); resume with the "
+                       "same options or start a new run directory")
+    if payload.get("n_train") != n_train:
+        raise SFTError(f"{path} was trained on {payload.get('n_train')} examples but the data now gives {n_train}")
+    planner.load_state_dict(payload["model"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    torch.set_rng_state(payload["torch_rng"])
+    return _State(**payload["state"])
+
+
+def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None = None, resume: bool = False,
+              domain: Domain | None = None, on_step: StepHook | None = None, progress: bool = True) -> SFTResult:
+    """Train, select on the selection set by macro-F1, and (when all epochs are done) score the best planner
+    and the baselines on test. ``resume`` continues from ``out_dir/checkpoint.pt`` at the saved step.
+    ``on_step(step, example_indices, loss)`` is called after every optimizer step."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from ppdpp.planner.registry.manager import get_domain
+
+    out = Path(out_dir)
+    checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.is_file():
+        raise SFTError(f"nothing to resume: {checkpoint} does not exist")
+    if not resume and (checkpoint.exists() or (out / METRICS_FILE).exists()):
+        raise SFTError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    domain = domain or get_domain(config.domain)
+    data = load_sft_data(domain, config, data_dir)
+
+    torch.manual_seed(config.seed)
+    planner = PolicyPlanner(domain, config.planner)
+    names = planner.strategy_names
+    inputs = [planner.encode(ex.history, ex.case) for ex in data.train]
+    select_inputs = [planner.encode(ex.history, ex.case) for ex in data.select]
+    targets = torch.tensor([names.index(ex.label) for ex in data.train])
+    weights = class_weights(torch.bincount(targets, minlength=len(names)).tolist(), config.class_weighting)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(planner.device) if weights is not None else None,
+                                        label_smoothing=config.label_smoothing)
+
+    autocast_dtype = training_dtype(config.train_dtype, planner.device)
+    steps_per_epoch = math.ceil(len(inputs) / config.batch_size)
+    total_steps = config.epochs * steps_per_epoch
+    head = list(planner.head.parameters())
+    encoder = [p for p in planner.parameters() if p.requires_grad and all(p is not h for h in head)]
+    optimizer = torch.optim.AdamW([{"params": encoder}, {"params": head, "lr": config.lr * config.head_lr_scale}],
+                                  lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    if resume:
+        state = _load_checkpoint(checkpoint, planner, optimizer, scheduler, config, len(inputs))
+    else:
+        state = _State()
+        write_json(out / CONFIG_FILE, {**config.resume_key(), "max_steps": config.max_steps, "data": {
+            "train_examples": len(data.train), "select_examples": len(data.select),
+            "test_examples": len(data.test), "select_source": data.select_source}})
+
+    def evaluate_and_select() -> None:
+        scores = evaluate_planner(planner, data.select, select_inputs)
+        state.evaluations.append({"step": state.step, "accuracy": scores.accuracy, "macro_f1": scores.macro_f1,
+                                  "loss": scores.extra["loss"]})
+        if scores.macro_f1 > state.best_macro_f1:
+            state.best_macro_f1, state.best_step = scores.macro_f1, state.step
+            planner.save_pretrained(out / BEST_DIR)
+
+    started = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"sft {domain.name}", unit="step", disable=not progress)
+    try:
+        while state.step < total_steps:
+            epoch, offset = divmod(state.step, steps_per_epoch)
+            order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+            batch = order[offset * config.batch_size: (offset + 1) * config.batch_size].tolist()
+            loss = optimizer_step(planner, optimizer, loss_fn, [inputs[i] for i in batch], targets[batch],
+                                  autocast_dtype, config.max_grad_norm)
+            scheduler.step()
+            state.step += 1
+            state.losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}", best_f1=f"{max(state.best_macro_f1, 0):.3f}")
+            if on_step is not None:
+                on_step(state.step, batch, loss.item())
+            evaluate = state.step % steps_per_epoch == 0 or (config.eval_every and state.step % config.eval_every == 0)
+            if evaluate:
+                evaluate_and_select()
+            stopping = config.max_steps is not None and state.step >= config.max_steps
+            if evaluate or stopping or (config.checkpoint_every and state.step % config.checkpoint_every == 0):
+                state.seconds += time.perf_counter() - started
+                started = time.perf_counter()
+                _save_checkpoint(checkpoint, planner, optimizer, scheduler, state, config, len(inputs))
+            if stopping and state.step < total_steps:
+                return SFTResult(out, state.step, total_steps, False,
+                                 state.evaluations[-1] if state.evaluations else None)
+    finally:
+        bar.close()
+    state.seconds += time.perf_counter() - started
+    return _finish(out, domain, data, state, total_steps, config)
+
+
+def _finish(out: Path, domain: Domain, data: SFTData, state: _State, total_steps: int,
+            config: SFTConfig) -> SFTResult:
+    best = PolicyPlanner.from_pretrained(out / BEST_DIR, domain=domain)
+    test = {"planner": evaluate_planner(best, data.test), **baseline_scores(domain, data.train, data.test)}
+    best_eval = next(e for e in state.evaluations if e["step"] == state.best_step)
+    metrics = {
+        "domain": domain.name,
+        "test": {name: s.to_dict() for name, s in test.items()},
+        "best_select": best_eval,
+        "select_source": data.select_source,
+        "evaluations": state.evaluations,
+        "train": {"steps": state.step, "examples": len(data.train), "epochs": config.epochs,
+                  "seconds": state.seconds, "peak_rss_mb": _peak_rss_mb(),
+                  "first_loss": state.losses[0] if state.losses else None,
+                  "last_losses_mean": (sum(state.losses[-20:]) / len(state.losses[-20:])) if state.losses else None},
+    }
+    write_json(out / METRICS_FILE, metrics)
+    return SFTResult(out, state.step, total_steps, True, best_eval, test, metrics)
