@@ -73,16 +73,18 @@ async def run_domain(args, name: str, data_dir, console: Console) -> tuple[Evalu
     llm = open_chat(args.model, cache="all")
     try:
         critic = Critic(llm, args.critic_mode, samples=args.critic_samples, max_tokens=32)
-        train_env = EnvConfig(max_turns=args.max_turns, max_tokens=args.max_tokens, temperature=0.7)
-        test_env = EnvConfig(max_turns=args.max_turns, max_tokens=args.max_tokens, temperature=0.0)
+        settings = dict(max_turns=args.max_turns, max_tokens=args.max_tokens, critic_mode=args.critic_mode,
+                        critic_samples=args.critic_samples)
+        train_env = EnvConfig(temperature=0.7, **settings)
+        test_env = EnvConfig(temperature=0.0, **settings)
         rl_out = Path(args.out) / name / "rl"
         start = time.perf_counter()
         trainer = RLTrainer(
             PolicyPlanner.from_pretrained(sft_dir, domain=domain), domain,
             domain.load_cases("train", data_dir)[: args.train_cases],
-            lambda: SelfPlayEnv(domain, llm, llm, critic, train_env),
+            lambda env: SelfPlayEnv(domain, llm, llm, critic, env),
             RLConfig(episodes=args.rl_episodes, episodes_per_update=args.episodes_per_update, lr=args.lr,
-                     max_turns=args.max_turns, concurrency=16, seed=args.seed, checkpoint_every=1),
+                     concurrency=16, seed=args.seed, checkpoint_every=1, env=train_env),
             rl_out, load_planner=lambda d: PolicyPlanner.from_pretrained(d, domain=domain),
         )
         await trainer.train(resume=(rl_out / "config.json").exists())

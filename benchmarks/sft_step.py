@@ -1,4 +1,4 @@
-"""Cost of one SFT optimizer step of the default planner (``ppdpp.planner.sft.optimizer_step``: forward,
+"""Cost of one SFT optimizer step of the default planner (``ppdpp.planner.training.sft.optimizer_step``: forward,
 backward, gradient clipping, AdamW) by training dtype, input length and batch size, on real ESConv inputs
 with the earlier strategies shown, as ``ppdpp sft --strategy-history`` trains. ``bfloat16`` is ``--train-dtype bfloat16`` (autocast of the forward pass).
 

@@ -86,13 +86,15 @@ def sft_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None) -
     return out / BEST_DIR
 
 
-def env_factory(args: argparse.Namespace, domain: Domain, llm: ChatBackend, temperature: float
-                ) -> Callable[[], SelfPlayEnv]:
-    """Self-play environments: one LLM in all three roles (PPDPP samples at 0.7 while training)."""
-    critic = Critic(llm, mode=args.critic, samples=args.critic_samples)
-    config = EnvConfig(max_turns=args.max_turns or domain.max_turns, max_tokens=args.max_tokens,
-                       temperature=temperature)
-    return lambda: SelfPlayEnv(domain, llm, llm, critic, config)
+def env_config(args: argparse.Namespace, domain: Domain, temperature: float) -> EnvConfig:
+    """Self-play settings (PPDPP samples agent and user at 0.7 while training, greedy in evaluation)."""
+    return EnvConfig(max_turns=args.max_turns or domain.max_turns, max_tokens=args.max_tokens,
+                     temperature=temperature, critic_mode=args.critic, critic_samples=args.critic_samples)
+
+
+def env_factory(domain: Domain, llm: ChatBackend) -> Callable[[EnvConfig], SelfPlayEnv]:
+    """Self-play environments: one LLM in all three roles."""
+    return lambda config: SelfPlayEnv(domain, llm, llm, config.make_critic(llm), config)
 
 
 async def rl_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None, sft_dir: Path,
@@ -103,10 +105,9 @@ async def rl_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | No
         return out / "final"
     cases = domain.load_cases("train", data_dir)
     config = RLConfig(episodes=args.rl_episodes, episodes_per_update=args.rl_episodes_per_update, lr=args.rl_lr,
-                      max_turns=args.max_turns or domain.max_turns, critic_mode=args.critic,
-                      critic_samples=args.critic_samples, max_tokens=args.max_tokens, seed=args.seed)
+                      seed=args.seed, env=env_config(args, domain, temperature=0.7))
     trainer = RLTrainer(PolicyPlanner.from_pretrained(sft_dir, domain=domain), domain, cases,
-                        env_factory(args, domain, llm, config.temperature), config, out,
+                        env_factory(domain, llm), config, out,
                         on_episode=self_play_dialogue_end(domain, cases))
     curve = await trainer.train(resume=(out / "config.json").is_file())
     for point in curve:
@@ -127,7 +128,7 @@ async def evaluation_stage(args: argparse.Namespace, domain: Domain, data_dir: P
     ]
     cases = domain.load_cases("test", data_dir)[: args.eval_cases]
     report = await evaluate_policies(
-        domain, policies, cases, env_factory(args, domain, llm, 0.0), seed=args.seed, out_dir=args.out / "eval",
+        domain, policies, cases, (lambda: env_factory(domain, llm)(env_config(args, domain, temperature=0.0))), seed=args.seed, out_dir=args.out / "eval",
         models={"agent": args.model, "user": args.model, "critic": args.model}, progress=False)
     console.print(report_table(report))
 

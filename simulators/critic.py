@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Sequence, get_args
 
 from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
+from ppdpp.planner.core.simulation import Outcome, UserSimulator
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.core.types import Usage
 
@@ -138,3 +139,56 @@ def majority_judgement(domain: Domain, case: Case, samples: Sequence[str]) -> Ju
     chosen = [s for s, p in side if _answer_key(p) == top_key]
     judgement = domain.judge(case, chosen)
     return replace(judgement, samples=list(samples), parsed=parsed)
+
+
+# ---- judging by the exact outcome ------------------------------------------------------------------------
+ORACLE = "oracle"
+"""The critic name (``--critic oracle``) that judges with a programmatic user simulator's exact outcome."""
+
+
+def outcome_judgement(outcome: Outcome) -> Judgement:
+    """A simulator's exact outcome as the Judgement a critic would give."""
+    return Judgement(reward=float(outcome.reward), success=bool(outcome.success), samples=[outcome.detail],
+                     parsed=[outcome.detail], metrics=dict(outcome.metrics))
+
+
+class OracleCritic:
+    """Judges each dialogue state with the user simulator's exact :meth:`~UserSimulator.outcome`: no LLM, no
+    parse failures, nothing to game. Build one per dialogue, bound to that dialogue's simulator."""
+
+    mode = ORACLE
+
+    def __init__(self, simulator: UserSimulator) -> None:
+        self.simulator = simulator
+
+    def __repr__(self) -> str:
+        return f"OracleCritic({self.simulator.name or type(self.simulator).__name__!r})"
+
+    async def judge(self, domain: Domain, case: Case, history: Sequence[Turn], *, seed: int | None = None) -> Verdict:
+        outcome = self.simulator.outcome(case, history)
+        if outcome is None:
+            raise CriticError(f"user simulator {self.simulator.name!r} cannot tell the outcome of this dialogue; "
+                              "judge it with an LLM critic (--critic MODEL)")
+        return Verdict(outcome_judgement(outcome), ORACLE)
+
+
+HONESTY_PREFIXES = ("oracle_", "critic_")
+
+
+def honesty_metrics(judgement: Judgement) -> dict[str, float]:
+    """The metrics :func:`with_honesty` added to ``judgement`` (empty when there was no exact outcome)."""
+    return {k: v for k, v in judgement.metrics.items() if k.startswith(HONESTY_PREFIXES)}
+
+
+def with_honesty(judgement: Judgement, oracle: Outcome) -> Judgement:
+    """``judgement`` (an LLM critic's) with how it compares to the exact outcome, as episode metrics:
+    ``oracle_sr`` (the outcome's success), ``critic_agree`` (1 when both say the same about success) and
+    ``critic_false_success`` (1 when the critic granted a success the outcome denies: a reward-hacking signal),
+    and the outcome's own metrics prefixed ``oracle_``."""
+    honesty = {
+        "oracle_sr": float(oracle.success),
+        "critic_agree": float(bool(judgement.success) == bool(oracle.success)),
+        "critic_false_success": float(bool(judgement.success) and not oracle.success),
+        **{f"oracle_{k}": float(v) for k, v in oracle.metrics.items()},
+    }
+    return replace(judgement, metrics={**judgement.metrics, **honesty})

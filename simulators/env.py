@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
+from ppdpp.planner.core.seeding import derive_seed
 from ppdpp.planner.llm.base import ChatBackend, Completion
 from ppdpp.planner.core.types import Usage
-from ppdpp.simulators.critic import Critic
+from ppdpp.planner.core.simulation import Outcome, ScriptedAgent, UserSimulator
+from ppdpp.simulators.critic import CRITIC_MODES, Critic, CriticMode, OracleCritic, with_honesty
 from ppdpp.simulators.postprocess import clean_response, normalise
 
 ROLES = ("agent", "user", "critic")
@@ -25,19 +27,34 @@ ROLES = ("agent", "user", "critic")
 @dataclass
 class EnvConfig:
     """Knobs of a simulated dialogue. PPDPP samples agent and user at temperature 0.7 while training and
-    decodes greedily when testing; ``reminder`` is passed to the domain's prompts."""
+    decodes greedily when testing; ``reminder`` is passed to the domain's prompts. ``critic_mode`` and
+    ``critic_samples`` say how the dialogue is judged: build its critic with :meth:`make_critic`."""
 
-    max_turns: int = 8
-    reminder: bool = True
-    max_tokens: int = 64
-    temperature: float = 0.0
-    stop_on_repeat: bool = True
+    max_turns: int = field(default=8, metadata={"help": "Exchanges per dialogue at most."})
+    reminder: bool = field(default=True, metadata={"help": "Role reminders in the agent and user prompts."})
+    max_tokens: int = field(default=64, metadata={"help": "Tokens per agent/user reply at most."})
+    temperature: float = field(default=0.0, metadata={
+        "help": "Agent/user sampling temperature (0 = greedy; PPDPP trains at 0.7)."})
+    stop_on_repeat: bool = field(default=True, metadata={
+        "help": "End a dialogue when an exchange repeats an earlier one word for word."})
+    critic_mode: CriticMode = field(default="greedy", metadata={
+        "help": "greedy, sampled (PPDPP: n samples at 1.1), majority or likelihood."})
+    critic_samples: int | None = field(default=None, metadata={
+        "help": "Critic samples in sampled/majority mode (none = the domain's, usually 10)."})
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
             raise ValueError(f"max_turns must be at least 1, got {self.max_turns}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+        if self.critic_mode not in CRITIC_MODES:
+            raise ValueError(f"critic_mode={self.critic_mode!r} (use {', '.join(CRITIC_MODES)})")
+        if self.critic_samples is not None and self.critic_samples < 1:
+            raise ValueError(f"critic_samples must be at least 1, got {self.critic_samples}")
+
+    def make_critic(self, backend: ChatBackend) -> Critic:
+        """The critic these settings describe, asking ``backend``."""
+        return Critic(backend, self.critic_mode, samples=self.critic_samples)
 
 
 @dataclass
@@ -55,28 +72,35 @@ class StepRecord:
     repeated: bool
     usage: dict[str, Usage] = field(default_factory=dict)
     latency_s: dict[str, float] = field(default_factory=dict)
+    oracle: Outcome | None = None
 
 
 def call_seed(seed: int | None, turn: int, role: str) -> int | None:
     """A per-call seed derived from the episode seed, so sampled calls are reproducible and distinct."""
     if seed is None:
         return None
-    return (seed * 1_000_003 + turn * 7_919 + ROLES.index(role) * 104_729) % 2**31
+    return derive_seed(seed, "call", turn, ROLES.index(role))
 
 
 class SelfPlayEnv:
-    """One dialogue between an agent LLM steered by strategies and a user-simulator LLM, judged by a critic.
+    """One dialogue between an agent steered by strategies and a user simulator, judged by a critic.
 
-    Agent, user and critic may be different backends (or the same one). Many environments may run at once
-    from one event loop; their LLM calls then overlap (and a local backend batches them).
+    Agent and user are chat backends (LLMs; they may be the same one) or programmatic roles: a
+    :class:`~ppdpp.planner.core.simulation.ScriptedAgent` for the agent, a
+    :class:`~ppdpp.planner.core.simulation.UserSimulator` for the user. The critic is an LLM :class:`Critic`
+    or an :class:`~ppdpp.simulators.critic.OracleCritic` that reads the user simulator's exact outcome. With a
+    programmatic user and an LLM critic, every step also records the exact outcome and the episode metrics
+    report how often the critic agreed with it (``oracle_sr``, ``critic_agree``, ``critic_false_success``).
+    Many environments may run at once from one event loop; their LLM calls then overlap (and a local backend
+    batches them).
     """
 
     def __init__(
         self,
         domain: Domain,
-        agent: ChatBackend,
-        user: ChatBackend,
-        critic: Critic,
+        agent: ChatBackend | ScriptedAgent,
+        user: ChatBackend | UserSimulator,
+        critic: Critic | OracleCritic,
         config: EnvConfig | None = None,
     ) -> None:
         self.domain = domain
@@ -99,6 +123,9 @@ class SelfPlayEnv:
         self.steps = []
         self.done = False
         self._seen = set()
+        for role, player in (("agent", self.agent), ("user", self.user)):
+            if isinstance(player, (ScriptedAgent, UserSimulator)):
+                player.reset(case, derive_seed(seed or 0, "programmatic", role))
         return list(self.history)
 
     @property
@@ -122,14 +149,22 @@ class SelfPlayEnv:
         usage: dict[str, Usage] = {}
         latency: dict[str, float] = {}
 
-        messages = self.domain.agent_messages(case, self.history, strategy, reminder=cfg.reminder)
-        raw_agent = (await self._call("agent", self.agent, messages, usage, latency)).text
-        agent_text = clean_response(raw_agent, own_role=self.domain.agent_role, other_roles=[self.domain.user_role])
+        if isinstance(self.agent, ScriptedAgent):
+            raw_agent = agent_text = self.agent.respond(self.history, strategy)
+        else:
+            messages = self.domain.agent_messages(case, self.history, strategy, reminder=cfg.reminder)
+            raw_agent = (await self._call("agent", self.agent, messages, usage, latency)).text
+            agent_text = clean_response(raw_agent, own_role=self.domain.agent_role,
+                                        other_roles=[self.domain.user_role])
         self.history.append(Turn("agent", agent_text, strategy))
 
-        messages = self.domain.user_messages(case, self.history, reminder=cfg.reminder)
-        raw_user = (await self._call("user", self.user, messages, usage, latency)).text
-        user_text = clean_response(raw_user, own_role=self.domain.user_role, other_roles=[self.domain.agent_role])
+        if isinstance(self.user, UserSimulator):
+            raw_user = user_text = self.user.respond(self.history)
+        else:
+            messages = self.domain.user_messages(case, self.history, reminder=cfg.reminder)
+            raw_user = (await self._call("user", self.user, messages, usage, latency)).text
+            user_text = clean_response(raw_user, own_role=self.domain.user_role,
+                                       other_roles=[self.domain.agent_role])
         self.history.append(Turn("user", user_text))
 
         start = time.perf_counter()
@@ -137,17 +172,21 @@ class SelfPlayEnv:
         latency["critic"] = time.perf_counter() - start
         usage["critic"] = verdict.usage
         judgement = verdict.judgement
+        oracle = self.user.outcome(case, self.history) if isinstance(self.user, UserSimulator) else None
+        if oracle is not None and not isinstance(self.critic, OracleCritic):
+            judgement = with_honesty(judgement, oracle)
 
         key = (normalise(agent_text), normalise(user_text))
         repeated = cfg.stop_on_repeat and key in self._seen
         self._seen.add(key)
         terminated = bool(judgement.success)
-        truncated = not terminated and (turn + 1 >= cfg.max_turns or repeated)
+        decided = oracle is not None and oracle.final  # e.g. the seller walked away: nothing left to play
+        truncated = not terminated and (turn + 1 >= cfg.max_turns or repeated or decided)
         self.done = terminated or truncated
         record = StepRecord(
             turn=turn, strategy=strategy, agent_text=agent_text, user_text=user_text, raw_agent=raw_agent,
             raw_user=raw_user, judgement=judgement, reward=float(judgement.reward), repeated=repeated,
-            usage=usage, latency_s=latency,
+            usage=usage, latency_s=latency, oracle=oracle,
         )
         self.steps.append(record)
         info = {"record": record, "turn": turn, "success": terminated, "repeated": repeated, "judgement": judgement}

@@ -16,6 +16,7 @@ returns the same numbers. Reported per policy (PPDPP's metrics and then some):
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ from ppdpp.planner.core.atomic import write_atomic, write_json
 from ppdpp.planner.core.domain import Case, Domain
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.plan import Plan, Policy, aplan
+from ppdpp.planner.core.seeding import derive_seed
 from ppdpp.simulators.env import SelfPlayEnv
 from ppdpp.simulators.runner import EpisodeJob, EpisodeResult, run_episodes
 
@@ -53,6 +55,37 @@ def bootstrap_interval(values: Sequence[float], *, resamples: int = 2000, level:
     lo = means[int((1 - level) / 2 * (resamples - 1))]
     hi = means[int((1 + level) / 2 * (resamples - 1))]
     return (lo, hi)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``mean(a - b)`` over the same cases, its 95% paired-bootstrap interval, and the two-sided p-value of a
+    paired sign-flip permutation test (the chance of a mean difference at least this large if the two policies
+    were exchangeable on every case)."""
+
+    mean: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    def to_json(self) -> dict[str, float]:
+        return {"mean": self.mean, "low": self.low, "high": self.high, "p_value": self.p_value, "n": self.n}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000,
+                      seed: int = 0) -> PairedDifference:
+    """Compare two policies' per-case values (``a[i]`` and ``b[i]`` from the same case), seeded."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired values need the same non-zero length, got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b)]
+    n = len(diffs)
+    observed = sum(diffs) / n
+    rng = random.Random(seed)
+    lo, hi = bootstrap_interval(diffs, resamples=resamples, seed=seed)
+    extreme = sum(abs(sum(d if rng.random() < 0.5 else -d for d in diffs) / n) >= abs(observed) - 1e-12
+                  for _ in range(resamples))
+    return PairedDifference(observed, lo, hi, (extreme + 1) / (resamples + 1), n)
 
 
 @dataclass
@@ -156,7 +189,7 @@ class NamedPolicy:
 
 def episode_seed(seed: int, position: int) -> int:
     """The seed of the dialogue on the ``position``-th case: the same for every policy."""
-    return (seed * 1_000_003 + position * 7_919 + 11) % 2**31
+    return derive_seed(seed, "evaluation-case", position)
 
 
 async def evaluate_policies(
@@ -189,8 +222,7 @@ async def evaluate_policies(
         transcript = None
         if out is not None:
             transcript = out / "transcripts" / f"{_safe(policy.name)}.jsonl"
-            transcript.parent.mkdir(parents=True, exist_ok=True)
-            transcript.unlink(missing_ok=True)
+            await asyncio.to_thread(_fresh_file, transcript)
         before_failures = getattr(policy, "parse_failures", None)
         before_usage = getattr(policy, "usage", None)
         jobs = [EpisodeJob(f"{policy.name}:{c.id}", c, policy, episode_seed(seed, i)) for i, c in enumerate(cases)]
@@ -207,10 +239,16 @@ async def evaluate_policies(
                           None if spent.cost is None else spent.cost - (before_usage.cost or 0.0))
         report.policies.append(summarise(policy.name, results, domain, report.max_turns,
                                          planner_parse_failures=planner_failures, extra_usage=extra, seed=seed))
-    if out is not None:
-        write_json(out / "report.json", report.to_json())
-        plot_report(report, out / "report.png")
+    if out is not None:  # file I/O and plotting: in a worker thread, off the event loop
+        await asyncio.to_thread(write_json, out / "report.json", report.to_json())
+        await asyncio.to_thread(plot_report, report, out / "report.png")
     return report
+
+
+def _fresh_file(path: Path) -> None:
+    """Make ``path``'s folder and remove an old ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def _safe(name: str) -> str:
@@ -229,7 +267,7 @@ def report_table(report: EvaluationReport) -> Any:
         table.add_column(column, justify="left" if column == "policy" else "right")
     for p in report.policies:
         table.add_row(
-            p.policy, str(p.sr), str(p.at), str(p.reward), *(str(p.metrics[m]) for m in metric_names),
+            p.policy, str(p.sr), str(p.at), str(p.reward), *(str(p.metrics[m]) if m in p.metrics else "-" for m in metric_names),
             " ".join(f"{v:.2f}" for v in p.success_by_turn),
             f"{p.critic_parse_failures}/{p.critic_samples}"
             + (f" (+{p.planner_parse_failures} planner)" if p.planner_parse_failures else ""),

@@ -9,17 +9,20 @@ turn, strategy and its probability, critic samples and parses, reward, tokens, l
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from tqdm.auto import tqdm
 
 from ppdpp.planner.core.domain import Case, Turn
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.plan import Policy, aplan
+from ppdpp.simulators.critic import honesty_metrics
 from ppdpp.simulators.env import SelfPlayEnv, StepRecord
 
 
@@ -114,6 +117,7 @@ async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
     metrics = dict(env.domain.no_outcome_metrics())
     if success:
         metrics.update(records[-1].judgement.metrics)
+    metrics.update(honesty_metrics(records[-1].judgement))  # critic vs exact outcome: on every episode
     usage = Usage()
     for record in records:
         for part in record.usage.values():
@@ -138,19 +142,24 @@ async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
 
 
 class TranscriptWriter:
-    """Appends one JSON line per finished episode and flushes it, so a killed run keeps what it finished."""
+    """Appends one JSON line per finished episode and flushes it, so a killed run keeps what it finished.
+    Thread-safe: :func:`run_episodes` writes from worker threads, one whole line at a time."""
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh = open(self.path, "a", encoding="utf-8")
+        self._lock = threading.Lock()
 
     def write(self, result: EpisodeResult) -> None:
-        self._fh.write(json.dumps(result.transcript, ensure_ascii=False) + "\n")
-        self._fh.flush()
+        line = json.dumps(result.transcript, ensure_ascii=False) + "\n"
+        with self._lock:
+            self._fh.write(line)
+            self._fh.flush()
 
     def close(self) -> None:
-        self._fh.close()
+        with self._lock:
+            self._fh.close()
 
 
 async def run_episodes(
@@ -161,18 +170,20 @@ async def run_episodes(
     transcript: Path | str | None = None,
     progress: bool = True,
     desc: str = "self-play",
-    on_result: Callable[[EpisodeResult], None] | None = None,
+    on_result: Callable[[EpisodeResult], Awaitable[None] | None] | None = None,
 ) -> list[EpisodeResult]:
     """Play ``jobs`` with at most ``concurrency`` dialogues at once; results come back in job order.
 
     ``make_env`` builds a fresh environment per dialogue. ``on_result`` is called as each episode finishes
-    (in finishing order), after its transcript line is written.
+    (in finishing order), after its transcript line is written; when it returns an awaitable (an ``async``
+    callback, e.g. ``runtime_hooks.self_play_dialogue_end``) that is awaited. Transcript lines are written in a
+    worker thread, so file I/O never stalls the dialogues still playing.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
     jobs = list(jobs)
     gate = asyncio.Semaphore(concurrency)
-    writer = TranscriptWriter(transcript) if transcript is not None else None
+    writer = await asyncio.to_thread(TranscriptWriter, transcript) if transcript is not None else None
     bar = tqdm(total=len(jobs), desc=desc, disable=not progress, dynamic_ncols=True)
     successes = finished = 0
 
@@ -181,9 +192,11 @@ async def run_episodes(
         async with gate:
             result = await play_episode(make_env(), job)
         if writer is not None:
-            writer.write(result)
+            await asyncio.to_thread(writer.write, result)
         if on_result is not None:
-            on_result(result)
+            answer = on_result(result)
+            if inspect.isawaitable(answer):
+                await answer
         successes += result.success
         finished += 1
         bar.update(1)
@@ -195,7 +208,7 @@ async def run_episodes(
     finally:
         bar.close()
         if writer is not None:
-            writer.close()
+            await asyncio.to_thread(writer.close)
 
 
 def load_transcripts(path: Path | str) -> list[dict[str, Any]]:

@@ -55,6 +55,7 @@ def test_the_installed_plugin_is_found_through_its_entry_point(installed):
     assert STRATEGIES <= set(rows), f"every strategy is listed:\n{result.stdout}"
 
 
+@pytest.mark.slow
 def test_sft_then_self_play_evaluation(installed, tmp_path):
     out = tmp_path / "run"
     result = run([str(EXAMPLE / "run_example.py"), "--out", str(out), "--epochs", "1", "--episodes", "1",

@@ -80,7 +80,8 @@ def test_server_models_and_openai_style_errors(served):
             for name, body in {
                 "no messages": {"model": "x"},
                 "n=0": {"messages": HELLO, "n": 0},
-                "stream": {"messages": HELLO, "stream": True},
+                "n over the limit": {"messages": HELLO, "n": 17},
+                "max_tokens=0": {"messages": HELLO, "max_tokens": 0},
                 "bad stop": {"messages": HELLO, "stop": [1, 2]},
                 "bad role": {"messages": [{"role": "wizard", "content": "hi"}]},
             }.items():
@@ -96,7 +97,8 @@ def test_server_models_and_openai_style_errors(served):
         assert status == 400, f"{name}: status {status}"
         assert body["error"]["type"] == "invalid_request_error" and body["error"]["message"], f"{name}: {body}"
     assert bad["n=0"][1]["error"]["param"] == "n"
-    assert bad["stream"][1]["error"]["param"] == "stream"
+    assert bad["n over the limit"][1]["error"]["param"] == "n"
+    assert bad["max_tokens=0"][1]["error"]["param"] == "max_tokens"
 
 
 # ---- retries, against servers that fail on purpose ----------------------------------------------------------

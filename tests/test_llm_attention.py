@@ -24,6 +24,7 @@ def models(smollm2_gguf):
     return ours, theirs.eval()
 
 
+@pytest.mark.slow
 def test_a_left_padded_prefill_and_decoding_steps_match_transformers_sdpa(models, monkeypatch):
     ours, theirs = models
     assert ours.config._attn_implementation == CPU_ATTENTION

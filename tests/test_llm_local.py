@@ -49,6 +49,7 @@ def test_generates_a_reply_with_usage(smol):
     assert completion.usage.cost == 0.0 and not completion.usage.cached
 
 
+@pytest.mark.slow
 def test_microbatched_greedy_equals_one_by_one(smol):
     one_by_one = [smol.complete_sync(ask(q), max_tokens=10).text for q in QUESTIONS]
     before = len(smol.batch_sizes)
@@ -77,6 +78,7 @@ def test_greedy_n_repeats_and_per_request_token_budgets(smol):
     assert long.text.startswith(short.text), f"greedy 3 tokens {short.text!r} is not a prefix of {long.text!r}"
 
 
+@pytest.mark.slow
 def test_seeded_samples_are_reproducible_whatever_the_batch(smol):
     messages = ask(QUESTIONS[0])
     alone = smol.complete_sync(messages, n=3, temperature=1.0, seed=11, max_tokens=8)

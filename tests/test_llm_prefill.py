@@ -71,6 +71,7 @@ def backends(smollm2_gguf):
         asyncio.run(backend.aclose())
 
 
+@pytest.mark.slow
 def test_a_longer_prompt_continues_from_the_earlier_one_with_identical_output(backends):
     with_store, without = backends
     system = {"role": "system", "content": "You sell a used bike. Be brief and friendly, and firm on price."}
@@ -118,6 +119,7 @@ def submit_together(backend, conversations: list[list[dict[str, str]]], max_toke
     return texts
 
 
+@pytest.mark.slow
 def test_continuations_from_different_prefixes_and_a_fresh_prompt_share_one_pass_with_identical_output(
         backends, monkeypatch):
     with_store, without = backends
@@ -155,6 +157,7 @@ def test_beginnings_shared_by_several_prompts_are_found_per_run_of_neighbours():
     assert prefill._shared_beginnings([a, [1] * 10 + [8]]) == [], "shorter than MIN_REUSE is not worth a pass"
 
 
+@pytest.mark.slow
 def test_new_dialogues_with_the_same_system_prompt_compute_it_once_with_identical_output(backends):
     with_store, without = backends
     system = {"role": "system", "content": (

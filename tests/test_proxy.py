@@ -293,6 +293,7 @@ def test_dialogue_end_reaches_the_tracking_hooks(client, tmp_path):
 
 
 # ---- the CLI ----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_the_ppdpp_serve_command(planner_dir, upstream, esc):
     env = {**os.environ, "PPDPP_PROXY_TOKEN": TOKEN, "UPSTREAM_KEY": "unused", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-c", "from ppdpp.planner.cli import main; main()", "serve",

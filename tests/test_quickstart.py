@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from ppdpp.planner.cli.app import app
@@ -12,6 +13,7 @@ TINY = ["quickstart", "--sft-examples", "48", "--rl-episodes", "2", "--eval-case
         "--max-tokens", "8"]
 
 
+@pytest.mark.slow
 def test_quickstart_runs_sft_rl_and_evaluation_then_reuses_them(smollm2_gguf, tmp_path):
     out = tmp_path / "qs"
     first = CliRunner().invoke(app, [*TINY, "--out", str(out)])

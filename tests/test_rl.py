@@ -22,9 +22,9 @@ def domain():
     return register()
 
 
-def make_env_factory(domain, max_turns: int = 3):
+def make_env_factory(domain):
     agent, user, critic = ScriptedAgent(), ScriptedTraveller(), Critic(ScriptedCritic(), "greedy")
-    return lambda: SelfPlayEnv(domain, agent, user, critic, EnvConfig(max_turns=max_turns))
+    return lambda env_config: SelfPlayEnv(domain, agent, user, critic, env_config)
 
 
 def fresh_planner(domain, seed: int = 0) -> PolicyPlanner:
@@ -33,8 +33,9 @@ def fresh_planner(domain, seed: int = 0) -> PolicyPlanner:
 
 
 def scripted_config(**overrides) -> RLConfig:
-    base = dict(episodes=320, episodes_per_update=16, lr=0.02, normalize="turn", entropy_coef=0.05, max_turns=3,
-                critic_mode="greedy", train_backbone=False, concurrency=16, seed=3, checkpoint_every=100)
+    base = dict(episodes=320, episodes_per_update=16, lr=0.02, normalize="turn", entropy_coef=0.05,
+                env=EnvConfig(max_turns=3), train_backbone=False, concurrency=16, seed=3,
+                checkpoint_every=100)
     return RLConfig(**{**base, **overrides})
 
 
@@ -71,6 +72,7 @@ def test_config_rejects_bad_values():
         RLConfig(normalize="sometimes")
 
 
+@pytest.mark.slow
 def test_reinforce_learns_the_only_route_from_a_fresh_planner(domain, tmp_path):
     """From chance (1/64) to SR >= 0.9 within 320 episodes (20 updates of 16), frozen MiniLM + trained head."""
     planner = fresh_planner(domain)
@@ -94,6 +96,7 @@ class Crash(RuntimeError):
     pass
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_repeating_or_losing_episodes(domain, tmp_path):
     """Crash mid-batch after an un-checkpointed update; the resumed run ends exactly where an uninterrupted
     one does (same weights), and every episode appears once in the transcripts."""

@@ -46,6 +46,7 @@ def test_training_on_valid_selects_on_its_held_out_dialogues(data_dir):
     assert "held-out" in data.select_source
 
 
+@pytest.mark.slow
 def test_short_sft_on_esconv_learns_and_beats_majority(data_dir, tmp_path):
     domain = get_domain("emotional_support")
     config = SFTConfig("emotional_support", epochs=1, lr=1e-4, batch_size=16, max_train_examples=240,
@@ -87,6 +88,7 @@ def run(out, config, data_dir, resume=False, stop_at=None):
     return result, seen
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_step_without_repeating(tmp_path, data_dir):
     full, full_steps = run(tmp_path / "full", TINY, data_dir)
     assert full.finished and [s for s, _, _ in full_steps] == list(range(1, 13))

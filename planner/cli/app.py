@@ -20,9 +20,11 @@ data_app = typer.Typer(help="Inspect the datasets behind the domains.", no_args_
 app.add_typer(data_app, name="data")
 console = Console()
 
-DataDirOption = typer.Option(
-    None, "--data-dir", help="Dataset root (default: $PPDPP_DATA_DIR, else ../shared/data, else bundled cases)."
-)
+DATA_DIR_HELP = "Dataset root (default: $PPDPP_DATA_DIR, else ../shared/data, else bundled cases)."
+DataDirOption = typer.Option(None, "--data-dir", help=DATA_DIR_HELP)
+# commands whose options come from config dataclasses (planner/cli/options.py): Typer hands the raw arguments on
+CONFIG_COMMAND: dict = {"context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
+                        "add_help_option": False}
 
 
 @app.callback()

@@ -13,6 +13,9 @@ from rich.table import Table
 from ppdpp.planner.cli.app import app, console
 from ppdpp.planner.llm import LLMError, open_chat
 from ppdpp.planner.llm.base import ChatBackend
+from ppdpp.planner.cli.serve import LimitBodyOption, LimitNOption, LimitTokensOption, server_limits
+from ppdpp.planner.serving.llm_server import TOKEN_ENV as LLM_TOKEN_ENV
+from ppdpp.planner.serving.openai_protocol import exposure_warning
 
 models_app = typer.Typer(help="Local models: what is installed, and fetching the ones published in parts.",
                          no_args_is_help=True)
@@ -85,9 +88,19 @@ def serve_llm(
     max_batch_size: int = typer.Option(16, "--max-batch-size", help="Rows per generate call (local models)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (local models)."),
     api_base: Optional[str] = ApiBaseOption,
+    token: Optional[str] = typer.Option(None, "--token", envvar=LLM_TOKEN_ENV, show_envvar=True, show_default=False,
+                                        help="Require 'Authorization: Bearer <token>' on every /v1 request."),
+    limit_body_bytes: int = LimitBodyOption,
+    limit_n: int = LimitNOption,
+    limit_max_tokens: int = LimitTokensOption,
 ) -> None:
-    """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions, GET /v1/models."""
+    """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions (streaming too), GET /v1/models."""
     from ppdpp.planner.serving.llm_server import serve_forever
+
+    limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens)
+    warning = exposure_warning(host, token, LLM_TOKEN_ENV)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
 
     options: dict[str, Any] = {"max_batch_size": max_batch_size, "dtype": dtype} if model.startswith("local/") else {}
     backend = _open(model, api_base, False, **options)
@@ -97,9 +110,10 @@ def serve_llm(
         if load is not None:
             console.print(f"loading {model} ...", style="dim")
             await load()
-        await serve_forever(backend, host=host, port=port, on_ready=lambda server: console.print(
-            f"serving [bold]{model}[/] at {server.url} (OpenAI-compatible; Ctrl-C stops)"
-        ))
+        auth = "bearer token required" if token else "no token"
+        await serve_forever(backend, host=host, port=port, token=token, limits=limits,
+                            on_ready=lambda server: console.print(
+                                f"serving [bold]{model}[/] at {server.url} (OpenAI-compatible, {auth}; Ctrl-C stops)"))
 
     try:
         asyncio.run(main())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -14,15 +13,24 @@ import typer
 from ppdpp.planner.serving.agent import PlannedAgent
 from ppdpp.planner.cli.app import app, console
 from ppdpp.planner.registry.manager import register_plugin
+from ppdpp.planner.serving.openai_protocol import ServerLimits, exposure_warning
 from ppdpp.planner.serving.proxy import TOKEN_ENV, create_app, serve_forever
 from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
 
+_DEFAULT_LIMITS = ServerLimits()
+LimitBodyOption = typer.Option(_DEFAULT_LIMITS.max_body_bytes, "--limit-body-bytes",
+                               help="Largest request body in bytes (a larger one gets 413).")
+LimitNOption = typer.Option(_DEFAULT_LIMITS.max_n, "--limit-n", help="Largest n a request may ask for (else 400).")
+LimitTokensOption = typer.Option(_DEFAULT_LIMITS.max_tokens, "--limit-max-tokens",
+                                 help="Largest max_tokens a request may ask for (else 400).")
 
-def _is_loopback(host: str) -> bool:
+
+def server_limits(body_bytes: int, n: int, max_tokens: int) -> ServerLimits:
+    """The limits from the ``--limit-*`` options (a bad value is a usage error)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
+        return ServerLimits(body_bytes, n, max_tokens)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--limit-*") from None
 
 
 @app.command("serve")
@@ -53,15 +61,22 @@ def serve_command(
     dialogue_log: Optional[Path] = typer.Option(None, "--dialogue-log",
                                                 help="Append every ended dialogue to this JSON-lines file."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads for the planner."),
+    limit_body_bytes: int = LimitBodyOption,
+    limit_n: int = LimitNOption,
+    limit_max_tokens: int = LimitTokensOption,
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM."""
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    if not _is_loopback(host) and not token:
-        console.print(f"[yellow]warning:[/] serving on {host} without a token: anyone who reaches this port can "
-                      f"use the upstream model; set --token or ${TOKEN_ENV}")
+    limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens)
+    if max_tokens > limits.max_tokens:
+        raise typer.BadParameter(f"{max_tokens} is over --limit-max-tokens {limits.max_tokens}",
+                                 param_hint="--max-tokens")
+    warning = exposure_warning(host, token, TOKEN_ENV)
+    if warning:
+        console.print(f"[yellow]warning:[/] {warning}")
     options: dict = {"cache": cache}
     if api_base:
         options["api_base"] = api_base
@@ -76,7 +91,8 @@ def serve_command(
     if dialogue_log is not None:
         register_plugin(JsonlDialogueLog(dialogue_log), name="dialogue_log")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    web_app = create_app(agent, token=token, model_name=model_name, upstream_timeout=upstream_timeout or None)
+    web_app = create_app(agent, token=token, model_name=model_name, upstream_timeout=upstream_timeout or None,
+                         limits=limits)
 
     web_app.on_cleanup.append(lambda _app: agent.aclose())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -21,7 +22,8 @@ class Plan:
 
 @runtime_checkable
 class Policy(Protocol):
-    """Anything that picks the agent's next strategy from the dialogue so far."""
+    """Anything that picks the agent's next strategy from the dialogue so far. Optional, for async callers
+    (see :func:`aplan`): an ``async aplan(conversation, case)``, or ``blocking = True`` when ``plan`` is slow."""
 
     name: str
 
@@ -29,9 +31,13 @@ class Policy(Protocol):
 
 
 async def aplan(policy: Policy, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
-    """Ask ``policy`` for a plan from async code: policies that call an LLM define ``async aplan``;
-    the rest are plain, fast ``plan`` calls."""
+    """Ask ``policy`` for a plan from async code without blocking the event loop. Policies that call an LLM or
+    a model define ``async aplan`` (PolicyPlanner batches its forward passes on a worker thread); a policy with
+    ``blocking = True`` has its ``plan`` run in a worker thread; the rest (the baselines) are plain, fast
+    ``plan`` calls made on the loop."""
     method = getattr(policy, "aplan", None)
     if method is not None:
         return await method(conversation, case)
+    if getattr(policy, "blocking", False):
+        return await asyncio.to_thread(policy.plan, conversation, case)
     return policy.plan(conversation, case)

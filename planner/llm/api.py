@@ -3,6 +3,7 @@
 We run our own bounded retry loop (exponential backoff with jitter on 429, 408, 5xx, timeouts and dropped
 connections; litellm's and the OpenAI SDK's hidden retries are switched off), limit concurrency with a
 semaphore, ask for ``n`` samples in one request where the provider supports it (else ``n`` parallel requests),
+stream replies piece by piece (``stream``; retries cover opening the stream, not a stream that breaks off),
 and account tokens and cost (``litellm.completion_cost`` where the price is known, else ``None``).
 API keys come from the environment (litellm reads e.g. ``OPENAI_API_KEY``) or the ``api_key`` option; they
 never appear in logs, errors or reprs.
@@ -14,7 +15,7 @@ import asyncio
 import os
 import random
 import time
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
@@ -176,6 +177,53 @@ class APIBackend(ChatBackend):
             getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0,
             cost, time.perf_counter() - started,
         )
+
+    def _stream_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        try:
+            return float(sum(_litellm().cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
+                                                       completion_tokens=completion_tokens)))
+        except Exception:  # price unknown for this model
+            return None
+
+    async def stream_items(self, messages: Sequence[Message], *, temperature: float = 0.0, max_tokens: int = 256,
+                           stop: Sequence[str] | None = None, seed: int | None = None) -> AsyncIterator[Any]:
+        """The reply as litellm streams it (``stream=True``, usage asked for with ``stream_options``); each
+        piece must come within ``timeout`` seconds."""
+        check_sampling(1, temperature, max_tokens)
+        started = time.perf_counter()
+        kwargs: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens, "stream": True,
+                                  "stream_options": {"include_usage": True}}
+        if stop:
+            kwargs["stop"] = [stop] if isinstance(stop, str) else list(stop)
+        if seed is not None:
+            kwargs["seed"] = seed
+        response = await self._request([dict(m) for m in messages], 1, kwargs)
+        parts: list[str] = []
+        reason, usage = "stop", None
+        try:
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(response.__anext__(), self.timeout)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # noqa: BLE001 - a stream that broke off, after its headers came
+                    raise LLMError(f"{self.model}: the stream broke off ({self._describe(exc)})") from None
+                usage = getattr(chunk, "usage", None) or usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    reason = str(getattr(choice, "finish_reason", None) or reason)
+                    text = getattr(getattr(choice, "delta", None), "content", None)
+                    if text:
+                        parts.append(text)
+                        yield text
+        finally:
+            close = getattr(response, "aclose", None)
+            if close is not None:
+                await close()
+        prompt_tokens = getattr(usage, "prompt_tokens", 0) or 0
+        completion_tokens = getattr(usage, "completion_tokens", 0) or 0
+        yield Completion(["".join(parts)], Usage(prompt_tokens, completion_tokens,
+                                                 self._stream_cost(prompt_tokens, completion_tokens),
+                                                 time.perf_counter() - started), self.model, [reason])
 
     async def complete(self, messages: Sequence[Message], *, n: int = 1, temperature: float = 0.0,
                        max_tokens: int = 256, stop: Sequence[str] | None = None, seed: int | None = None) -> Completion:

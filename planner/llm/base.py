@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, AsyncIterator, Sequence
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.core.types import Usage
@@ -35,6 +35,51 @@ class Completion:
         return self.texts[0]
 
 
+class ChatStream:
+    """One streamed reply: an async iterator of its text pieces. Once exhausted, ``completion`` holds the whole
+    reply (text, usage, finish reason). ``items`` yields ``str`` pieces and, last, optionally the backend's
+    :class:`Completion` (without it the completion is the joined pieces, with no usage)."""
+
+    def __init__(self, items: AsyncIterator[Any], model: str = "") -> None:
+        self._items = items.__aiter__()
+        self._parts: list[str] = []
+        self._model = model
+        self.completion: Completion | None = None
+
+    @classmethod
+    def of(cls, pieces: Any, model: str = "") -> "ChatStream":
+        """``pieces`` as a ChatStream (a ChatStream as it is; any other async iterator of text wrapped)."""
+        return pieces if isinstance(pieces, ChatStream) else cls(pieces, model)
+
+    def __aiter__(self) -> "ChatStream":
+        return self
+
+    async def __anext__(self) -> str:
+        while True:
+            try:
+                item = await self._items.__anext__()
+            except StopAsyncIteration:
+                if self.completion is None:
+                    self.completion = Completion(["".join(self._parts)], model=self._model)
+                raise
+            if isinstance(item, Completion):
+                self.completion = item
+                continue
+            self._parts.append(item)
+            return item
+
+    @property
+    def usage(self) -> Usage:
+        """The reply's usage (zero until the stream is exhausted, or where the backend does not report it)."""
+        return self.completion.usage if self.completion is not None else Usage()
+
+    async def aclose(self) -> None:
+        """Stop early: the backend stops generating (where it can) and releases the stream."""
+        close = getattr(self._items, "aclose", None)
+        if close is not None:
+            await close()
+
+
 class ChatBackend(ABC):
     """An async chat model. ``complete`` may be awaited from many coroutines at once."""
 
@@ -52,6 +97,21 @@ class ChatBackend(ABC):
         seed: int | None = None,
     ) -> Completion:
         """Return ``n`` completions of ``messages``. ``temperature=0`` means greedy decoding."""
+
+    def stream(self, messages: Sequence[Message], *, temperature: float = 0.0, max_tokens: int = 256,
+               stop: Sequence[str] | None = None, seed: int | None = None) -> ChatStream:
+        """One reply to ``messages`` as a :class:`ChatStream` of text pieces, as they are generated. Backends
+        that can stream override :meth:`stream_items`; the default yields the whole completion as one piece."""
+        return ChatStream(self.stream_items(messages, temperature=temperature, max_tokens=max_tokens, stop=stop,
+                                            seed=seed), self.model)
+
+    async def stream_items(self, messages: Sequence[Message], *, temperature: float = 0.0, max_tokens: int = 256,
+                           stop: Sequence[str] | None = None, seed: int | None = None) -> AsyncIterator[Any]:
+        """What :meth:`stream` iterates: ``str`` pieces, then the whole :class:`Completion`."""
+        completion = await self.complete(messages, temperature=temperature, max_tokens=max_tokens, stop=stop,
+                                         seed=seed)
+        yield completion.text
+        yield completion
 
     async def score_choices(self, messages: Sequence[Message], choices: list[str]) -> list[float]:
         """Total log-likelihood of each of ``choices`` as the assistant's reply to ``messages`` (optional:

@@ -22,6 +22,7 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 GATHER_LIMIT = 8  # a batch waits for company at most this many times max_wait_s after its first request
+BATCH_HISTORY = 4096  # batch sizes kept for benchmarks and tests; a long-lived server keeps no more
 
 
 @dataclass
@@ -55,7 +56,7 @@ class MicroBatcher(Generic[R, T]):
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self.batch_sizes: list[int] = []  # rows per batch run, for benchmarks and tests
+        self.batch_sizes: deque[int] = deque(maxlen=BATCH_HISTORY)  # rows of the latest batches (bounded)
 
     def submit(self, request: R) -> Future:
         """Queue a request; the future resolves to its result."""

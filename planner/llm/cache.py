@@ -11,6 +11,7 @@ and returns ``Usage(cached=True)`` with no tokens or cost spent.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, AsyncIterator, Literal, Sequence
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.llm.base import ChatBackend, Completion
@@ -122,7 +123,7 @@ class CachedBackend(ChatBackend):
         key = self.key_for(messages, n=n, temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed)
         if key is not None:
             started = time.perf_counter()
-            hit = self.read(key)
+            hit = await asyncio.to_thread(self.read, key)  # file I/O off the event loop
             if hit is not None and len(hit.texts) == n:
                 self.hits += 1
                 hit.usage.latency_s = time.perf_counter() - started
@@ -132,8 +133,27 @@ class CachedBackend(ChatBackend):
         )
         if key is not None:
             self.misses += 1
-            self.write(key, completion)
+            await asyncio.to_thread(self.write, key, completion)
         return completion
+
+    async def stream_items(self, messages: Sequence[Message], *, temperature: float = 0.0, max_tokens: int = 256,
+                           stop: Sequence[str] | None = None, seed: int | None = None) -> AsyncIterator[Any]:
+        """The wrapped backend's stream; a hit gives the stored text as one piece, a miss is stored once whole."""
+        options = dict(temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed)
+        key = self.key_for(messages, n=1, **options)
+        hit = await asyncio.to_thread(self.read, key) if key is not None else None
+        if hit is not None and len(hit.texts) == 1:
+            self.hits += 1
+            yield hit.text
+            yield hit
+            return
+        stream = self.inner.stream(messages, **options)
+        async for piece in stream:
+            yield piece
+        if key is not None and stream.completion is not None:
+            self.misses += 1
+            await asyncio.to_thread(self.write, key, stream.completion)
+        yield stream.completion
 
     async def score_choices(self, messages: Sequence[Message], choices: list[str]) -> list[float]:
         return await self.inner.score_choices(messages, choices)

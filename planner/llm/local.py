@@ -23,12 +23,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Callable, Sequence
 
 import torch
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.core.hardware import pick_device, pick_dtype
+from ppdpp.planner.core.seeding import torch_generator
 from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.attention import use_cpu_attention
@@ -137,15 +138,58 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[: min(cuts)] if cuts else text
 
 
+class _TextStreamer:
+    """A ``generate`` streamer (and stopping criterion) for one row: decodes the tokens so far and hands each
+    new stretch of text to ``emit`` (on the worker thread). Text that may still turn out to be part of a stop
+    string, or half a UTF-8 character, is held back; :meth:`cancel` stops generation at the next step."""
+
+    def __init__(self, tokenizer: Any, end_ids: set[int], max_tokens: int, stop: tuple[str, ...],
+                 emit: Callable[[str], None]) -> None:
+        self.tokenizer, self.end_ids, self.max_tokens, self.emit = tokenizer, end_ids, max_tokens, emit
+        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.stop = stop
+        self.tokens: list[int] = []
+        self.sent = 0
+        self.prompt_seen = False
+        self.ended = False
+        self.cancelled = threading.Event()
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate hands over the prompt first
+            self.prompt_seen = True
+            return
+        for token in value.reshape(-1)[:1].tolist():
+            if self.ended or token in self.end_ids or len(self.tokens) >= self.max_tokens:
+                self.ended = True
+                return
+            self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if any(s in text for s in self.stop):
+            self.ended = True
+            return
+        ready = len(text.rstrip("\ufffd")) - self.hold
+        if ready > self.sent:
+            self.emit(text[self.sent:ready])
+            self.sent = ready
+
+    def end(self) -> None:
+        """The rest comes from the finished completion (cut at its stop string)."""
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **_kwargs: Any) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class _Engine:
     """One loaded model and tokenizer, and the micro-batcher that feeds it."""
 
     def __init__(self, source: ModelSource, *, device: str, dtype: str, max_batch_size: int, max_wait_s: float,
-                 num_threads: int | None, prefix_cache_tokens: int) -> None:
+                 prefix_cache_tokens: int) -> None:
         self.source = source
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        self.num_threads = num_threads
         self.prefix_store = PrefixStore(prefix_cache_tokens)
         self.model: Any = None
         self.tokenizer: Any = None
@@ -163,8 +207,6 @@ class _Engine:
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
         folder = prepare_weights(self.source, self.dtype)
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         tokenizer.padding_side = "left"
@@ -196,7 +238,8 @@ class _Engine:
         done = iter(self._generate_prompted(prompted) if prompted else [])
         return [failed[i] if i in failed else next(done) for i in range(len(batch))]
 
-    def _generate_prompted(self, prompted: list[tuple[_Request, list[int]]]) -> list[Completion]:
+    def _generate_prompted(self, prompted: list[tuple[_Request, list[int]]],
+                           streamer: _TextStreamer | None = None) -> list[Completion]:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         requests = [request for request, _ in prompted]
@@ -210,7 +253,7 @@ class _Engine:
                 rows.append((index, ids))
                 temperatures.append(float(request.temperature))
                 generators.append(None if request.temperature == 0 else
-                                  torch.Generator().manual_seed((base_seed * 1_000_003 + sample) % (1 << 63)))
+                                  torch_generator(base_seed, "sample", sample))
         width = max(len(ids) for _, ids in rows)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for _, ids in rows], device=self.device)
@@ -228,8 +271,10 @@ class _Engine:
                 **({cache_argument(self.model): cache} if cache is not None else {}),
                 logits_processor=LogitsProcessorList([_GumbelSampler(temperatures, generators)]),
                 stopping_criteria=StoppingCriteriaList(
-                    [_RowStops(self.tokenizer, width, budgets, [requests[i].stop for i, _ in rows])]
+                    [_RowStops(self.tokenizer, width, budgets, [requests[i].stop for i, _ in rows]),
+                     *([streamer] if streamer is not None else [])]
                 ),
+                **({"streamer": streamer} if streamer is not None else {}),
             )
         new_tokens = output[:, width:].tolist()
         texts: list[list[str]] = [[] for _ in requests]
@@ -252,6 +297,16 @@ class _Engine:
             usage = Usage(len(ids), count, 0.0, done - request.submitted)
             completions.append(Completion(samples, usage, f"{LOCAL_PREFIX}{self.source.name}", why))
         return completions
+
+    def generate_streamed(self, request: _Request, make_streamer: Callable[[Any, set[int]], _TextStreamer]
+                          ) -> Completion:
+        """One request alone (on the worker thread), its text handed to a streamer as it is generated."""
+        self.load()
+        try:
+            ids = self.prompt_ids(request.messages)
+        except Exception as exc:  # noqa: BLE001 - e.g. a role the template does not know
+            raise LLMError(f"{LOCAL_PREFIX}{self.source.name}: cannot build the prompt: {exc}") from None
+        return self._generate_prompted([(request, ids)], make_streamer(self.tokenizer, self.end_ids))[0]
 
     def score(self, messages: Sequence[Message], choices: Sequence[str]) -> list[float]:
         """Total log-likelihood of each choice as the assistant's reply to ``messages``. The prompt is prefilled
@@ -294,7 +349,9 @@ class LocalBackend(ChatBackend):
     Options: ``device`` (auto/cpu/cuda), ``dtype`` (auto/float32/bfloat16/float16), ``max_batch_size`` (rows per
     ``generate`` call, default 16), ``max_wait_ms`` (how long a batch waits for the next request, default 5;
     see :mod:`.batching`),
-    ``num_threads`` (calls ``torch.set_num_threads``; default: leave torch's setting alone),
+    ``num_threads`` (for scripts: calls ``torch.set_num_threads`` here, in the caller's thread, and that stays
+    the count of the whole process, as torch has one setting; default ``None`` leaves it alone: loading and
+    generating never change it, so a library or a test that opens a backend keeps its own setting),
     ``prefix_cache_tokens`` (prompt tokens whose KV cache is kept to continue later prompts that start the same
     way, default 32768; 0 turns it off; see :mod:`.prefill`).
     """
@@ -303,13 +360,15 @@ class LocalBackend(ChatBackend):
                  max_wait_ms: float = 5.0, num_threads: int | None = None, prefix_cache_tokens: int = 32768) -> None:
         self.model = model if model.startswith(LOCAL_PREFIX) else f"{LOCAL_PREFIX}{model}"
         source = resolve_local_model(self.model.removeprefix(LOCAL_PREFIX))
-        key = (source.path, device, dtype, max_batch_size, max_wait_ms, num_threads, prefix_cache_tokens)
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        key = (source.path, device, dtype, max_batch_size, max_wait_ms, prefix_cache_tokens)
         with _engines_lock:
             engine = _engines.get(key)
             if engine is None:
                 engine = _engines[key] = _Engine(
                     source, device=device, dtype=dtype, max_batch_size=max_batch_size,
-                    max_wait_s=max_wait_ms / 1000, num_threads=num_threads, prefix_cache_tokens=prefix_cache_tokens,
+                    max_wait_s=max_wait_ms / 1000, prefix_cache_tokens=prefix_cache_tokens,
                 )
             engine.users += 1
         self._key = key
@@ -326,8 +385,9 @@ class LocalBackend(ChatBackend):
 
     @property
     def batch_sizes(self) -> list[int]:
-        """Rows per ``generate`` call so far (shared with every backend on the same model)."""
-        return self.engine.batcher.batch_sizes
+        """Rows per ``generate`` call, of the latest ``BATCH_HISTORY`` calls (shared with every backend on the
+        same model)."""
+        return list(self.engine.batcher.batch_sizes)
 
     async def load(self) -> None:
         """Load the model now (on the worker thread) instead of at the first request."""
@@ -339,6 +399,45 @@ class LocalBackend(ChatBackend):
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         request = _Request([dict(m) for m in messages], n, float(temperature), max_tokens, stops, seed)
         return await self.engine.batcher.run(request)
+
+    async def stream_items(self, messages: Sequence[Message], *, temperature: float = 0.0, max_tokens: int = 256,
+                           stop: Sequence[str] | None = None, seed: int | None = None) -> AsyncIterator[Any]:
+        """The reply's text as it is generated: the request runs alone on the worker thread (outside the
+        micro-batch), its streamer feeding an asyncio queue; closing the stream early stops the generation."""
+        check_sampling(1, temperature, max_tokens)
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        request = _Request([dict(m) for m in messages], 1, float(temperature), max_tokens, stops, seed)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+        streamers: list[_TextStreamer] = []
+
+        def send(item: str | None) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's loop is gone: nobody is listening any more
+                if streamers:
+                    streamers[0].cancel()
+
+        def make_streamer(tokenizer: Any, end_ids: set[int]) -> _TextStreamer:
+            streamers.append(_TextStreamer(tokenizer, end_ids, max_tokens, stops, send))
+            return streamers[0]
+
+        engine = self.engine
+        future = engine.batcher.submit_job(lambda: engine.generate_streamed(request, make_streamer))
+        future.add_done_callback(lambda _future: send(None))
+        sent = ""
+        try:
+            while (piece := await queue.get()) is not None:
+                sent += piece
+                yield piece
+            completion = future.result()
+        finally:
+            if not future.done() and not future.cancel() and streamers:
+                streamers[0].cancel()
+        rest = completion.text[len(sent):] if completion.text.startswith(sent) else ""
+        if rest:
+            yield rest
+        yield completion
 
     async def score_choices(self, messages: Sequence[Message], choices: list[str]) -> list[float]:
         engine = self.engine

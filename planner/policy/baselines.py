@@ -1,18 +1,21 @@
-"""Baseline policies that implement the :class:`~ppdpp.planner.plan.Policy` protocol.
+"""Baseline policies that implement the :class:`~ppdpp.planner.core.plan.Policy` protocol.
 
 - :class:`MajorityPolicy`: always the most frequent strategy of the training labels.
-- :class:`RandomPolicy`: a uniformly random strategy (seedable).
+- :class:`RandomPolicy`: a uniformly random strategy, drawn from the seed and the dialogue state.
 - :class:`NoPlannerPolicy`: no strategy at all: the agent LLM is prompted without a planner's instruction.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
+import threading
 from collections import Counter
 from typing import Iterable, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain, DomainError, SFTExample, Turn
 from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.core.seeding import python_random
 
 
 class MajorityPolicy:
@@ -40,19 +43,38 @@ class MajorityPolicy:
                     dict(self.distribution))
 
 
+def dialogue_state_key(conversation: Sequence[Turn], case: Case | None) -> str:
+    """A stable digest of a dialogue state: the case id, the turn index and every turn's speaker and text."""
+    digest = hashlib.blake2b(digest_size=16)
+    for turn in conversation:
+        digest.update(f"{turn.speaker}\x1f{turn.text}\x1e".encode("utf-8"))
+    return f"{case.id if case is not None else ''}|{len(conversation)}|{digest.hexdigest()}"
+
+
 class RandomPolicy:
-    """A strategy drawn uniformly at random from the domain's strategies on every call."""
+    """A strategy drawn uniformly at random from the domain's strategies on every call.
+
+    The draw is derived from ``(seed, case id, turn index, the turns so far)`` and how often this policy was
+    already asked about that same state, never from a shared stream: dialogues played concurrently get the
+    same strategies whatever order their calls arrive in. ``seed=None`` picks a fresh seed.
+    """
 
     name = "random"
 
     def __init__(self, domain: Domain, seed: int | None = None):
         self.domain = domain
-        self.rng = random.Random(seed)
+        self.seed = seed if seed is not None else random.SystemRandom().getrandbits(62)
+        self.visits: Counter[str] = Counter()
+        self._lock = threading.Lock()
         names = domain.strategy_names
         self.distribution = {s: 1.0 / len(names) for s in names}
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
-        strategy = self.rng.choice(self.domain.strategy_names)
+        key = dialogue_state_key(conversation, case)
+        with self._lock:
+            visit = self.visits[key]
+            self.visits[key] += 1
+        strategy = python_random(self.seed, "random-policy", key, visit).choice(self.domain.strategy_names)
         return Plan(strategy, self.domain.instruction(strategy), self.distribution[strategy], dict(self.distribution))
 
 

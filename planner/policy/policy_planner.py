@@ -15,7 +15,9 @@ state, which suits encoders fine-tuned as classifiers such as ``roberta-large`` 
 Inference (:meth:`PolicyPlanner.plan`, :meth:`PolicyPlanner.plan_batch`) always runs in eval mode under
 ``torch.inference_mode()`` and restores the previous mode, so dropout never makes a decision random. It runs
 in ``inference_dtype``: ``auto`` (default) autocasts to bfloat16 where that is fast (a GPU, or a CPU with
-AMX/AVX-512 BF16: about 2x faster at 512 tokens) and stays float32 elsewhere.
+AMX/AVX-512 BF16: about 2x faster at 512 tokens) and stays float32 elsewhere. Async code calls
+:meth:`PolicyPlanner.aplan`: a worker thread answers the requests of concurrent dialogues together, so the
+event loop never waits on a forward pass.
 Training code (SFT, REINFORCE) calls :meth:`PolicyPlanner.logits` / :meth:`PolicyPlanner.log_probs`, which are
 differentiable and respect the module's current train/eval mode.
 """
@@ -23,8 +25,11 @@ differentiable and respect the module's current train/eval mode.
 from __future__ import annotations
 
 import json
+import threading
+import weakref
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Literal, Sequence
 
@@ -36,6 +41,7 @@ from ppdpp.planner.core.atomic import atomic_directory, write_json
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.hardware import pick_dtype
 from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.llm.batching import MicroBatcher
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "planner.json"
@@ -64,17 +70,20 @@ class PlannerConfig:
     """How the planner is built. ``backbone`` is a Hugging Face model name or a local directory.
     ``train_embeddings=False`` keeps the word-embedding matrix frozen during training (see docs/planner.md)."""
 
-    backbone: str = field(default_factory=default_backbone)
-    max_length: int = 256
-    pooling: Pooling = "mean"
-    use_background: bool = False
-    strategy_history: bool = False
-    dropout: float = 0.1
-    train_embeddings: bool = False
-    lora: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    backbone: str = field(default_factory=default_backbone, metadata={
+        "help": "Encoder: Hugging Face name or local directory (default all-MiniLM-L6-v2)."})
+    max_length: int = field(default=256, metadata={"help": "Planner input length in tokens (newest kept)."})
+    pooling: Pooling = field(default="mean", metadata={"help": "mean (MiniLM) or cls (e.g. roberta-large)."})
+    use_background: bool = field(default=False, metadata={
+        "help": "Put the case background in front of the dialogue.", "aliases": ["--background"]})
+    strategy_history: bool = field(default=False, metadata={
+        "help": "Show each earlier agent turn's strategy in the planner input (Supporter [Question]: ...)."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout before the strategy head."})
+    train_embeddings: bool = field(default=False, metadata={"help": "Also train the word-embedding matrix."})
+    lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the whole encoder."})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout inside the LoRA adapters."})
 
     def __post_init__(self) -> None:
         problems = []
@@ -276,6 +285,10 @@ class PolicyPlanner(nn.Module):
         if not conversations:
             return []
         probs = self.probabilities([self.encode(c, k) for c, k in zip(conversations, cases)])
+        return self._plans(probs, sample=sample, generator=generator)
+
+    def _plans(self, probs: torch.Tensor, *, sample: bool, generator: torch.Generator | None) -> list[Plan]:
+        """One Plan per row of ``probs``: its most probable strategy, or one drawn with ``generator``."""
         if sample:
             choices = torch.multinomial(probs, 1, generator=generator).squeeze(1).tolist()
         else:
@@ -291,6 +304,32 @@ class PolicyPlanner(nn.Module):
              generator: torch.Generator | None = None) -> Plan:
         """The next strategy for ``conversation``: greedy by default, sampled with ``sample=True``."""
         return self.plan_batch([conversation], [case], sample=sample, generator=generator)[0]
+
+    # ---- async planning: a worker thread batches concurrent dialogues ----------------------------------
+    async def aplan(self, conversation: Sequence[Turn], case: Case | None = None, *, sample: bool = False,
+                    generator: torch.Generator | None = None) -> Plan:
+        """:meth:`plan` for async code, off the event loop. The request queues for this planner's worker
+        thread, which answers the requests waiting together: it encodes them all and runs one
+        :meth:`probabilities` pass per input length (unpadded). Each request keeps its own ``generator``, so
+        its Plan does not depend on which others share the batch: it is :meth:`plan`'s for the same input."""
+        request = _PlanRequest(tuple(conversation), case, sample, generator)
+        return await self._plan_worker().run(request)
+
+    @property
+    def async_batch_sizes(self) -> list[int]:
+        """Requests answered by each forward pass of :meth:`aplan`'s worker (for benchmarks and tests)."""
+        return self._plan_worker().batch_sizes
+
+    def _plan_worker(self) -> MicroBatcher:
+        """The worker thread of :meth:`aplan`, started on first use; it stops when the planner is collected."""
+        with _WORKER_LOCK:
+            worker = self.__dict__.get("_async_worker")
+            if worker is None:
+                worker = MicroBatcher(partial(_answer_plans, weakref.ref(self)), max_batch_size=PLAN_BATCH_SIZE,
+                                      max_wait_s=PLAN_WAIT_S, name="ppdpp-planner")
+                weakref.finalize(self, worker.close)
+                self.__dict__["_async_worker"] = worker
+        return worker
 
     # ---- save and load --------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> Path:
@@ -350,6 +389,48 @@ class PolicyPlanner(nn.Module):
                       inference_dtype=inference_dtype)
         planner.head.load_state_dict(load_file(str(_require(directory / HEAD_FILE))))
         return planner.eval()
+
+
+PLAN_BATCH_SIZE = 64  # aplan: requests per forward pass
+PLAN_WAIT_S = 0.002  # aplan: how long the worker waits for more requests (MicroBatcher's max_wait_s)
+_WORKER_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _PlanRequest:
+    conversation: tuple[Turn, ...]
+    case: Case | None
+    sample: bool
+    generator: torch.Generator | None
+
+
+def _answer_plans(ref: "weakref.ref[PolicyPlanner]", requests: list[_PlanRequest]) -> list[Plan | Exception]:
+    """The worker's batch: one forward pass per input length (inputs of equal length share it unpadded: padding
+    shifts bfloat16 probabilities by ~3e-4, enough to flip a sampled or near-tied choice with the batch's
+    make-up); a request whose input cannot be encoded fails alone. Each request is decided from its own row
+    with its own generator, exactly as :meth:`plan` does."""
+    planner = ref()
+    if planner is None:  # cannot happen while a caller awaits aplan (it holds the planner)
+        raise RuntimeError("the planner was garbage-collected with plan requests pending")
+    results: list[Plan | Exception | None] = []
+    inputs: list[list[int]] = []
+    for request in requests:
+        try:
+            inputs.append(planner.encode(request.conversation, request.case))
+            results.append(None)
+        except Exception as exc:  # noqa: BLE001 - reported to that request's caller alone
+            results.append(exc)
+    waiting = [i for i, result in enumerate(results) if result is None]
+    by_length: dict[int, list[int]] = {}
+    for row, index in enumerate(waiting):
+        by_length.setdefault(len(inputs[row]), []).append(row)
+    for rows in by_length.values():  # no padding: each row computes as it would alone (bfloat16 magnifies padding)
+        probs = planner.probabilities([inputs[row] for row in rows])
+        for position, row in enumerate(rows):
+            request = requests[waiting[row]]
+            results[waiting[row]] = planner._plans(probs[position: position + 1], sample=request.sample,
+                                                   generator=request.generator)[0]
+    return results  # type: ignore[return-value]  # every None was replaced
 
 
 def _require(path: Path) -> Path:

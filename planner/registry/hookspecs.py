@@ -9,6 +9,7 @@ import pluggy
 if TYPE_CHECKING:  # types only: the hook specifications import none of their callers
     from ppdpp.planner.core.domain import Case, Domain, Message, Turn
     from ppdpp.planner.core.plan import Plan
+    from ppdpp.planner.core.simulation import SimulatorSpec
     from ppdpp.planner.core.types import AgentReply, PlanningState
 
 hookspec = pluggy.HookspecMarker("ppdpp")
@@ -17,7 +18,7 @@ hookimpl = pluggy.HookimplMarker("ppdpp")
 
 @hookspec
 def register_domains(register: Callable) -> None:
-    """Register dialogue domains: call ``register(domain)`` with a :class:`ppdpp.planner.domain.Domain`."""
+    """Register dialogue domains: call ``register(domain)`` with a :class:`ppdpp.planner.core.domain.Domain`."""
 
 
 @hookspec
@@ -25,6 +26,13 @@ def register_backends(register: Callable) -> None:
     """Register LLM chat backends: call ``register(prefix, factory)``. A model string that starts with
     ``prefix`` (the longest registered prefix wins; ``""`` is the fallback) is opened by
     ``factory(model, **options)``, which returns a :class:`ppdpp.planner.llm.ChatBackend`."""
+
+
+@hookspec
+def register_simulators(register: Callable[[SimulatorSpec], None]) -> None:
+    """Register programmatic dialogue roles: call ``register(SimulatorSpec(domain, name, role, factory))`` for a
+    user simulator (``role="user"``, a :class:`ppdpp.planner.core.simulation.UserSimulator`, selected with
+    ``--user NAME``) or a scripted agent (``role="agent"``, a ``ScriptedAgent``, ``--agent NAME``)."""
 
 
 # ---- runtime hooks: called while an agent talks (PlannedAgent, `ppdpp serve`); see docs/plugins.md --------

@@ -22,6 +22,7 @@ from ppdpp.planner.core.domain import Domain, DomainError
 from ppdpp.planner.registry import hookspecs
 
 if TYPE_CHECKING:
+    from ppdpp.planner.core.simulation import Role, SimulatorSpec
     from ppdpp.planner.llm.base import ChatBackend
 
 ENTRY_POINT_GROUP = "ppdpp"
@@ -155,6 +156,29 @@ class PluginRegistry:
             )
         return known[name]
 
+    def simulators(self, domain: str | None = None) -> list["SimulatorSpec"]:
+        """Every registered programmatic role (of ``domain``, when given), in registration order."""
+        from ppdpp.planner.core.simulation import SimulatorSpec
+
+        specs: list[SimulatorSpec] = []
+        seen: dict[tuple[str, str, str], str] = {}
+        for plugin_name, (spec,) in self.collect("register_simulators"):
+            if not isinstance(spec, SimulatorSpec):
+                raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, which is not a SimulatorSpec")
+            key = (spec.domain, spec.role, spec.name)
+            if key in seen:
+                raise PluginError(f"{spec.role} simulator {spec.name!r} of domain {spec.domain!r} is registered by "
+                                  f"two plugins, {seen[key]!r} and {plugin_name!r}")
+            seen[key] = plugin_name
+            if domain is None or spec.domain == domain:
+                specs.append(spec)
+        return specs
+
+    def get_simulator(self, domain: str, role: "Role", name: str) -> "SimulatorSpec | None":
+        """The ``role`` simulator called ``name`` for ``domain``, or ``None`` when there is none (so the caller
+        can treat ``name`` as a model string instead)."""
+        return next((s for s in self.simulators(domain) if s.role == role and s.name == name), None)
+
     def backend_factories(self) -> dict[str, Callable[..., "ChatBackend"]]:
         """Model-string prefix -> backend factory."""
         return {prefix: factory for _plugin, (prefix, factory) in self.collect("register_backends")}
@@ -181,6 +205,8 @@ plugin_source = REGISTRY.source
 domains = REGISTRY.domains
 domain_owners = REGISTRY.domain_owners
 get_domain = REGISTRY.get_domain
+simulators = REGISTRY.simulators
+get_simulator = REGISTRY.get_simulator
 backend_factories = REGISTRY.backend_factories
 get_backend = REGISTRY.get_backend
 

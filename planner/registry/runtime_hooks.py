@@ -6,7 +6,8 @@ PlannedAgent, ``ppdpp serve`` and self-play call these; the built-in implementat
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+import asyncio
+from typing import Any, Awaitable, Callable, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain, Message, Turn
 from ppdpp.planner.core.plan import Plan
@@ -53,12 +54,19 @@ def dialogue_end(domain: Domain, conversation: Sequence[Turn], case: Case | None
                                        outcome=dict(outcome or {}), context=dict(context or {}))
 
 
-def self_play_dialogue_end(domain: Domain, cases: Sequence[Case] = ()) -> Callable[[Any], None]:
-    """An ``on_result`` callback for ``simulators.runner.run_episodes`` (and ``on_episode`` for RLTrainer)
-    that reports each finished self-play episode to the ``dialogue_end`` hooks."""
+async def adialogue_end(domain: Domain, conversation: Sequence[Turn], case: Case | None = None,
+                        outcome: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> None:
+    """:func:`dialogue_end` for async code: the hooks (which may write files or call a tracker) run in a worker
+    thread, so the event loop keeps serving other dialogues meanwhile."""
+    await asyncio.to_thread(dialogue_end, domain, list(conversation), case, outcome, context)
+
+
+def self_play_dialogue_end(domain: Domain, cases: Sequence[Case] = ()) -> Callable[[Any], Awaitable[None]]:
+    """An async ``on_result`` callback for ``simulators.runner.run_episodes`` (and ``on_episode`` for
+    RLTrainer) that reports each finished self-play episode to the ``dialogue_end`` hooks, off the loop."""
     by_id = {c.id: c for c in cases}
 
-    def report(result: Any) -> None:
+    async def report(result: Any) -> None:
         transcript = result.transcript
         conversation = [Turn(t["speaker"], t["text"]) for t in transcript.get("opening", [])]
         for step in transcript.get("steps", []):
@@ -67,6 +75,6 @@ def self_play_dialogue_end(domain: Domain, cases: Sequence[Case] = ()) -> Callab
                    **result.metrics}
         context = {"source": "self-play", "episode_id": result.episode_id, "case_id": result.case_id,
                    "policy": result.policy}
-        dialogue_end(domain, conversation, by_id.get(result.case_id), outcome, context)
+        await adialogue_end(domain, conversation, by_id.get(result.case_id), outcome, context)
 
     return report

@@ -23,8 +23,8 @@ from typing import Any, AsyncIterator, Mapping, Sequence, Union
 from ppdpp.planner.registry import runtime_hooks
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Message, Turn
 from ppdpp.planner.core.types import AgentReply, Usage
-from ppdpp.planner.llm.base import ChatBackend
-from ppdpp.planner.core.plan import Plan, Policy
+from ppdpp.planner.llm.base import ChatBackend, ChatStream
+from ppdpp.planner.core.plan import Plan, Policy, aplan
 
 ConversationItem = Union[Turn, Mapping[str, Any]]
 SYSTEM_ROLES = ("system", "developer")
@@ -93,7 +93,7 @@ class AgentStream:
     """A streamed reply: ``plan`` and ``messages`` are known at once; iterate for the text pieces. When the
     stream is exhausted, ``reply`` holds the whole reply (the ``after_response`` hooks have run on it)."""
 
-    def __init__(self, agent: "PlannedAgent", prepared: PreparedTurn, pieces: AsyncIterator[str]) -> None:
+    def __init__(self, agent: "PlannedAgent", prepared: PreparedTurn, pieces: ChatStream) -> None:
         self._agent = agent
         self._pieces = pieces
         self.prepared = prepared
@@ -108,11 +108,10 @@ class AgentStream:
         return self.prepared.messages
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        parts: list[str] = []
         async for piece in self._pieces:
-            parts.append(piece)
             yield piece
-        self.reply = self._agent.finish(self.prepared, ["".join(parts)])
+        completion = self._pieces.completion
+        self.reply = self._agent.finish(self.prepared, list(completion.texts), completion.usage)
 
 
 class PlannedAgent:
@@ -157,10 +156,9 @@ class PlannedAgent:
         return getattr(self.llm, "model", "")
 
     async def _plan(self, conversation: list[Turn], case: Case | None) -> Plan:
-        method = getattr(self.planner, "aplan", None)
-        if method is not None:
-            return await method(conversation, case)
-        return await asyncio.to_thread(self.planner.plan, conversation, case)  # an encoder pass: off the loop
+        """The planner's choice, off the event loop as in self-play (``core.plan.aplan``: a PolicyPlanner's
+        forward passes of concurrent requests are batched on its worker thread)."""
+        return await aplan(self.planner, conversation, case)
 
     async def prepare(self, conversation: Sequence[ConversationItem], case: Case | None = None, *,
                       context: dict[str, Any] | None = None) -> PreparedTurn:
@@ -209,27 +207,28 @@ class PlannedAgent:
                       temperature: float | None = None, max_tokens: int | None = None,
                       stop: Sequence[str] | None = None, seed: int | None = None,
                       context: dict[str, Any] | None = None) -> AgentStream:
-        """Plan now, then stream the reply: iterate the returned :class:`AgentStream` for text pieces. A
-        backend without a ``stream`` method gives its whole reply as one piece."""
+        """Plan now, then stream the reply: iterate the returned :class:`AgentStream` for text pieces, as the
+        backend streams them (one piece from a backend that cannot stream)."""
         prepared = await self.prepare(conversation, case, context=context)
         return AgentStream(self, prepared, self.pieces(prepared.messages,
                                                        self.call_options(temperature, max_tokens, stop, seed)))
 
-    async def pieces(self, messages: Sequence[Message], options: dict[str, Any]) -> AsyncIterator[str]:
-        """The LLM's reply to ``messages`` as text pieces: streamed when the backend has a ``stream`` method,
-        else the whole completion as one piece. ``options``: temperature, max_tokens, stop, seed."""
-        stream = getattr(self.llm, "stream", None)
-        if stream is None:
-            yield (await self.llm.complete(messages, **options)).text
-            return
-        async for piece in stream(messages, **options):
-            yield piece
+    def pieces(self, messages: Sequence[Message], options: dict[str, Any]) -> ChatStream:
+        """The LLM's reply to ``messages`` as a :class:`ChatStream` of text pieces (its ``completion``, with the
+        usage, once exhausted). ``options``: temperature, max_tokens, stop, seed."""
+        return ChatStream.of(self.llm.stream(messages, **options), self.model)
 
     def end_dialogue(self, conversation: Sequence[ConversationItem], case: Case | None = None,
                      outcome: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> None:
         """Report a finished dialogue to the ``dialogue_end`` hooks (tracking)."""
         turns, _ = split_conversation(conversation)
         runtime_hooks.dialogue_end(self.domain, turns, case, outcome, context)
+
+    async def aend_dialogue(self, conversation: Sequence[ConversationItem], case: Case | None = None,
+                            outcome: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> None:
+        """:meth:`end_dialogue` for async code: the hooks run in a worker thread, off the event loop."""
+        turns, _ = split_conversation(conversation)
+        await runtime_hooks.adialogue_end(self.domain, turns, case, outcome, context)
 
     async def aclose(self) -> None:
         """Close the LLM backend."""

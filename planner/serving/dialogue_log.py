@@ -15,7 +15,8 @@ from ppdpp.planner.registry.hookspecs import hookimpl
 class JsonlDialogueLog:
     """A ``dialogue_end`` plugin: appends one JSON line per ended dialogue to ``path`` (flushed at once).
     Register it with ``ppdpp.planner.registry.manager.register_plugin(JsonlDialogueLog(path))`` or
-    ``ppdpp serve --dialogue-log PATH``."""
+    ``ppdpp serve --dialogue-log PATH``. Async callers (self-play, the proxy) run the hook in worker threads
+    (``runtime_hooks.adialogue_end``), so several may write at once: a lock keeps each line whole."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

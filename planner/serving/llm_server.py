@@ -1,132 +1,68 @@
-"""Any ChatBackend as an OpenAI-compatible HTTP server (aiohttp): ``POST /v1/chat/completions``, ``GET /v1/models``.
+"""Any ChatBackend as an OpenAI-compatible HTTP server (aiohttp): ``POST /v1/chat/completions``, ``GET /v1/models``,
+``GET /health``.
 
-Concurrent requests share the one backend, so with a local model they are micro-batched together. Bad requests
-get OpenAI-style JSON errors with a 4xx status; backend failures a 5xx. Streaming is not offered.
+Concurrent requests share the one backend, so with a local model they are micro-batched together. Requests
+are read by :mod:`.openai_protocol` (the parser, limits, errors and bearer-token check ``ppdpp serve`` uses
+too); ``stream: true`` is answered with server-sent events, each piece as the backend generates it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from ppdpp.planner.llm.base import ChatBackend, LLMError
-from ppdpp.planner.llm.sampling import check_sampling
+from ppdpp.planner.llm.base import ChatBackend
+from ppdpp.planner.serving.openai_protocol import (
+    LIMITS, ServerLimits, backend_error, completion_json, models_json, openai_app, parse_chat_request, read_json,
+    stream_response,
+)
 
+TOKEN_ENV = "PPDPP_LLM_SERVER_TOKEN"
+ROLES = ("system", "user", "assistant", "developer", "tool")
+DEFAULT_MAX_TOKENS = 256
+log = logging.getLogger("ppdpp.llm_server")
 _BACKEND = web.AppKey("backend", ChatBackend)
 _NAME = web.AppKey("served_name", str)
-_ROLES = {"system", "user", "assistant", "developer", "tool"}
 
 
-class BadRequest(ValueError):
-    """A request the server refuses; ``param`` names the offending field."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-def _error(status: int, message: str, kind: str, param: str | None = None) -> web.Response:
-    body = {"error": {"message": message, "type": kind, "param": param, "code": None}}
-    return web.json_response(body, status=status)
-
-
-def _content_text(content: Any, index: int) -> str:
-    """A message's text: a string, or OpenAI's list of ``{"type": "text", "text": ...}`` parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
-        return "".join(str(p.get("text", "")) for p in content)
-    raise BadRequest(f"messages[{index}].content must be a string or a list of text parts", f"messages[{index}]")
-
-
-def parse_request(body: Any) -> tuple[list[dict[str, str]], dict[str, Any]]:
-    """The messages and the ``complete`` keyword arguments of a chat-completions request body."""
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise BadRequest("messages must be a non-empty list", "messages")
-    parsed = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in _ROLES:
-            raise BadRequest(f"messages[{i}] must be an object with a role in {sorted(_ROLES)}", f"messages[{i}]")
-        parsed.append({"role": message["role"], "content": _content_text(message.get("content"), i)})
-    if body.get("stream"):
-        raise BadRequest("stream=true is not supported by this server", "stream")
-    n = body.get("n", 1)
-    temperature = body.get("temperature", 1.0)
-    temperature = 1.0 if temperature is None else temperature
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens")) or 256
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
-        raise BadRequest("stop must be a string or a list of strings", "stop")
-    seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise BadRequest("seed must be an integer", "seed")
+async def _chat_completions(request: web.Request) -> web.StreamResponse:
+    req = parse_chat_request(await read_json(request), request.app[LIMITS], ROLES)
+    backend, name = request.app[_BACKEND], request.app[_NAME]
+    options = {"temperature": 1.0 if req.temperature is None else req.temperature, "stop": req.stop,
+               "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS, "seed": req.seed}
+    if req.stream:
+        return await stream_response(request, backend.stream(req.texts(), **options), model=name,
+                                     include_usage=req.include_usage, fail=lambda exc: backend_error(exc, name, log))
     try:
-        check_sampling(n, temperature, max_tokens)
-    except ValueError as exc:
-        raise BadRequest(str(exc), str(exc).split()[0]) from None
-    return parsed, dict(n=n, temperature=float(temperature), max_tokens=max_tokens, stop=stop, seed=seed)
-
-
-async def _chat_completions(request: web.Request) -> web.Response:
-    try:
-        body = await request.json()
-    except ValueError:
-        return _error(400, "the request body is not valid JSON", "invalid_request_error")
-    try:
-        messages, kwargs = parse_request(body)
-    except BadRequest as exc:
-        return _error(400, str(exc), "invalid_request_error", exc.param)
-    backend = request.app[_BACKEND]
-    try:
-        completion = await backend.complete(messages, **kwargs)
-    except ValueError as exc:
-        return _error(400, str(exc), "invalid_request_error")
-    except LLMError as exc:
-        return _error(502, str(exc), "server_error")
-    usage = completion.usage
-    return web.json_response({
-        "id": f"chatcmpl-{uuid.uuid4().hex}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request.app[_NAME],
-        "choices": [
-            {"index": i, "message": {"role": "assistant", "content": text},
-             "finish_reason": completion.finish_reason(i), "logprobs": None}
-            for i, text in enumerate(completion.texts)
-        ],
-        "usage": {
-            "prompt_tokens": usage.prompt_tokens,
-            "completion_tokens": usage.completion_tokens,
-            "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-        },
-    })
+        completion = await backend.complete(req.texts(), n=req.n, **options)
+    except Exception as exc:  # noqa: BLE001 - 502 for the model's failure, 500 for a bug
+        raise backend_error(exc, name, log) from None
+    return web.json_response(completion_json(name, completion))
 
 
 async def _models(request: web.Request) -> web.Response:
-    name = request.app[_NAME]
-    return web.json_response(
-        {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ppdpp"}]}
-    )
+    return web.json_response(models_json(request.app[_NAME], 0))
 
 
-def make_app(backend: ChatBackend, served_name: str | None = None) -> web.Application:
-    """The aiohttp application serving ``backend`` (any model name in requests is accepted)."""
-    app = web.Application(client_max_size=16 * 1024 * 1024)
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", "model": request.app[_NAME]})
+
+
+def make_app(backend: ChatBackend, served_name: str | None = None, *, token: str | None = None,
+             limits: ServerLimits | None = None) -> web.Application:
+    """The aiohttp application serving ``backend`` (any model name in requests is accepted). ``token`` turns
+    on bearer-token checks; ``limits`` caps the body, ``n`` and ``max_tokens``."""
+    app = openai_app(limits=limits or ServerLimits(), token=token, log=log, server="ppdpp serve-llm")
     app[_BACKEND] = backend
     app[_NAME] = served_name or backend.model
     app.router.add_post("/v1/chat/completions", _chat_completions)
     app.router.add_get("/v1/models", _models)
+    app.router.add_get("/health", _health)
     return app
 
 
@@ -147,9 +83,10 @@ class LLMServer:
 
 
 async def start_llm_server(backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 0,
-                           served_name: str | None = None) -> LLMServer:
+                           served_name: str | None = None, token: str | None = None,
+                           limits: ServerLimits | None = None) -> LLMServer:
     """Start serving ``backend`` on the running event loop; ``port=0`` picks a free port (see ``.port``)."""
-    runner = web.AppRunner(make_app(backend, served_name), access_log=None)
+    runner = web.AppRunner(make_app(backend, served_name, token=token, limits=limits), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -159,14 +96,11 @@ async def start_llm_server(backend: ChatBackend, *, host: str = "127.0.0.1", por
 class ThreadedLLMServer:
     """A server on its own event loop in a daemon thread (for tests, notebooks and sync code)."""
 
-    def __init__(self, backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 0,
-                 served_name: str | None = None) -> None:
+    def __init__(self, backend: ChatBackend, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ppdpp-llm-server", daemon=True)
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(
-            start_llm_server(backend, host=host, port=port, served_name=served_name), self._loop
-        )
+        future = asyncio.run_coroutine_threadsafe(start_llm_server(backend, **options), self._loop)
         self.server = future.result()
         self.port = self.server.port
         self.url = self.server.url
@@ -185,14 +119,16 @@ class ThreadedLLMServer:
 
 
 def serve_llm_in_thread(backend: ChatBackend, *, host: str = "127.0.0.1", port: int = 0,
-                        served_name: str | None = None) -> ThreadedLLMServer:
+                        served_name: str | None = None, token: str | None = None,
+                        limits: ServerLimits | None = None) -> ThreadedLLMServer:
     """Serve ``backend`` from a background thread; returns at once with ``.port`` and ``.url`` set."""
-    return ThreadedLLMServer(backend, host=host, port=port, served_name=served_name)
+    return ThreadedLLMServer(backend, host=host, port=port, served_name=served_name, token=token, limits=limits)
 
 
-async def serve_forever(backend: ChatBackend, *, host: str, port: int, on_ready: Any = None) -> None:
+async def serve_forever(backend: ChatBackend, *, host: str, port: int, on_ready: Any = None,
+                        token: str | None = None, limits: ServerLimits | None = None) -> None:
     """Serve until cancelled (Ctrl-C); ``on_ready(server)`` is called once it listens."""
-    server = await start_llm_server(backend, host=host, port=port)
+    server = await start_llm_server(backend, host=host, port=port, token=token, limits=limits)
     if on_ready is not None:
         on_ready(server)
     try:

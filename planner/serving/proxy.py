@@ -1,113 +1,48 @@
 """The planning proxy behind ``ppdpp serve``: an OpenAI-compatible chat server in front of an upstream LLM.
 
 A chatbot that points its OpenAI base URL here gets the upstream model's replies, each planned by a
-:class:`~ppdpp.planner.agent.PlannedAgent`. See docs/serving.md for the protocol; in short:
+:class:`~ppdpp.planner.serving.agent.PlannedAgent`. See docs/serving.md for the protocol; in short:
 
-- ``POST /v1/chat/completions``: the OpenAI request (``messages``, ``temperature``, ``max_tokens`` or
-  ``max_completion_tokens``, ``stop``, ``seed``, ``n``, ``stream``, ``stream_options.include_usage``; other
-  sampling fields are ignored; ``tools``, ``functions`` and non-text ``response_format`` are refused) plus an
-  optional ``"ppdpp": {"case": {"id": ..., "fields": {...}}, "dialogue_id": ...}``. The response is the
-  OpenAI one plus ``"ppdpp": {"domain", "strategy", "instruction", "probability", "distribution"}`` (in the
-  first chunk when streaming) and the headers ``X-PPDPP-Strategy`` / ``X-PPDPP-Probability``.
+- ``POST /v1/chat/completions``: the OpenAI request, read by :mod:`.openai_protocol` (the same parser, limits
+  and error format as ``ppdpp serve-llm``), plus an optional ``"ppdpp": {"case": {"id": ..., "fields":
+  {...}}, "dialogue_id": ...}``. The response is the OpenAI one plus ``"ppdpp": {"domain", "strategy",
+  "instruction", "probability", "distribution"}`` (in the first chunk when streaming) and the headers
+  ``X-PPDPP-Strategy`` / ``X-PPDPP-Probability``. Streamed replies pass the upstream's pieces on as they come.
 - ``POST /v1/ppdpp/dialogue_end``: ``{"messages", "outcome", "dialogue_id", "case"}`` runs the
   ``dialogue_end`` hooks. ``GET /v1/models`` lists the one model served. ``GET /health`` needs no token.
-
-Errors are OpenAI-style JSON (``{"error": {"message", "type", "param", "code"}}``): 400 for bad requests,
-401 without the bearer token (compared in constant time, never logged), 404/405 for unknown routes and
-methods, 502 when the upstream fails (504 when it times out); the server keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
-import json
 import logging
 import threading
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from aiohttp import web
 
-from ppdpp.planner.core.types import AgentReply
-from ppdpp.planner.serving.agent import ConversationError, PlannedAgent, PreparedTurn, split_conversation
 from ppdpp.planner.core.domain import Case, DomainError
 from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.serving.agent import ConversationError, PlannedAgent, PreparedTurn, split_conversation
+from ppdpp.planner.serving.openai_protocol import (
+    APIError, ChatRequest, ServerLimits, backend_error, completion_json, models_json, openai_app,
+    parse_chat_request, read_json, stream_response,
+)
 
 TOKEN_ENV = "PPDPP_PROXY_TOKEN"
-MAX_N = 16
-UNSUPPORTED_FIELDS = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities")
+ROLES = ("system", "developer", "user", "assistant")
 log = logging.getLogger("ppdpp.proxy")
 
 
-class ProxyError(Exception):
-    """A request the proxy refuses, with the HTTP status and OpenAI-style error fields."""
-
-    def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
-
-
-def error_response(error: ProxyError, headers: Mapping[str, str] | None = None) -> web.Response:
-    body = {"error": {"message": error.message, "type": error.type, "param": error.param, "code": error.code}}
-    return web.json_response(body, status=error.status, headers=headers)
-
-
-# ---- reading a request ---------------------------------------------------------------------------------
-@dataclass
-class ChatRequest:
-    """A validated ``/v1/chat/completions`` request."""
-
-    messages: list[Any]
-    n: int = 1
-    temperature: float | None = None
-    max_tokens: int | None = None
-    stop: list[str] | None = None
-    seed: int | None = None
-    stream: bool = False
-    include_usage: bool = False
-    case: Case | None = None
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def options(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens, "stop": self.stop, "seed": self.seed}
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _number(body: Mapping[str, Any], key: str, low: float, high: float | None) -> Any:
-    value = body.get(key)
-    if value is None:
-        return None
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not is_number or value < low or (high is not None and value > high):
-        raise ProxyError(400, f"{key} must be a number between {low} and {high}" if high is not None
-                         else f"{key} must be a number of at least {low}", param=key)
-    return value
-
-
-def _integer(body: Mapping[str, Any], key: str, low: int, high: int | None = None) -> int | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if high is not None else f"of at least {low}"
-        raise ProxyError(400, f"{key} must be an integer {bounds}", param=key)
-    return value
-
-
+# ---- the ppdpp extension -------------------------------------------------------------------------------
 def _case(extension: Mapping[str, Any]) -> Case | None:
     raw = extension.get("case")
     if raw is None:
         return None
     if not isinstance(raw, Mapping) or not isinstance(raw.get("fields"), Mapping):
-        raise ProxyError(400, 'ppdpp.case must be an object {"id": ..., "fields": {...}}', param="ppdpp.case")
+        raise APIError(400, 'ppdpp.case must be an object {"id": ..., "fields": {...}}', param="ppdpp.case")
     return Case(str(raw.get("id", "client")), dict(raw["fields"]))
 
 
@@ -115,7 +50,7 @@ def _case_and_context(extension: Any, user: Any = None) -> tuple[Case | None, di
     """The case and the hook context from a request's ``ppdpp`` object (and OpenAI's ``user`` field)."""
     extension = extension or {}
     if not isinstance(extension, Mapping):
-        raise ProxyError(400, "ppdpp must be an object", param="ppdpp")
+        raise APIError(400, "ppdpp must be an object", param="ppdpp")
     context: dict[str, Any] = {"source": "proxy"}
     if extension.get("dialogue_id") is not None:
         context["dialogue_id"] = str(extension["dialogue_id"])
@@ -124,61 +59,15 @@ def _case_and_context(extension: Any, user: Any = None) -> tuple[Case | None, di
     return _case(extension), context
 
 
-def _messages(body: Mapping[str, Any]) -> list[Any]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ProxyError(400, "messages must be a non-empty list of chat messages", param="messages")
+def _conversation(messages: list[Any]) -> list[Any]:
+    """``messages`` once the agent can read them (e.g. an echoed ``strategy`` must be a string)."""
     try:
         split_conversation(messages)
     except ConversationError as exc:
-        raise ProxyError(400, str(exc), param="messages") from None
+        raise APIError(400, str(exc), param="messages") from None
     return messages
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
-    """Validate a chat-completions body; a :class:`ProxyError` (400) names the offending field."""
-    if not isinstance(body, dict):
-        raise ProxyError(400, "the request body must be a JSON object")
-    for key in UNSUPPORTED_FIELDS:
-        if body.get(key):
-            raise ProxyError(400, f"{key} is not supported by the ppdpp planning proxy", param=key)
-    response_format = body.get("response_format")
-    if response_format is not None and (not isinstance(response_format, Mapping)
-                                        or response_format.get("type") != "text"):
-        raise ProxyError(400, "only response_format {\"type\": \"text\"} is supported", param="response_format")
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        stop = [stop]
-    if stop is not None and (not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4):
-        raise ProxyError(400, "stop must be a string or a list of at most 4 strings", param="stop")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise ProxyError(400, "stream must be true or false", param="stream")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, Mapping):
-        raise ProxyError(400, "stream_options must be an object", param="stream_options")
-    n = _integer(body, "n", 1, MAX_N) or 1
-    if stream and n > 1:
-        raise ProxyError(400, "n > 1 is not supported with stream", param="n")
-    max_tokens = _integer(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", 1)
-    case, context = _case_and_context(body.get("ppdpp"), body.get("user"))
-    return ChatRequest(
-        messages=_messages(body), n=n, temperature=_number(body, "temperature", 0.0, 2.0), max_tokens=max_tokens,
-        stop=stop, seed=_integer(body, "seed", -(2**63)), stream=stream,
-        include_usage=bool(stream_options.get("include_usage")), case=case, context=context,
-    )
-
-
-async def _json_body(request: web.Request) -> Any:
-    try:
-        return json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProxyError(400, f"the request body is not valid JSON ({exc})") from None
-
-
-# ---- writing a response --------------------------------------------------------------------------------
 def plan_json(domain: str, plan: Plan) -> dict[str, Any]:
     """The ``ppdpp`` field of a response."""
     return {"domain": domain, "strategy": plan.strategy, "instruction": plan.instruction,
@@ -191,179 +80,87 @@ def plan_headers(plan: Plan) -> dict[str, str]:
     return {"X-PPDPP-Strategy": strategy, "X-PPDPP-Probability": f"{plan.probability:.6f}"}
 
 
-def _usage_json(reply: AgentReply) -> dict[str, int]:
-    u = reply.usage
-    return {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens + u.completion_tokens}
-
-
 # ---- the application -----------------------------------------------------------------------------------
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an OpenAI-style JSON error; the server keeps running."""
-    try:
-        return await handler(request)
-    except ProxyError as exc:
-        return error_response(exc)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        kind = "not_found" if exc.status == 404 else "invalid_request_error"
-        message = f"{request.method} {request.path}: {exc.reason}"
-        return error_response(ProxyError(exc.status, message, type_=kind), headers)
-    except Exception:
-        log.exception("internal error on %s %s", request.method, request.path)
-        return error_response(ProxyError(500, "internal error in the ppdpp proxy (see its log)", type_="server_error"))
-
-
-def _auth(token: str | None) -> Callable[..., Awaitable[web.StreamResponse]]:
-    expected = token.encode("utf-8") if token else None
-
-    @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected is None or request.path == "/health":
-            return await handler(request)
-        header = request.headers.get("Authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("utf-8"), expected):
-            raise ProxyError(401, "missing or invalid bearer token (Authorization: Bearer <token>)",
-                             type_="authentication_error", code="invalid_api_key")
-        return await handler(request)
-
-    return check
-
-
 class ProxyHandlers:
     """The route handlers, around one agent."""
 
-    def __init__(self, agent: PlannedAgent, model_name: str, upstream_timeout: float | None) -> None:
+    def __init__(self, agent: PlannedAgent, model_name: str, upstream_timeout: float | None,
+                 limits: ServerLimits) -> None:
         self.agent = agent
         self.model_name = model_name
         self.upstream_timeout = upstream_timeout
+        self.limits = limits
         self.created = int(time.time())
 
-    def _upstream_error(self, exc: BaseException) -> ProxyError:
-        if isinstance(exc, asyncio.TimeoutError):
-            log.warning("upstream %s timed out", self.agent.model)
-            return ProxyError(504, f"the upstream model {self.agent.model!r} did not answer in time",
-                              type_="upstream_error", code="upstream_timeout")
-        log.warning("upstream %s failed: %s: %s", self.agent.model, type(exc).__name__, exc)
-        return ProxyError(502, f"the upstream model {self.agent.model!r} failed: {type(exc).__name__}: {exc}",
-                          type_="upstream_error", code="upstream_failed")
+    def _upstream_error(self, exc: BaseException) -> APIError:
+        return backend_error(exc, self.agent.model, log)
 
-    async def _prepare(self, req: ChatRequest) -> PreparedTurn:
+    async def _prepare(self, req: ChatRequest, case: Case | None, context: dict[str, Any]) -> PreparedTurn:
         try:
-            return await self.agent.prepare(req.messages, req.case, context=req.context)
+            return await self.agent.prepare(req.messages, case, context=context)
         except (ConversationError, DomainError) as exc:
-            raise ProxyError(400, str(exc), param="messages") from None
+            raise APIError(400, str(exc), param="messages") from None
         except KeyError as exc:
-            if req.case is None:
+            if case is None:
                 raise
-            raise ProxyError(400, f"ppdpp.case.fields lacks {exc.args[0]!r}, which domain "
-                             f"{self.agent.domain.name!r} needs", param="ppdpp.case") from None
+            raise APIError(400, f"ppdpp.case.fields lacks {exc.args[0]!r}, which domain "
+                           f"{self.agent.domain.name!r} needs", param="ppdpp.case") from None
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok", "domain": self.agent.domain.name, "model": self.model_name})
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [
-            {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "ppdpp"}]})
+        return web.json_response(models_json(self.model_name, self.created))
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        req = parse_chat_request(await _json_body(request))
-        prepared = await self._prepare(req)
-        if req.stream:
-            return await self._stream(request, req, prepared)
+        body = await read_json(request)
+        req = parse_chat_request(body, self.limits, ROLES)
+        case, context = _case_and_context(body.get("ppdpp"), body.get("user"))
+        prepared = await self._prepare(req, case, context)
         options = self.agent.call_options(**req.options())
+        if req.stream:
+            return await stream_response(
+                request, self.agent.pieces(prepared.messages, options), model=self.model_name,
+                include_usage=req.include_usage, fail=self._upstream_error, timeout=self.upstream_timeout,
+                headers=plan_headers(prepared.plan), first={"ppdpp": plan_json(self.agent.domain.name, prepared.plan)},
+                done=lambda completion: self.agent.finish(prepared, list(completion.texts), completion.usage))
         try:
             completion = await asyncio.wait_for(self.agent.llm.complete(prepared.messages, n=req.n, **options),
                                                 self.upstream_timeout)
-        except Exception as exc:  # any upstream failure: 502/504, never a crash
+        except Exception as exc:  # noqa: BLE001 - 502/504 upstream, 500 a bug; never a crash
             raise self._upstream_error(exc) from None
         reply = self.agent.finish(prepared, list(completion.texts), completion.usage)
-        body = {
-            "id": f"chatcmpl-ppdpp-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-            "model": self.model_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None,
-                         "finish_reason": completion.finish_reason(i)} for i, text in enumerate(reply.texts)],
-            "usage": _usage_json(reply),
-            "ppdpp": plan_json(self.agent.domain.name, reply.plan),
-        }
         log.info("planned %s (p=%.3f) for a %d-turn conversation", reply.strategy, reply.probability,
                  len(prepared.conversation))
-        return web.json_response(body, headers=plan_headers(reply.plan))
-
-    async def _stream(self, request: web.Request, req: ChatRequest, prepared: PreparedTurn) -> web.StreamResponse:
-        chunk_id, created = f"chatcmpl-ppdpp-{uuid.uuid4().hex}", int(time.time())
-        pieces = self.agent.pieces(prepared.messages, self.agent.call_options(**req.options())).__aiter__()
-        try:  # the first piece before any byte is sent, so that a failing upstream still gets a 502
-            first = await asyncio.wait_for(pieces.__anext__(), self.upstream_timeout)
-        except StopAsyncIteration:
-            first = ""
-        except Exception as exc:
-            raise self._upstream_error(exc) from None
-
-        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **extra}
-            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n".encode("utf-8")
-
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                               **plan_headers(prepared.plan)})
-        await response.prepare(request)
-        await response.write(chunk({"role": "assistant", "content": ""},
-                                   ppdpp=plan_json(self.agent.domain.name, prepared.plan)))
-        parts = [first]
-        if first:
-            await response.write(chunk({"content": first}))
-        try:
-            while True:
-                piece = await asyncio.wait_for(pieces.__anext__(), self.upstream_timeout)
-                parts.append(piece)
-                if piece:
-                    await response.write(chunk({"content": piece}))
-        except StopAsyncIteration:
-            pass
-        except Exception as exc:  # headers are gone: report in the stream, as OpenAI does, and end it
-            error = self._upstream_error(exc)
-            body = {"error": {"message": error.message, "type": error.type, "code": error.code}}
-            await response.write(f"data: {json.dumps(body)}\n\n".encode("utf-8"))
-            await response.write_eof()
-            return response
-        reply = self.agent.finish(prepared, ["".join(parts)])
-        await response.write(chunk({}, "stop"))
-        if req.include_usage:
-            body = {"id": chunk_id, "object": "chat.completion.chunk", "created": created, "model": self.model_name,
-                    "choices": [], "usage": _usage_json(reply)}
-            await response.write(f"data: {json.dumps(body)}\n\n".encode("utf-8"))
-        await response.write(b"data: [DONE]\n\n")
-        await response.write_eof()
-        return response
+        return web.json_response({**completion_json(self.model_name, completion, reply.texts),
+                                  "ppdpp": plan_json(self.agent.domain.name, reply.plan)},
+                                 headers=plan_headers(reply.plan))
 
     async def dialogue_end(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await read_json(request)
         if not isinstance(body, dict):
-            raise ProxyError(400, "the request body must be a JSON object")
-        messages = _messages(body)
+            raise APIError(400, "the request body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise APIError(400, "messages must be a non-empty list of chat messages", param="messages")
         outcome = body.get("outcome") or {}
         if not isinstance(outcome, Mapping):
-            raise ProxyError(400, "outcome must be an object", param="outcome")
+            raise APIError(400, "outcome must be an object", param="outcome")
         case, context = _case_and_context(body)
-        self.agent.end_dialogue(messages, case, dict(outcome), context)
+        await self.agent.aend_dialogue(_conversation(messages), case, dict(outcome), context)
         return web.json_response({"ok": True})
 
 
 def create_app(agent: PlannedAgent, *, token: str | None = None, model_name: str | None = None,
-               upstream_timeout: float | None = 120.0) -> web.Application:
+               upstream_timeout: float | None = 120.0, limits: ServerLimits | None = None) -> web.Application:
     """The proxy as an aiohttp application. ``model_name`` is the id clients see (default: the upstream's);
     ``token`` turns on bearer-token checks; ``upstream_timeout`` (seconds, ``None`` = none) bounds each
-    upstream call (and each streamed piece)."""
-    handlers = ProxyHandlers(agent, model_name or agent.model or "ppdpp", upstream_timeout)
-    app = web.Application(middlewares=[_errors, _auth(token)])
+    upstream call (and each streamed piece); ``limits`` caps the body, ``n`` and ``max_tokens``."""
+    limits = limits or ServerLimits()
+    if agent.max_tokens > limits.max_tokens:
+        raise ValueError(f"the agent's default max_tokens {agent.max_tokens} is over the limit {limits.max_tokens}")
+    handlers = ProxyHandlers(agent, model_name or agent.model or "ppdpp", upstream_timeout, limits)
+    app = openai_app(limits=limits, token=token, log=log, server="the ppdpp proxy")
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/chat/completions", handlers.chat)

@@ -36,19 +36,27 @@ import asyncio
 import dataclasses
 import json
 import math
-import random
+import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, Sequence
 
 import torch
 
+from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import atomic_directory, write_atomic, write_json
 from ppdpp.planner.core.domain import Case, Domain, Turn
+from ppdpp.planner.core.seeding import derive_seed, forked_torch_rng, python_random
+from ppdpp.simulators.critic import Critic
+from ppdpp.simulators.env import EnvConfig
 
 Normalize = Literal["episode", "batch", "turn", "none"]
 STATE_FILE = "state.pt"
+LATEST_FILE = "latest.json"
+STATE_FIELDS = ("format_version", "updates_done", "finished", "curve", "optimizer", "config")
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a directory name, never a path
+RESUME_FIX = "point it at an intact checkpoints/update-NNNNNN, or delete it to replay the run from its transcripts"
 TURN_STD_FLOOR = 1e-3  # "turn" normalisation: returns that differ by less (discounting alone) stay ~0
 UPDATE_CHUNK = 32  # dialogue states per forward/backward pass in an update (gradients accumulate)
 FORMAT_VERSION = 1
@@ -60,33 +68,34 @@ class RLError(RuntimeError):
 
 @dataclass
 class RLConfig:
-    """REINFORCE settings. Defaults follow PPDPP (gamma 0.999, lr 1e-6, 8 turns, sampled critic, agent and
-    user sampled at 0.7 while training) except ``normalize`` (see the module docstring)."""
+    """REINFORCE settings. Defaults follow PPDPP (gamma 0.999, lr 1e-6, 8 turns, agent and user sampled at 0.7
+    while training) except ``normalize`` (see the module docstring) and the critic (greedy, see
+    ``simulators.critic``). ``env`` is what every training dialogue is played with: the trainer hands it to
+    ``make_env``. ``split`` names the cases the dialogues are played on (the caller loads them)."""
 
-    episodes: int = 200
-    episodes_per_update: int = 8
-    gamma: float = 0.999
-    lr: float = 1e-6
-    normalize: Normalize = "turn"
-    max_turns: int = 8
-    critic_mode: str = "greedy"
-    critic_samples: int | None = None
-    temperature: float = 0.7
-    max_tokens: int = 64
-    reminder: bool = True
-    concurrency: int = 8
-    seed: int = 0
-    checkpoint_every: int = 1
-    keep_checkpoints: int = 2
-    grad_clip: float | None = 1.0
-    entropy_coef: float = 0.0
-    train_backbone: bool = True
-    split: str = "train"
+    episodes: int = field(default=200, metadata={"help": "Training dialogues in total."})
+    episodes_per_update: int = field(default=8, metadata={"help": "Dialogues per REINFORCE step."})
+    gamma: float = field(default=0.999, metadata={"help": "Discount factor."})
+    lr: float = field(default=1e-6, metadata={"help": "Learning rate (PPDPP: 1e-6)."})
+    normalize: Normalize = field(default="turn", metadata={
+        "help": "Return normalisation: turn, episode (PPDPP), batch or none."})
+    concurrency: int = field(default=8, metadata={"help": "Dialogues played at once."})
+    seed: int = field(default=0, metadata={"help": "Seed for case order, sampling and dropout."})
+    checkpoint_every: int = field(default=1, metadata={"help": "Checkpoint every N updates."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
+    grad_clip: float | None = field(default=1.0, metadata={"help": "Gradient norm clip (none = off)."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus weight."})
+    train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
+                                                         "negative": ["--head-only"]})
+    split: str = field(default="train", metadata={"help": "Which cases to train on."})
+    env: EnvConfig = field(default_factory=lambda: EnvConfig(temperature=0.7))
 
     def __post_init__(self) -> None:
+        if isinstance(self.env, dict):
+            self.env = EnvConfig(**self.env)
         checks = {
             "episodes": self.episodes >= 1, "episodes_per_update": self.episodes_per_update >= 1,
-            "gamma": 0.0 <= self.gamma <= 1.0, "lr": self.lr > 0, "max_turns": self.max_turns >= 1,
+            "gamma": 0.0 <= self.gamma <= 1.0, "lr": self.lr > 0,
             "concurrency": self.concurrency >= 1, "checkpoint_every": self.checkpoint_every >= 1,
             "keep_checkpoints": self.keep_checkpoints >= 1,
             "normalize": self.normalize in ("episode", "batch", "turn", "none"),
@@ -177,6 +186,7 @@ class Episode:
     strategies: list[str]
     rewards: list[float]
     success: bool
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def turns(self) -> int:
@@ -192,18 +202,22 @@ def episode_from_transcript(row: dict[str, Any]) -> Episode:
         strategies.append(step["strategy"])
         rewards.append(float(step["reward"]))
         history += [Turn("agent", step["agent"], step["strategy"]), Turn("user", step["user"])]
-    return Episode(int(row["episode"]), row["case_id"], states, strategies, rewards, bool(row["success"]))
+    return Episode(int(row["episode"]), row["case_id"], states, strategies, rewards, bool(row["success"]),
+                   {k: float(v) for k, v in row.get("metrics", {}).items()})
 
 
 def curve_point(update: int, episodes: Sequence[Episode]) -> dict[str, float]:
-    """Learning-curve numbers of one update's episodes."""
+    """Learning-curve numbers of one update's episodes: reward, SR, AT and the mean of each episode metric
+    (e.g. ``sl``; 0 for an episode that lacks it)."""
     n = len(episodes)
+    names = sorted({k for e in episodes for k in e.metrics} - {"update", "episodes", "reward", "sr", "at"})
     return {
         "update": update,
         "episodes": n,
         "reward": sum(sum(e.rewards) for e in episodes) / n,
         "sr": sum(e.success for e in episodes) / n,
         "at": sum(e.turns for e in episodes) / n,
+        **{k: sum(e.metrics.get(k, 0.0) for e in episodes) / n for k in names},
     }
 
 
@@ -249,69 +263,61 @@ def read_transcript_journal(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-# ---- the trainer -------------------------------------------------------------------------------------------
-class PlanBatcher:
-    """Samples the strategies of many concurrent dialogues with one planner forward pass.
+def latest_checkpoint(pointer: Path) -> Path:
+    """The checkpoint directory that ``checkpoints/latest.json`` names: a plain name of a directory inside
+    ``checkpoints/`` (no ``/``, no ``..``) that holds a state file."""
+    try:
+        name = json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise RLError(f"{pointer}: not a checkpoint pointer ({type(exc).__name__}: {exc}); "
+                      f'it should read {{"checkpoint": "update-NNNNNN"}}: {RESUME_FIX}') from None
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+        raise RLError(f"{pointer}: checkpoint {name!r} is not a plain directory name inside {pointer.parent}; "
+                      f"{RESUME_FIX}")
+    directory = pointer.parent / name
+    if not (directory / STATE_FILE).is_file():
+        raise RLError(f"{pointer}: checkpoint {name!r} has no {STATE_FILE} in {pointer.parent}; {RESUME_FIX}")
+    return directory
 
-    Requests that arrive while the event loop is busy are answered together on its next turn; each dialogue
-    still draws from its own generator, so a dialogue's choices do not depend on which others share a batch.
-    Planners without ``encode``/``probabilities`` (PolicyPlanner has them) are asked one at a time.
+
+def read_checkpoint_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.pt``, loaded with ``weights_only=True`` (tensors and plain data only: a pickled
+    object is refused, never constructed)."""
+    pointer = path.parent.parent / LATEST_FILE
+    try:
+        return load_data_checkpoint(path, STATE_FIELDS)
+    except CheckpointError as exc:
+        raise RLError(f"{exc}. In {pointer}: {RESUME_FIX}") from None
+
+
+# ---- the trainer -------------------------------------------------------------------------------------------
+class _Sampler:
+    """The planner as a Policy that samples its strategy with a per-episode generator, off the event loop.
+
+    A planner with ``aplan`` (PolicyPlanner) answers the concurrent dialogues' requests together on its worker
+    thread; each dialogue still draws from its own generator, so its choices do not depend on which others
+    share a batch (exact resume relies on it). Other planners run ``plan`` in a worker thread.
     """
 
-    def __init__(self, planner: TrainablePlanner, domain: Domain) -> None:
+    def __init__(self, planner: TrainablePlanner, seed: int) -> None:
         self.planner = planner
-        self.domain = domain
-        self.batched = hasattr(planner, "encode") and hasattr(planner, "probabilities")
-        self.pending: list[tuple[Sequence[Turn], Case | None, torch.Generator, asyncio.Future]] = []
-        self.batch_sizes: list[int] = []
-
-    async def sample(self, conversation: Sequence[Turn], case: Case | None, generator: torch.Generator) -> Any:
-        if not self.batched:
-            return self.planner.plan(conversation, case, sample=True, generator=generator)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self._flush)
-        self.pending.append((conversation, case, generator, future))
-        return await future
-
-    def _flush(self) -> None:
-        from ppdpp.planner.core.plan import Plan
-
-        items, self.pending = self.pending, []
-        self.batch_sizes.append(len(items))
-        try:
-            inputs = [self.planner.encode(c, k) for c, k, _, _ in items]  # type: ignore[attr-defined]
-            probs = self.planner.probabilities(inputs)  # type: ignore[attr-defined]
-        except Exception as exc:  # every waiting dialogue gets the error
-            for *_, future in items:
-                future.set_exception(exc)
-            return
-        names = self.domain.strategy_names
-        for (_, _, generator, future), row in zip(items, probs):
-            index = int(torch.multinomial(row, 1, generator=generator))
-            strategy = names[index]
-            distribution = dict(zip(names, row.tolist()))
-            future.set_result(Plan(strategy, self.domain.instruction(strategy), distribution[strategy], distribution))
-
-
-class _Sampler:
-    """The planner as a Policy that samples its strategy with a per-episode generator."""
-
-    def __init__(self, batcher: PlanBatcher, seed: int) -> None:
-        self.batcher = batcher
-        self.name = getattr(batcher.planner, "name", "planner")
+        self.name = getattr(planner, "name", "planner")
         self.generator = torch.Generator().manual_seed(seed)
 
     async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
-        return await self.batcher.sample(conversation, case, self.generator)
+        method = getattr(self.planner, "aplan", None)
+        if method is not None:
+            return await method(conversation, case, sample=True, generator=self.generator)
+        return await asyncio.to_thread(self.plan, conversation, case)
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
-        return self.batcher.planner.plan(conversation, case, sample=True, generator=self.generator)
+        return self.planner.plan(conversation, case, sample=True, generator=self.generator)
 
 
 class RLTrainer:
-    """Trains ``planner`` with REINFORCE on ``cases`` of ``domain``; ``make_env`` builds one SelfPlayEnv.
+    """Trains ``planner`` with REINFORCE on ``cases`` of ``domain``; ``make_env(config.env)`` builds one
+    SelfPlayEnv with those settings (its critic from ``config.env.make_critic``), so the dialogues are played as
+    ``config.json`` says; an environment whose settings or critic differ from ``config.env`` is an error.
 
     ``load_planner(directory)`` loads a planner saved by ``save_pretrained`` (resume needs it; default:
     ``type(planner).from_pretrained``). ``on_episode`` is called with each finished episode's result.
@@ -322,7 +328,7 @@ class RLTrainer:
         planner: TrainablePlanner,
         domain: Domain,
         cases: Sequence[Case],
-        make_env: Callable[[], Any],
+        make_env: Callable[[EnvConfig], Any],
         config: RLConfig,
         out_dir: str | Path,
         *,
@@ -371,11 +377,11 @@ class RLTrainer:
         """Episode ``i``'s case: the cases in a fresh seeded shuffle per pass, so resume finds the same."""
         n = len(self.cases)
         order = list(range(n))
-        random.Random(self.config.seed * 1_000_003 + episode // n).shuffle(order)
+        python_random(self.config.seed, "case-order", episode // n).shuffle(order)
         return self.cases[order[episode % n]]
 
     def episode_seed(self, episode: int) -> int:
-        return (self.config.seed * 7_919_993 + episode * 104_729 + 17) % 2**31
+        return derive_seed(self.config.seed, "episode", episode)
 
     def batch_of(self, update: int) -> range:
         size = self.config.episodes_per_update
@@ -397,21 +403,22 @@ class RLTrainer:
                 "optimizer": self.optimizer.state_dict(),
                 "config": dataclasses.asdict(self.config),
             }, tmp / STATE_FILE)
-        write_json(root / "latest.json", {"checkpoint": final.name, "updates_done": self.updates_done})
+        write_json(root / LATEST_FILE, {"checkpoint": final.name, "updates_done": self.updates_done})
         kept = sorted(p for p in root.glob("update-*") if p.is_dir())
         for old in kept[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
         return final
 
     def load_checkpoint(self) -> bool:
-        """Restore the latest checkpoint if there is one; ``False`` when the run has none yet."""
-        pointer = self.out / "checkpoints" / "latest.json"
+        """Restore the latest checkpoint if there is one; ``False`` when the run has none yet. Only data is
+        read (see :func:`read_checkpoint_state`), so a crafted run directory cannot run code on resume."""
+        pointer = self.out / "checkpoints" / LATEST_FILE
         if not pointer.exists():
             return False
         if self.load_planner is None:
             raise RLError(f"cannot resume {self.out}: the planner type has no from_pretrained; pass load_planner")
-        directory = self.out / "checkpoints" / json.loads(pointer.read_text())["checkpoint"]
-        state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=False)
+        directory = latest_checkpoint(pointer)
+        state = read_checkpoint_state(directory / STATE_FILE)
         if state.get("format_version") != FORMAT_VERSION:
             raise RLError(f"{directory / STATE_FILE}: unsupported checkpoint format {state.get('format_version')}")
         saved = {k: state["config"].get(k) for k in ("seed", "episodes_per_update", "gamma", "normalize")}
@@ -428,28 +435,29 @@ class RLTrainer:
 
     # -- the loop --------------------------------------------------------------------------------------
     def update(self, episodes: Sequence[Episode]) -> float:
-        """One REINFORCE step over ``episodes`` (dropout seeded by the update number: replays are exact)."""
+        """One REINFORCE step over ``episodes``. Dropout draws from a fork of torch's global generator seeded
+        by the update number (replays are exact; the caller's generator state is left as it was)."""
         weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize)
         states = [s for e in episodes for s in e.states]
         cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
         actions = torch.tensor([self.domain.strategy_index(a) for e in episodes for a in e.strategies])
         flat_weights = torch.tensor([w for ws in weights for w in ws], dtype=torch.float32)
-        torch.manual_seed(self.config.seed * 1_000_003 + self.updates_done)
         self.planner.train()  # type: ignore[attr-defined]
         self.optimizer.zero_grad()
         total = 0.0
         try:
-            for start in range(0, len(states), UPDATE_CHUNK):
-                part = slice(start, start + UPDATE_CHUNK)
-                logits = self.planner.logits(states[part], cases[part])
-                all_log_probs = torch.log_softmax(logits.float(), dim=-1)
-                log_probs = all_log_probs.gather(1, actions[part, None]).squeeze(1)
-                loss = reinforce_loss(log_probs, flat_weights[part], len(episodes))
-                if self.config.entropy_coef:
-                    entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)
-                    loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
-                loss.backward()
-                total += float(loss.detach())
+            with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
+                for start in range(0, len(states), UPDATE_CHUNK):
+                    part = slice(start, start + UPDATE_CHUNK)
+                    logits = self.planner.logits(states[part], cases[part])
+                    all_log_probs = torch.log_softmax(logits.float(), dim=-1)
+                    log_probs = all_log_probs.gather(1, actions[part, None]).squeeze(1)
+                    loss = reinforce_loss(log_probs, flat_weights[part], len(episodes))
+                    if self.config.entropy_coef:
+                        entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)
+                        loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
+                    loss.backward()
+                    total += float(loss.detach())
             if self.config.grad_clip:
                 params = [p for group in self.optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
@@ -473,23 +481,34 @@ class RLTrainer:
         if self.curve:
             plot_curve(self.curve, self.out / "curve.png", f"{self.domain.name}: REINFORCE")
 
+    def new_env(self) -> Any:
+        """One environment from ``make_env(config.env)``, checked against ``config.env`` (an LLM critic's mode
+        and samples too; another critic, such as a scripted simulator's oracle, judges by its own rule)."""
+        env, wanted = self.make_env(self.config.env), self.config.env
+        critic = env.critic
+        judged = (critic.mode, critic.samples) if isinstance(critic, Critic) else None
+        if env.config != wanted or judged not in (None, (wanted.critic_mode, wanted.critic_samples)):
+            raise RLError(f"make_env built an environment with {env.config} and critic {critic!r}, "
+                          f"but the run's config.env is {wanted}")
+        return env
+
     async def _play(self, indices: Sequence[int]) -> list[Episode]:
         from ppdpp.simulators.runner import EpisodeJob, run_episodes
 
         size = self.config.episodes_per_update
-        batcher = PlanBatcher(self.planner, self.domain)
         jobs = [
-            EpisodeJob(str(i), self.case_of(i), _Sampler(batcher, self.episode_seed(i)), self.episode_seed(i),
+            EpisodeJob(str(i), self.case_of(i), _Sampler(self.planner, self.episode_seed(i)), self.episode_seed(i),
                        tags={"episode": i, "update": i // size})
             for i in indices
         ]
         results = await run_episodes(
-            jobs, self.make_env, concurrency=self.config.concurrency, transcript=self.transcripts_path,
+            jobs, self.new_env, concurrency=self.config.concurrency, transcript=self.transcripts_path,
             progress=self.progress, desc=f"RL update {self.updates_done + 1}/{self.config.updates}",
             on_result=self.on_episode,
         )
         return [
-            Episode(int(r.episode_id), r.case_id, list(r.states), list(r.strategies), list(r.rewards), r.success)
+            Episode(int(r.episode_id), r.case_id, list(r.states), list(r.strategies), list(r.rewards), r.success,
+                    dict(r.metrics))
             for r in results
         ]
 

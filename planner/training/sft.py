@@ -24,14 +24,17 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import write_atomic, write_json
 from ppdpp.planner.policy.baselines import MajorityPolicy, RandomPolicy
 from ppdpp.planner.core.domain import SPLITS, Domain, DomainError, SFTExample
 from ppdpp.planner.core.hardware import pick_dtype
+from ppdpp.planner.core.seeding import forked_torch_rng, torch_generator
 from ppdpp.planner.training.metrics import Scores, mean_scores, score
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 
 CHECKPOINT_FILE = "checkpoint.pt"
+CHECKPOINT_FIELDS = ("state", "model", "optimizer", "scheduler", "torch_rng", "config", "n_train")
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 BEST_DIR = "best"
@@ -52,31 +55,45 @@ class SFTConfig:
     encoder at ``lr``), so that a short run does not spend its steps waiting for the head. ``max_steps`` only
     stops early (checkpointed, resumable): the learning-rate schedule always spans ``epochs`` full epochs."""
 
-    domain: str
-    epochs: int = 2
-    lr: float = 5e-5
-    head_lr_scale: float = 10.0
-    batch_size: int = 16
-    seed: int = 0
-    train_splits: tuple[str, ...] = ("train",)
-    holdout_fraction: float = 0.25
-    class_weighting: ClassWeighting = "sqrt_inverse"
-    label_smoothing: float = 0.0
-    train_dtype: TrainDtype = "float32"
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    max_steps: int | None = None
-    max_train_examples: int | None = None
-    max_select_examples: int | None = None
-    max_test_examples: int | None = None
+    domain: str = field(metadata={"help": "Domain name (see `ppdpp plugins`).", "aliases": ["-d"]})
+    epochs: int = field(default=2, metadata={"help": "Training epochs."})
+    lr: float | None = field(default=None, metadata={
+        "help": "Peak learning rate; none = 5e-5, or 5e-4 with --lora."})
+    head_lr_scale: float = field(default=10.0, metadata={"help": "The new head learns at this times --lr."})
+    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
+    seed: int = field(default=0, metadata={"help": "Seed for initialisation, shuffling and dropout."})
+    train_splits: tuple[str, ...] = field(default=("train",), metadata={
+        "help": "Splits to train on: train, or train,valid (then a held-out part of valid selects). ppdpp sft's "
+                "auto = train,valid when the train split has fewer labelled turns than valid, else train.",
+        "cli_default": ("auto",)})
+    holdout_fraction: float = field(default=0.25, metadata={"help": "Share of valid dialogues held out.",
+                                                            "aliases": ["--holdout"]})
+    class_weighting: ClassWeighting = field(default="sqrt_inverse", metadata={
+        "help": "Cross-entropy class weights: 1/sqrt(frequency) or none."})
+    label_smoothing: float = field(default=0.0, metadata={
+        "help": "Cross-entropy label smoothing (0 = none, e.g. 0.1)."})
+    train_dtype: TrainDtype = field(default="float32", metadata={
+        "help": "Precision of the training forward pass: float32, bfloat16 (autocast) or auto (bfloat16 where "
+                "the GPU or CPU has native bf16, else float32)."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps with linear warm-up."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradients are clipped to this norm."})
+    eval_every: int = field(default=0, metadata={"help": "Also evaluate and select every N steps (0 = per epoch)."})
+    checkpoint_every: int = field(default=100, metadata={"help": "Also checkpoint every N steps (0 = never)."})
+    max_steps: int | None = field(default=None, metadata={"help": "Stop (resumably) after this step."})
+    max_train_examples: int | None = field(default=None, metadata={
+        "help": "Random subset of the training examples."})
+    max_select_examples: int | None = field(default=None, metadata={
+        "help": "Random subset of the selection examples."})
+    max_test_examples: int | None = field(default=None, metadata={
+        "help": "Random subset of the test examples (quick runs)."})
     planner: PlannerConfig = field(default_factory=PlannerConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.planner, dict):
             self.planner = PlannerConfig(**self.planner)
+        if self.lr is None:
+            self.lr = 5e-4 if self.planner.lora else 5e-5
         self.train_splits = tuple(self.train_splits)
         problems = [f"train split {s!r} (use {', '.join(SPLITS[:2])})" for s in self.train_splits
                     if s not in ("train", "valid")]
@@ -192,7 +209,7 @@ def class_weights(label_counts: Sequence[int], mode: ClassWeighting) -> torch.Te
 
 def training_dtype(name: TrainDtype, device: torch.device) -> torch.dtype:
     """The autocast dtype of the forward pass. ``auto``: bfloat16 where it is native (see
-    :func:`~ppdpp.planner.hardware.pick_dtype`), else float32; never float16, which would need loss scaling."""
+    :func:`~ppdpp.planner.core.hardware.pick_dtype`), else float32; never float16, which would need loss scaling."""
     if name == "auto":
         dtype = pick_dtype("auto", device)
         return dtype if dtype == torch.bfloat16 else torch.float32
@@ -278,10 +295,11 @@ def _save_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
 
 def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.Optimizer, scheduler: Any,
                      config: SFTConfig, n_train: int) -> _State:
+    fix = "restore it, or delete it and pass no --resume to start the run over"
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated or foreign file: say which one
-        raise SFTError(f"cannot read checkpoint {path}: {exc}") from None
+        payload = load_data_checkpoint(path, CHECKPOINT_FIELDS)
+    except CheckpointError as exc:
+        raise SFTError(f"{exc}: {fix}") from None
     # a setting added after the checkpoint was written counts as its default
     saved = {**SFTConfig(config.domain).resume_key(), **payload.get("config", {})}
     differing = sorted(k for k in set(saved) | set(config.resume_key())
@@ -302,7 +320,15 @@ def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None =
               domain: Domain | None = None, on_step: StepHook | None = None, progress: bool = True) -> SFTResult:
     """Train, select on the selection set by macro-F1, and (when all epochs are done) score the best planner
     and the baselines on test. ``resume`` continues from ``out_dir/checkpoint.pt`` at the saved step.
-    ``on_step(step, example_indices, loss)`` is called after every optimizer step."""
+    ``on_step(step, example_indices, loss)`` is called after every optimizer step. Training seeds a fork of
+    torch's global generators: the caller's generator state is the same after the call as before."""
+    with forked_torch_rng():
+        return _train_sft(config, out_dir, data_dir=data_dir, resume=resume, domain=domain, on_step=on_step,
+                          progress=progress)
+
+
+def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None, resume: bool,
+               domain: Domain | None, on_step: StepHook | None, progress: bool) -> SFTResult:
     from transformers import get_linear_schedule_with_warmup
 
     from ppdpp.planner.registry.manager import get_domain
@@ -355,7 +381,7 @@ def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None =
     try:
         while state.step < total_steps:
             epoch, offset = divmod(state.step, steps_per_epoch)
-            order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(config.seed * 7919 + epoch))
+            order = torch.randperm(len(inputs), generator=torch_generator(config.seed, "sft-epoch", epoch))
             batch = order[offset * config.batch_size: (offset + 1) * config.batch_size].tolist()
             loss = optimizer_step(planner, optimizer, loss_fn, [inputs[i] for i in batch], targets[batch],
                                   autocast_dtype, config.max_grad_norm)

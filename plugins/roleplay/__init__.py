@@ -15,7 +15,7 @@ the current turn (multi-line utterances such as a recipe). Consecutive turns of 
 With ``data_dir=None`` the cases come from ``ppdpp.data/roleplay.jsonl``: ``{"split", "agent_persona": [...],
 "user_persona": [...], "conversation": [{"speaker": "User 1"|"User 2", "text"}]}``, written for ppdpp.
 
-SFT labels: the data has none; :func:`ppdpp.plugins.roleplay_labeller.label_turn` gives every User 1 turn
+SFT labels: the data has none; :func:`ppdpp.plugins.roleplay.labeller.label_turn` gives every User 1 turn
 one of :data:`ACTS` by an ordered rule list. Every User 1 turn with at least one turn before it is an example.
 
 Self-play opens with the reference conversation up to and including User 2's first turn (usually "Hi!" /
@@ -288,7 +288,7 @@ def parse_verdict(text: str, facts: Sequence[str]) -> RoleplayVerdict | None:
     Structured answers (``Revealed facts: 1, 3`` / ``In character: no``) are read first; otherwise the text is
     cut into clauses (at sentence ends, ``but``/``however``/..., and an ``and`` that does not join numbers). A
     clause about character (``character``, ``AI``, ``assistant``) gives the character verdict through the
-    negation-aware :func:`~ppdpp.plugins.parsing.parse_choice` ("did not break character" = in character).
+    negation-aware :func:`~ppdpp.planner.toolkit.parsing.parse_choice` ("did not break character" = in character).
     Other clauses give facts: numbers (``1``, ``#2``, ``fact three``, ``the first fact``) in range 1..len(facts),
     except counts ("2 facts were revealed"), or, without numbers, a fact whose content words it mostly quotes.
     A clause with a negation ("fact 2 was not revealed", "no facts came out") lists no facts but still counts
@@ -391,3 +391,15 @@ def _string_list(obj: dict, key: str, path: Path, lineno: int) -> list[str]:
 @hookimpl
 def register_domains(register) -> None:
     register(RoleplayDomain())
+
+
+@hookimpl
+def register_simulators(register) -> None:
+    from ppdpp.planner.core.simulation import SimulatorSpec
+    from ppdpp.plugins.roleplay.partner import PersonaPartner
+    from ppdpp.plugins.roleplay.template import TemplateChatter
+
+    register(SimulatorSpec("roleplay", "persona", "user", PersonaPartner,
+                           "User 2 reveals a persona fact when asked about its topic (MiniLM); exact count."))
+    register(SimulatorSpec("roleplay", "template", "agent", TemplateChatter,
+                           "User 1 realising each act with a fixed template (plugins/roleplay/template.py)."))

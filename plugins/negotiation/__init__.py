@@ -248,3 +248,15 @@ DOMAIN = NegotiationDomain()
 @hookimpl
 def register_domains(register) -> None:
     register(DOMAIN)
+
+
+@hookimpl
+def register_simulators(register) -> None:
+    from ppdpp.planner.core.simulation import SimulatorSpec
+    from ppdpp.plugins.negotiation.seller import RuleBasedSeller
+    from ppdpp.plugins.negotiation.template import TemplateBuyer
+
+    register(SimulatorSpec("negotiation", "rule-based", "user", RuleBasedSeller,
+                           "A Seller with a hidden bottom price that concedes by the Buyer's act; exact deal price."))
+    register(SimulatorSpec("negotiation", "template", "agent", TemplateBuyer,
+                           "A Buyer realising each act with a fixed template and price policy."))

@@ -11,7 +11,7 @@ Strategies and prompts are PPDPP's. ``Others`` never occurs in the CIMA files; i
 action space matches the paper's.
 
 Critic: PPDPP's question with four answers worth -1 (incorrect), -0.5 (did not try), 0.5 (part) and 1 (whole).
-Each sample is read with the negation-aware :func:`ppdpp.plugins.parsing.parse_choice` ("No, the student has
+Each sample is read with the negation-aware :func:`ppdpp.planner.toolkit.parsing.parse_choice` ("No, the student has
 not translated the whole sentence" is not *whole*); the reward is the mean over the samples that parse (0 when
 none does). Success, by default (``success_rule="all"``), is PPDPP's ``reward == 1``: at least one sample
 parses and every parsed sample says the whole sentence was translated. ``success_rule="majority"`` asks only
@@ -204,3 +204,15 @@ def _split_of(obj: dict, path: Path, lineno: int) -> str:
 @hookimpl
 def register_domains(register) -> None:
     register(TutoringDomain())
+
+
+@hookimpl
+def register_simulators(register) -> None:
+    from ppdpp.planner.core.simulation import SimulatorSpec
+    from ppdpp.plugins.tutoring.student import ScriptedStudent
+    from ppdpp.plugins.tutoring.template import TemplateTeacher
+
+    register(SimulatorSpec("tutoring", "scripted", "user", ScriptedStudent,
+                           "A Student who learns the words the Teacher reveals; exact success."))
+    register(SimulatorSpec("tutoring", "template", "agent", TemplateTeacher,
+                           "A Teacher that realises each strategy with a fixed template."))

@@ -1,0 +1,86 @@
+"""Who plays each role of a self-play dialogue: a chat model, or a programmatic simulator registered by a plugin.
+
+``--agent``, ``--user`` and ``--critic`` each take a model string (``local/smollm2``, ``openai/gpt-4o-mini``) or
+the name of a programmatic role the domain's plugins registered through ``register_simulators`` (for the
+agent, e.g. ``template``; for the user, e.g. ``rule-based``); the critic also takes ``oracle``, which judges
+with the user simulator's exact outcome. Defaults: the user plays with the agent's model; the critic is the
+agent's model, else the user's, else ``oracle`` when neither is an LLM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ppdpp.planner.core.domain import Domain, DomainError
+from ppdpp.planner.core.simulation import SimulatorSpec, UserSimulator
+from ppdpp.planner.llm.base import ChatBackend
+from ppdpp.planner.registry.manager import get_simulator, simulators
+from ppdpp.simulators.critic import ORACLE, OracleCritic
+from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
+
+
+@dataclass
+class Roles:
+    """The resolved players of one run: per role a model string or a programmatic simulator's name, the opened
+    chat backends (one per distinct model string) and the specs of the programmatic roles."""
+
+    domain: Domain
+    names: dict[str, str]
+    backends: dict[str, ChatBackend] = field(default_factory=dict)
+    specs: dict[str, SimulatorSpec] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def backend(self, role: str) -> ChatBackend | None:
+        """The chat backend that plays ``role``, or ``None`` when a programmatic simulator (or the oracle) does."""
+        return self.backends.get(self.names[role])
+
+    def make_env(self, config: EnvConfig) -> SelfPlayEnv:
+        """A fresh dialogue: new programmatic players (they keep per-dialogue state), the shared backends."""
+        agent = self.backend("agent") or self.specs["agent"].build(**self.options)
+        user = self.backend("user") or self.specs["user"].build(**self.options)
+        critic_backend = self.backend("critic")
+        if critic_backend is not None:
+            critic: Any = config.make_critic(critic_backend)
+        elif isinstance(user, UserSimulator):
+            critic = OracleCritic(user)
+        else:
+            raise DomainError("--critic oracle needs a programmatic --user that knows the outcome")
+        return SelfPlayEnv(self.domain, agent, user, critic, config)  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        for backend in self.backends.values():
+            await backend.aclose()
+
+
+def _known(domain: Domain, role: str) -> str:
+    names = [s.name for s in simulators(domain.name) if s.role == role]
+    return ", ".join(names) if names else "(none registered)"
+
+
+def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: str | None = None, *,
+                  open_chat: Callable[[str], ChatBackend], data_dir: Path | None = None) -> Roles:
+    """Resolve the three roles (see the module docstring) and open each distinct chat model once with
+    ``open_chat(model)``. Programmatic roles are built with ``data_dir=data_dir`` as their option."""
+    specs: dict[str, SimulatorSpec] = {}
+    for role, name in (("agent", agent), ("user", user)):
+        spec = get_simulator(domain.name, role, name) if name else None  # type: ignore[arg-type]
+        if spec is not None:
+            specs[role] = spec
+    if user is None:
+        if "agent" in specs:
+            raise DomainError(f"--agent {agent} is programmatic: name a --user, a model or one of "
+                              f"{_known(domain, 'user')}")
+        user = agent
+    if critic is None:
+        critic = agent if "agent" not in specs else user if "user" not in specs else ORACLE
+    if critic == ORACLE and "user" not in specs:
+        raise DomainError(f"--critic oracle needs a programmatic --user that knows the outcome; for "
+                          f"{domain.name} choose one of {_known(domain, 'user')}")
+    names = {"agent": agent, "user": user, "critic": critic}
+    models = [name for role, name in names.items() if role not in specs and name != ORACLE]
+    roles = Roles(domain, names, specs=specs, options={"data_dir": data_dir})
+    for model in dict.fromkeys(models):
+        roles.backends[model] = open_chat(model)
+    return roles
