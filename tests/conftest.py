@@ -53,8 +53,21 @@ def _isolated_session_env(tmp_path_factory):
     """The same for module- and session-scoped fixtures, which are set up before function-scoped ones."""
     with pytest.MonkeyPatch.context() as patch:
         _point_at_data(patch)
-        patch.setenv("PPDPP_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ppdpp-cache"))
+        cache = tmp_path_factory.getbasetemp() / "ppdpp-cache"
+        patch.setenv("PPDPP_CACHE_DIR", str(cache))
+        _keep_converted_models(cache, tmp_path_factory.getbasetemp().parent / "ppdpp-converted-models")
         yield
+
+
+def _keep_converted_models(cache: Path, keep: Path) -> None:
+    """Each session has a fresh cache, except the safetensors copies of GGUF files (a pure function of the
+    file, keyed on its path, size and mtime; ~27 s of CPU per dtype): those live in pytest's temp root, which
+    outlives sessions, so the fast tier does not convert SmolLM2 every time."""
+    keep.mkdir(parents=True, exist_ok=True)
+    (cache / "models").mkdir(parents=True, exist_ok=True)
+    link = cache / "models" / "hf"
+    if not link.exists():
+        link.symlink_to(keep, target_is_directory=True)
 
 
 @pytest.fixture(autouse=True)

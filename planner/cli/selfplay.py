@@ -130,7 +130,7 @@ def rl_command(ctx: typer.Context) -> None:
 
 def run_rl(command: RLCommand, config: RLConfig) -> None:
     """Train as ``command`` and ``config`` say; the run's ``config.json`` gets both, resolved."""
-    from ppdpp.planner.cli.options import record_resolved
+    from ppdpp.planner.cli.options import resolved
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
     from ppdpp.planner.training.rl import RLError, RLTrainer
 
@@ -140,7 +140,8 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
     policy = PolicyPlanner.from_pretrained(command.planner, domain=dom)
     roles = _open_roles(dom, command, root, cache=True)
     trainer = RLTrainer(policy, dom, train_cases, roles.make_env, config, command.out,
-                        load_planner=lambda d: PolicyPlanner.from_pretrained(d, domain=dom))
+                        load_planner=lambda d: PolicyPlanner.from_pretrained(d, domain=dom),
+                        run_settings=resolved(command, config))  # written when the run starts
 
     async def run() -> list[dict[str, float]]:
         try:
@@ -153,7 +154,6 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
     except RLError as exc:
         console.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    record_resolved(command.out / "config.json", command, config)
     last = curve[-1] if curve else {}
     console.print(f"[bold]{dom.name}[/] RL: {len(curve)} updates; last update SR {last.get('sr', 0):.2f}, "
                   f"AT {last.get('at', 0):.2f}, reward {last.get('reward', 0):.3f}")

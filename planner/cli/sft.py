@@ -103,8 +103,8 @@ def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     """Train as ``command`` and ``config`` say; the run's ``config.json`` gets both, resolved."""
     import torch
 
-    from ppdpp.planner.cli.options import record_resolved
-    from ppdpp.planner.training.sft import CONFIG_FILE, train_sft
+    from ppdpp.planner.cli.options import resolved
+    from ppdpp.planner.training.sft import train_sft
 
     if command.threads:
         torch.set_num_threads(command.threads)
@@ -115,8 +115,8 @@ def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     assert out_dir is not None
     console.print(f"[bold]sft {dom.name}[/] on {', '.join(config.train_splits)} from {root or 'bundled cases'} "
                   f"-> {out_dir}")
-    result = train_sft(config, out_dir, data_dir=root, resume=command.resume)
-    record_resolved(out_dir / CONFIG_FILE, command, config)
+    result = train_sft(config, out_dir, data_dir=root, resume=command.resume,
+                       run_settings=resolved(command, config))  # written when the run starts
     if not result.finished:
         console.print(f"stopped at step {result.step}/{result.total_steps}; continue with --resume")
         return

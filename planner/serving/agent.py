@@ -16,7 +16,7 @@ field): planners trained with ``strategy_history`` read it.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping, Sequence, Union
 

@@ -334,7 +334,8 @@ class RLTrainer:
         *,
         load_planner: Callable[[Path], TrainablePlanner] | None = None,
         progress: bool = True,
-        on_episode: Callable[[Any], None] | None = None,
+        on_episode: Callable[[Any], Any] | None = None,
+        run_settings: dict[str, Any] | None = None,
     ) -> None:
         if not cases:
             raise RLError("RL needs at least one case to play")
@@ -347,6 +348,7 @@ class RLTrainer:
         self.load_planner = load_planner or getattr(type(planner), "from_pretrained", None)
         self.progress = progress
         self.on_episode = on_episode
+        self.run_settings = dict(run_settings or {})
         self.updates_done = 0
         self.finished: set[int] = set()
         self.curve: list[dict[str, float]] = []
@@ -520,7 +522,7 @@ class RLTrainer:
             raise RLError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
         if resume:
             self.load_checkpoint()
-        write_json(config_path, {"domain": self.domain.name, **dataclasses.asdict(self.config)})
+        write_json(config_path, {**self.run_settings, "domain": self.domain.name, **dataclasses.asdict(self.config)})
         journal: dict[int, Episode] = {}
         for row in read_transcript_journal(self.transcripts_path):
             index = int(row["episode"])

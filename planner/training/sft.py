@@ -317,18 +317,21 @@ def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
 
 
 def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None = None, resume: bool = False,
-              domain: Domain | None = None, on_step: StepHook | None = None, progress: bool = True) -> SFTResult:
+              domain: Domain | None = None, on_step: StepHook | None = None, progress: bool = True,
+              run_settings: dict[str, Any] | None = None) -> SFTResult:
     """Train, select on the selection set by macro-F1, and (when all epochs are done) score the best planner
     and the baselines on test. ``resume`` continues from ``out_dir/checkpoint.pt`` at the saved step.
     ``on_step(step, example_indices, loss)`` is called after every optimizer step. Training seeds a fork of
-    torch's global generators: the caller's generator state is the same after the call as before."""
+    torch's global generators: the caller's generator state is the same after the call as before.
+    ``run_settings`` (e.g. the command line's resolved settings) go into ``config.json`` when the run starts."""
     with forked_torch_rng():
         return _train_sft(config, out_dir, data_dir=data_dir, resume=resume, domain=domain, on_step=on_step,
-                          progress=progress)
+                          progress=progress, run_settings=run_settings)
 
 
 def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None, resume: bool,
-               domain: Domain | None, on_step: StepHook | None, progress: bool) -> SFTResult:
+               domain: Domain | None, on_step: StepHook | None, progress: bool,
+               run_settings: dict[str, Any] | None) -> SFTResult:
     from transformers import get_linear_schedule_with_warmup
 
     from ppdpp.planner.registry.manager import get_domain
@@ -364,7 +367,8 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
         state = _load_checkpoint(checkpoint, planner, optimizer, scheduler, config, len(inputs))
     else:
         state = _State()
-        write_json(out / CONFIG_FILE, {**config.resume_key(), "max_steps": config.max_steps, "data": {
+        write_json(out / CONFIG_FILE, {**(run_settings or {}), **config.resume_key(), "max_steps": config.max_steps,
+                                       "data": {
             "train_examples": len(data.train), "select_examples": len(data.select),
             "test_examples": len(data.test), "select_source": data.select_source}})
 

@@ -25,11 +25,11 @@ character (spoke as a person with its own persona, never as an AI), which the LL
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 from typing import Any, Sequence
 
+from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.domain import Case, DomainError, Turn
 from ppdpp.planner.core.simulation import Outcome, UserSimulator
 
@@ -105,7 +105,7 @@ class PersonaPartner(UserSimulator):
             raise DomainError(f"case {case.id}: a persona partner needs the case's user_persona facts")
         self._case = case
         self._facts = list(facts)
-        self._rng = random.Random(f"{case.id}/{seed}/partner")
+        self._rng = python_random(seed, case.id, "partner")
         self.revealed: list[int] = []  # 0-based, in the order told
         key = (case.id, tuple(self._facts))
         if key not in _FACT_CACHE:

@@ -12,10 +12,10 @@
 
 from __future__ import annotations
 
-import random
 import re
 from typing import Sequence
 
+from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.domain import Case, DomainError, Turn
 from ppdpp.planner.core.simulation import ScriptedAgent
 from ppdpp.plugins.roleplay.labeller import STOP_WORDS
@@ -46,7 +46,7 @@ class TemplateChatter(ScriptedAgent):
 
     def reset(self, case: Case, seed: int) -> None:
         self._case = case
-        self._rng = random.Random(f"{case.id}/{seed}/chatter")
+        self._rng = python_random(seed, case.id, "chatter")
         self._questions = list(TOPIC_QUESTIONS)
         self._rng.shuffle(self._questions)
         self._own = [first_person(f) for f in case.fields.get("agent_persona", [])]

@@ -41,12 +41,12 @@ word in place (aligned with :class:`difflib.SequenceMatcher`), else ``incorrect`
 from __future__ import annotations
 
 import difflib
-import random
 import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
+from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.domain import Case, DomainError, Turn
 from ppdpp.planner.core.simulation import Outcome, UserSimulator
 from ppdpp.plugins.tutoring import VERDICT_REWARDS
@@ -157,7 +157,7 @@ class ScriptedStudent(UserSimulator):
     def reset(self, case: Case, seed: int) -> None:
         cfg = self.config
         self._case = case
-        self._rng = random.Random(f"{case.id}/{seed}")
+        self._rng = python_random(seed, case.id)
         self.units = target_units(case.fields["target"])
         self._keys = [normalise(u) for u in self.units]
         self._glosses = [gloss(u, case.fields["sentence"]) for u in self.units]

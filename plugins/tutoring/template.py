@@ -18,9 +18,9 @@ A target word is *missing* when the attempt does not have it in place
 
 from __future__ import annotations
 
-import random
 from typing import Sequence
 
+from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.domain import Case, DomainError, Turn
 from ppdpp.planner.core.simulation import ScriptedAgent
 from ppdpp.plugins.tutoring.student import ASK, attempts_in, gloss, matched_slots, render, target_units
@@ -39,7 +39,7 @@ class TemplateTeacher(ScriptedAgent):
 
     def reset(self, case: Case, seed: int) -> None:
         self._case = case
-        self._rng = random.Random(f"{case.id}/{seed}/teacher")
+        self._rng = python_random(seed, case.id, "teacher")
         self._units = target_units(case.fields["target"])
         self._glosses = [gloss(u, case.fields["sentence"]) for u in self._units]
 
