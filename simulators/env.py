@@ -30,16 +30,16 @@ class EnvConfig:
     decodes greedily when testing; ``reminder`` is passed to the domain's prompts. ``critic_mode`` and
     ``critic_samples`` say how the dialogue is judged: build its critic with :meth:`make_critic`."""
 
-    max_turns: int = field(default=8, metadata={"help": "Exchanges per dialogue at most."})
+    max_turns: int = field(default=8, metadata={"min": 1, "help": "Exchanges per dialogue at most."})
     reminder: bool = field(default=True, metadata={"help": "Role reminders in the agent and user prompts."})
-    max_tokens: int = field(default=64, metadata={"help": "Tokens per agent/user reply at most."})
-    temperature: float = field(default=0.0, metadata={
+    max_tokens: int = field(default=64, metadata={"min": 1, "help": "Tokens per agent/user reply at most."})
+    temperature: float = field(default=0.0, metadata={"min": 0, 
         "help": "Agent/user sampling temperature (0 = greedy; PPDPP trains at 0.7)."})
     stop_on_repeat: bool = field(default=True, metadata={
         "help": "End a dialogue when an exchange repeats an earlier one word for word."})
     critic_mode: CriticMode = field(default="greedy", metadata={
         "help": "greedy, sampled (PPDPP: n samples at 1.1), majority or likelihood."})
-    critic_samples: int | None = field(default=None, metadata={
+    critic_samples: int | None = field(default=None, metadata={"min": 1, 
         "help": "Critic samples in sampled/majority mode (none = the domain's, usually 10)."})
 
     def __post_init__(self) -> None:

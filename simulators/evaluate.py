@@ -256,25 +256,46 @@ def _safe(name: str) -> str:
 
 
 def report_table(report: EvaluationReport) -> Any:
-    """The report as a rich Table."""
+    """The report as a rich renderable: one row per policy where the console is wide enough, else (at 80
+    columns, or piped) one row per policy and measure, so that no name or value is cut."""
+    from rich.measure import Measurement
     from rich.table import Table
 
     metric_names = sorted({m for p in report.policies for m in p.metrics})
-    table = Table(title=f"{report.domain} ({report.split}, {len(report.cases)} cases, max {report.max_turns} turns, "
-                        f"critic {report.critic_mode})")
-    for column in ("policy", "SR [95% CI]", "AT", "reward", *(m.upper() for m in metric_names),
-                   "SR@1..T", "critic parse fail", "repeats", "tokens", "cost $"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+    title = (f"{report.domain} ({report.split}, {len(report.cases)} cases, max {report.max_turns} turns, "
+             f"critic {report.critic_mode})")
+    columns = ("SR [95% CI]", "AT", "reward", *(m.upper() for m in metric_names), "SR@1..T", "critic parse fail",
+               "repeats", "tokens", "cost $")
+    rows = []
     for p in report.policies:
-        table.add_row(
-            p.policy, str(p.sr), str(p.at), str(p.reward), *(str(p.metrics[m]) if m in p.metrics else "-" for m in metric_names),
+        rows.append((p.policy, (
+            str(p.sr), str(p.at), str(p.reward), *(str(p.metrics[m]) if m in p.metrics else "-" for m in metric_names),
             " ".join(f"{v:.2f}" for v in p.success_by_turn),
             f"{p.critic_parse_failures}/{p.critic_samples}"
             + (f" (+{p.planner_parse_failures} planner)" if p.planner_parse_failures else ""),
             str(p.repeated), f"{p.prompt_tokens + p.completion_tokens:,}",
             "-" if p.cost is None else f"{p.cost:.4f}",
-        )
-    return table
+        )))
+
+    class _Fitting:
+        def __rich_console__(self, console: Any, options: Any) -> Any:
+            wide = Table(title=title, expand=False)
+            wide.add_column("policy", justify="left", no_wrap=True)
+            for column in columns:
+                wide.add_column(column, justify="right", no_wrap=True)
+            for name, values in rows:
+                wide.add_row(name, *values)
+            if Measurement.get(console, options.update(max_width=10**6), wide).maximum <= options.max_width:
+                yield wide
+                return
+            narrow = Table("policy", "measure", "value", title=title, expand=False)
+            for name, values in rows:
+                for index, (column, value) in enumerate(zip(columns, values)):
+                    narrow.add_row(name if index == 0 else "", column, value, end_section=index == len(values) - 1)
+            narrow.columns[0].overflow = narrow.columns[2].overflow = "fold"
+            yield narrow
+
+    return _Fitting()
 
 
 def plot_report(report: EvaluationReport, path: Path) -> None:
@@ -283,6 +304,7 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     names = [p.policy for p in report.policies]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
@@ -305,6 +327,7 @@ def plot_report(report: EvaluationReport, path: Path) -> None:
                      label=p.policy)
     axes[2].set_title("success by turn")
     axes[2].set_xlabel("turn")
+    axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))  # turns are whole numbers
     axes[2].set_ylim(0, 1)
     axes[2].legend(fontsize=7)
     fig.suptitle(f"{report.domain}: {len(report.cases)} {report.split} cases, critic {report.critic_mode}")

@@ -77,7 +77,10 @@ def test_a_wrong_attempt_never_counts(cases):
                Turn("user", f'Is it "{" ".join(target.split()[:-1])}"?')]
     outcome = student.outcome(case, history)
     assert not outcome.success and not outcome.final
-    assert outcome.detail == "part" and outcome.reward == 0.5
+    assert outcome.detail == "part" and outcome.reward == -0.1, "goal reward: a turn cost until solved"
+    critic_like = ScriptedStudent(reward_rule="verdict")
+    critic_like.reset(case, 0)
+    assert critic_like.outcome(case, history).reward == 0.5, "verdict reward: PPDPP's per-turn critic value"
     assert student.outcome(case, history[:2]).detail == "did_not"
     assert student.outcome(case, [*history[:3], Turn("user", 'Is it "casa casa"?')]).detail == "incorrect"
     assert student.outcome(case, [*history[:3], Turn("user", f'Is it "{target.upper()}!"?')]).success

@@ -117,3 +117,22 @@ def test_the_oracle_needs_a_programmatic_user(test_plugin: None, data_dir: Path,
         "--critic", "oracle", "--baselines", "no-planner", "--cases", "2", "--out", str(tmp_path / "e")])
     assert isinstance(result.exception, DomainError), result.output
     assert "--critic oracle needs a programmatic --user" in str(result.exception)
+
+
+def test_every_baseline_row_reproduces_under_concurrency(data_dir: Path, tmp_path: Path) -> None:
+    """The same evaluation with dialogues played 16 at a time and one at a time: every row of the report is
+    identical (each policy and dialogue draws from its own seeded generator; with one generator shared by
+    concurrent dialogues, the interleaving would change the random baseline's draws)."""
+    def rows(out: Path, concurrency: int) -> list[dict]:
+        result = CliRunner().invoke(app, [
+            "evaluate", "-d", "tutoring", "--data-dir", str(data_dir), "--agent", "template", "--user", "scripted",
+            "--critic", "oracle", "--baselines", "no-planner,random,majority", "--cases", "40", "--max-turns", "4",
+            "--concurrency", str(concurrency), "--seed", "3", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "report.json").read_text())["policies"]
+
+    first, second = rows(tmp_path / "a", 16), rows(tmp_path / "b", 1)
+    assert [p["policy"] for p in first] == ["no-planner", "random", "majority"]
+    assert first == second
+    random_row = next(p for p in first if p["policy"] == "random")
+    assert 0 < random_row["successes"] < 40, "the random baseline must actually draw different strategies"

@@ -10,10 +10,11 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import app, console
+from ppdpp.planner.cli.app import app, console, fail
 from ppdpp.planner.llm import LLMError, open_chat
 from ppdpp.planner.llm.base import ChatBackend
-from ppdpp.planner.cli.serve import LimitBodyOption, LimitNOption, LimitTokensOption, server_limits
+from ppdpp.planner.cli.serve import (LimitBodyOption, LimitNOption, LimitTokensOption, PortOption, one_of,
+                                     server_limits, within)
 from ppdpp.planner.serving.llm_server import TOKEN_ENV as LLM_TOKEN_ENV
 from ppdpp.planner.serving.openai_protocol import exposure_warning
 
@@ -22,12 +23,8 @@ models_app = typer.Typer(help="Local models: what is installed, and fetching the
 app.add_typer(models_app, name="models")
 
 ModelOption = typer.Option(..., "--model", "-m", help="local/<name-or-path> or a litellm model string.")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 ApiBaseOption = typer.Option(None, "--api-base", help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/] {exc}")
-    raise typer.Exit(2)
 
 
 def _open(model: str, api_base: str | None, cache: bool, **options: Any) -> ChatBackend:
@@ -37,8 +34,7 @@ def _open(model: str, api_base: str | None, cache: bool, **options: Any) -> Chat
     try:
         return open_chat(model, cache=cache, **options)
     except (LLMError, ValueError, TypeError) as exc:
-        _fail(exc)
-        raise  # unreachable: _fail exits
+        fail(exc)
 
 
 async def _chat_loop(backend: ChatBackend, system: str | None, temperature: float, max_tokens: int) -> None:
@@ -65,8 +61,9 @@ async def _chat_loop(backend: ChatBackend, system: str | None, temperature: floa
 def chat(
     model: str = ModelOption,
     system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", help="0 = greedy."),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Longest reply, in tokens."),
+    temperature: float = typer.Option(0.0, "--temperature", "-t", callback=within(min=0.0), help="0 = greedy."),
+    max_tokens: int = typer.Option(256, "--max-tokens", callback=within(min=1),
+                                   help="Longest reply, in tokens."),
     api_base: Optional[str] = ApiBaseOption,
     cache: bool = typer.Option(False, "--cache/--no-cache", help="Answer repeated greedy prompts from the disk cache."),
 ) -> None:
@@ -75,7 +72,7 @@ def chat(
     try:
         asyncio.run(_chat_loop(backend, system, temperature, max_tokens))
     except (LLMError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         pass
 
@@ -84,9 +81,11 @@ def chat(
 def serve_llm(
     model: str = ModelOption,
     host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = typer.Option(8000, "--port", help="0 picks a free port."),
-    max_batch_size: int = typer.Option(16, "--max-batch-size", help="Rows per generate call (local models)."),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 (local models)."),
+    port: int = PortOption,
+    max_batch_size: int = typer.Option(16, "--max-batch-size", callback=within(min=1, max=4096),
+                                       help="Rows per generate call (local models)."),
+    dtype: str = typer.Option("auto", "--dtype", callback=one_of(DTYPES),
+                              help="auto, float32, bfloat16 or float16 (local models)."),
     api_base: Optional[str] = ApiBaseOption,
     token: Optional[str] = typer.Option(None, "--token", envvar=LLM_TOKEN_ENV, show_envvar=True, show_default=False,
                                         help="Require 'Authorization: Bearer <token>' on every /v1 request."),
@@ -118,7 +117,7 @@ def serve_llm(
     try:
         asyncio.run(main())
     except (LLMError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         pass
 
@@ -128,7 +127,10 @@ def models_list() -> None:
     """The named local models, where each is installed, and the command that installs it."""
     from ppdpp.planner.llm.models import list_models
 
-    table = Table("model", "description", "installed at", "install with")
+    table = Table(expand=False)  # names never cut; the other columns fold at 80 columns or when piped
+    table.add_column("model", no_wrap=True)
+    for column in ("description", "installed at", "install with"):
+        table.add_column(column, overflow="fold")
     for status in list_models():
         table.add_row(f"local/{status.name}", status.description,
                       str(status.path) if status.path else "[dim]not installed[/]", status.install_command)
@@ -147,6 +149,6 @@ def models_fetch(
     try:
         path = fetch_model(name, force=force)
     except LLMError as exc:
-        _fail(exc)
+        fail(exc)
         return
     console.print(f"{name}: {path} (use it as --model local/{name})")

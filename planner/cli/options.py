@@ -16,6 +16,11 @@ options, help from ``field(metadata={"help": ...})``, short aliases from ``metad
 
 ``metadata["cli_default"]`` gives a value the command line uses when neither the file nor an option sets it
 (``train_splits``: ``auto``, resolved from the data by ``ppdpp sft``).
+
+Numeric options are range-checked at parse time, from the command line and from a file alike: ``metadata["min"]``,
+``["max"]`` (inclusive), ``["gt"]``, ``["lt"]`` (exclusive) of the field, in the config dataclass itself; ``0`` is
+only allowed where a field documents what it means. A value a dataclass's ``__post_init__`` still rejects is
+reported with the option (or options) that caused it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import yaml
 from transformers.hf_argparser import HfArgumentParser, string_to_bool
 
 CONFIG_OPTION = "--config"
+BOUND_KEYS = ("min", "max", "gt", "lt")
 
 
 class UsageError(ValueError):
@@ -59,6 +65,24 @@ class Leaf:
     @property
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def bounds(self) -> dict[str, float]:
+        """The allowed range: the field's ``min``/``max``/``gt``/``lt`` metadata."""
+        return {key: self.field.metadata[key] for key in BOUND_KEYS if key in self.field.metadata}
+
+
+def out_of_bounds(value: Any, bounds: dict[str, float]) -> str | None:
+    """Why ``value`` is outside ``bounds`` (e.g. ``"must be at least 1, got 0"``), or ``None`` when it is not."""
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds:
+        return None
+    ok = (value >= bounds.get("min", value) and value <= bounds.get("max", value)
+          and ("gt" not in bounds or value > bounds["gt"]) and ("lt" not in bounds or value < bounds["lt"]))
+    if ok:
+        return None
+    words = {"min": "at least", "gt": "above", "max": "at most", "lt": "below"}
+    allowed = " and ".join(f"{words[key]} {bounds[key]:g}" for key in BOUND_KEYS if key in bounds)
+    return f"must be {allowed}, got {value:g}"
 
 
 def _optional_inner(hint: Any) -> tuple[Any, bool]:
@@ -181,10 +205,16 @@ class ConfigParser(HfArgumentParser):
     def _scalar_converter(self, leaf: Leaf, hint: Any, optional: bool) -> Callable[[str], Any]:
         base = self._recorded(leaf, hint)["type"]
 
+        bounds = leaf.bounds
+
         def convert(text: str) -> Any:
             if optional and text.strip().lower() in ("none", "null"):
                 return None
-            return base(text)
+            value = base(text)
+            problem = out_of_bounds(value, bounds)
+            if problem:
+                raise argparse.ArgumentTypeError(problem)
+            return value
 
         convert.__name__ = getattr(base, "__name__", "value")  # argparse names it in "invalid int value"
         return convert
@@ -231,7 +261,23 @@ class ConfigParser(HfArgumentParser):
         try:
             return dtype(**kwargs)
         except ValueError as exc:
-            raise UsageError(f"{self.prog}: {exc}") from None
+            blamed = self._blame(dtype, kwargs, values)
+            raise UsageError(f"{self.prog}: {blamed}{exc}") from None
+
+    def _blame(self, dtype: type, kwargs: dict[str, Any], values: dict[str, Any]) -> str:
+        """``"--opt VALUE: "`` for each given option whose default makes ``dtype(**kwargs)`` valid again: the
+        options to blame for what its ``__post_init__`` rejected ("" when no single option is)."""
+        blamed = []
+        for field, _ in self._fields(dtype):
+            default = _field_default(field)
+            if field.name not in values or default is dataclasses.MISSING or field.name not in self.leaves:
+                continue
+            try:
+                dtype(**{**kwargs, field.name: default})
+            except ValueError:
+                continue
+            blamed.append(f"{self.leaves[field.name].option} {_display(kwargs[field.name])}: ")
+        return "".join(blamed)
 
     def parse(self, args: Sequence[str]) -> tuple[Any, ...]:
         """``build(parse_values(args))``."""
@@ -298,10 +344,11 @@ class ConfigParser(HfArgumentParser):
                 if not isinstance(value, bool) or inner is not bool:
                     raise ValueError(f"expected {_type_name(inner)}, got {value!r}")
                 return value
-            if inner is float and isinstance(value, (int, float)):
-                return float(value)
-            if inner is int and isinstance(value, int):
-                return value
+            if (inner is float and isinstance(value, (int, float))) or (inner is int and isinstance(value, int)):
+                problem = out_of_bounds(value, leaf.bounds)
+                if problem:
+                    raise ValueError(problem)
+                return inner(value)
             raise ValueError(f"expected {_type_name(inner)}, got {value!r}")
         except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
             raise UsageError(f"{where}: {exc}") from None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.registry.manager import get_domain
 
 if TYPE_CHECKING:
     from ppdpp.planner.cli.options import ConfigParser
@@ -30,11 +31,12 @@ class QuickstartCommand:
                                                                "aliases": ["-d"]})
     model: str = field(default="local/smollm2", metadata={"help": "LLM for agent, user simulator and critic."})
     out: Path = field(default=Path("runs/quickstart"), metadata={"help": "Where the three stages write."})
-    sft_examples: int = field(default=3000, metadata={"help": "Training examples for SFT (a random subset)."})
-    rl_episodes: int = field(default=16, metadata={"help": "Self-play dialogues for RL."})
-    eval_cases: int = field(default=10, metadata={"help": "Test cases per policy in the evaluation."})
-    max_turns: int = field(default=3, metadata={"help": "Exchanges per simulated dialogue."})
-    max_tokens: int = field(default=40, metadata={"help": "Tokens per simulated reply at most."})
+    sft_examples: int = field(default=3000, metadata={"help": "Training examples for SFT (a random subset).",
+                                                      "min": 1})
+    rl_episodes: int = field(default=16, metadata={"help": "Self-play dialogues for RL.", "min": 1})
+    eval_cases: int = field(default=10, metadata={"help": "Test cases per policy in the evaluation.", "min": 1})
+    max_turns: int = field(default=3, metadata={"help": "Exchanges per simulated dialogue.", "min": 1})
+    max_tokens: int = field(default=40, metadata={"help": "Tokens per simulated reply at most.", "min": 1})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
 
 
@@ -56,7 +58,7 @@ def _run(args: list[str]) -> None:
 
 @app.command("quickstart", **CONFIG_COMMAND)
 def quickstart_command(ctx: typer.Context) -> None:
-    """Run SFT -> RL -> evaluation end to end with small sizes (about ten minutes on 2 CPU cores)."""
+    """Run SFT -> RL -> evaluation end to end with small sizes (see the README for its measured time)."""
     from ppdpp.planner.cli.options import run_parser
 
     run_parser(quickstart_parser(), ctx, run_quickstart)
@@ -71,6 +73,11 @@ def run_quickstart(command: QuickstartCommand) -> None:
     data = ["--data-dir", str(command.data_dir)] if command.data_dir else []
     sft_dir, rl_dir, eval_dir = out / "sft", out / "rl", out / "evaluate"
     selfplay = ["--max-turns", str(command.max_turns), "--max-tokens", str(command.max_tokens)]
+    get_domain(domain)  # an unknown domain or model fails here, before OUT is written
+    if not model.startswith("local/"):
+        from ppdpp.planner.llm.api import check_model
+
+        check_model(model)
     out.mkdir(parents=True, exist_ok=True)
     record_resolved(out / "config.json", command)
 

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from ppdpp.planner.registry import manager as plugin_registry
-from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console, fail
 from ppdpp.planner.toolkit.datafiles import resolve_data_dir
-from ppdpp.planner.core.domain import Case, Domain, DomainError
+from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
 
 if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` stays quick
     from ppdpp.planner.cli.options import ConfigParser
@@ -33,6 +33,16 @@ def _pick_cases(domain: Domain, split: str, data_dir: Optional[Path], limit: Opt
     if not cases:
         raise DomainError(f"domain {domain.name!r} has no {split} cases")
     return cases[:limit] if limit else cases
+
+
+def _check_planners(paths: list[Path]) -> None:
+    """Each ``--planner`` is a saved planner directory (checked before anything loads or is written)."""
+    from ppdpp.planner.policy.policy_planner import CONFIG_FILE
+
+    for path in paths:
+        if not (path / CONFIG_FILE).is_file():
+            raise DomainError(f"--planner {path}: not a saved planner directory (no {CONFIG_FILE}; "
+                              "train one with ppdpp sft)")
 
 
 def _open_roles(domain: Domain, command: Any, data_dir: Optional[Path], cache: Any) -> Roles:
@@ -68,7 +78,8 @@ class RLCommand:
     agent: str = field(metadata={"help": MODEL_HELP["agent"]})
     user: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["user"]})
     critic: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["critic"]})
-    cases: Optional[int] = field(default=None, metadata={"help": "Use only the first N cases of the split."})
+    cases: Optional[int] = field(default=None, metadata={
+        "help": "Use only the first N cases of the split (none = all).", "min": 1})
     out: Path = field(default=Path("runs/rl"), metadata={"help": "Run directory."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its checkpoint."})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
@@ -86,10 +97,12 @@ class EvaluateCommand:
         "help": "A trained planner directory (repeatable)."})
     baselines: tuple[str, ...] = field(default=BASELINES, metadata={
         "help": f"Baselines from {', '.join(BASELINES)} ('' for none)."})
-    split: str = field(default="test", metadata={"help": "Which cases to play."})
-    cases: Optional[int] = field(default=None, metadata={"help": "Only the first N cases of the split."})
-    seed: int = field(default=0, metadata={"help": "Seed of the dialogues (critic samples, random baseline)."})
-    concurrency: int = field(default=16, metadata={"help": "Dialogues played at once."})
+    split: Split = field(default="test", metadata={"help": "Which cases to play."})
+    cases: Optional[int] = field(default=None, metadata={
+        "help": "Only the first N cases of the split (none = all).", "min": 1})
+    seed: int = field(default=0, metadata={"help": "Seed of the dialogues (critic samples, random baseline).",
+                                           "min": 0})
+    concurrency: int = field(default=16, metadata={"help": "Dialogues played at once.", "min": 1, "max": 1024})
     out: Path = field(default=Path("runs/evaluate"), metadata={"help": "Report, plot and transcripts go here."})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
 
@@ -98,8 +111,6 @@ class EvaluateCommand:
         unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown:
             raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
-        if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
 
 
 @lru_cache(maxsize=1)
@@ -136,9 +147,10 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
 
     dom = plugin_registry.get_domain(command.domain)
     root = resolve_data_dir(command.data_dir)
+    _check_planners([command.planner])
     train_cases = _pick_cases(dom, config.split, root, command.cases)
+    roles = _open_roles(dom, command, root, cache=True)  # bad model strings fail here, before any model loads
     policy = PolicyPlanner.from_pretrained(command.planner, domain=dom)
-    roles = _open_roles(dom, command, root, cache=True)
     trainer = RLTrainer(policy, dom, train_cases, roles.make_env, config, command.out,
                         load_planner=lambda d: PolicyPlanner.from_pretrained(d, domain=dom),
                         run_settings=resolved(command, config))  # written when the run starts
@@ -152,8 +164,7 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
     try:
         curve = asyncio.run(run())
     except RLError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        fail(exc)
     last = curve[-1] if curve else {}
     console.print(f"[bold]{dom.name}[/] RL: {len(curve)} updates; last update SR {last.get('sr', 0):.2f}, "
                   f"AT {last.get('at', 0):.2f}, reward {last.get('reward', 0):.3f}")
@@ -180,6 +191,7 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig) -> None:
     dom = plugin_registry.get_domain(command.domain)
     root = resolve_data_dir(command.data_dir)
     wanted = command.baselines
+    _check_planners(command.planner)
     eval_cases = _pick_cases(dom, command.split, root, command.cases)
     roles = _open_roles(dom, command, root, cache="all")
     policies: list[Any] = []

@@ -6,23 +6,50 @@ import asyncio
 import logging
 import os
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
 from ppdpp.planner.serving.agent import PlannedAgent
 from ppdpp.planner.cli.app import app, console
+from ppdpp.planner.cli.options import out_of_bounds
 from ppdpp.planner.registry.manager import register_plugin
 from ppdpp.planner.serving.openai_protocol import ServerLimits, exposure_warning
 from ppdpp.planner.serving.proxy import TOKEN_ENV, create_app, serve_forever
 from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
 
+
+def within(**bounds: float) -> Callable[[Any], Any]:
+    """A Typer option callback that refuses a number outside ``bounds`` (``min``, ``max``, ``gt``, ``lt``), with
+    the value and the allowed range in the message (the same check as the config options')."""
+    def check(value: Any) -> Any:
+        problem = out_of_bounds(value, bounds)
+        if problem:
+            raise typer.BadParameter(problem)
+        return value
+
+    return check
+
+
+def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    """A Typer option callback that refuses a value outside ``choices``, naming them."""
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 _DEFAULT_LIMITS = ServerLimits()
-LimitBodyOption = typer.Option(_DEFAULT_LIMITS.max_body_bytes, "--limit-body-bytes",
+LimitBodyOption = typer.Option(_DEFAULT_LIMITS.max_body_bytes, "--limit-body-bytes", callback=within(min=1),
                                help="Largest request body in bytes (a larger one gets 413).")
-LimitNOption = typer.Option(_DEFAULT_LIMITS.max_n, "--limit-n", help="Largest n a request may ask for (else 400).")
-LimitTokensOption = typer.Option(_DEFAULT_LIMITS.max_tokens, "--limit-max-tokens",
+LimitNOption = typer.Option(_DEFAULT_LIMITS.max_n, "--limit-n", callback=within(min=1),
+                            help="Largest n a request may ask for (else 400).")
+LimitTokensOption = typer.Option(_DEFAULT_LIMITS.max_tokens, "--limit-max-tokens", callback=within(min=1),
                                  help="Largest max_tokens a request may ask for (else 400).")
+PortOption = typer.Option(8000, "--port", callback=within(min=0, max=65535),
+                          help="Port to bind; 0 picks a free one (printed at start).")
 
 
 def server_limits(body_bytes: int, n: int, max_tokens: int) -> ServerLimits:
@@ -45,27 +72,35 @@ def serve_command(
         "provider's own, e.g. OPENAI_API_KEY)."),
     domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Domain (default: the planner's)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
-    port: int = typer.Option(8000, "--port", help="Port to bind; 0 picks a free one (printed at start)."),
+    port: int = PortOption,
     token: Optional[str] = typer.Option(None, "--token", envvar=TOKEN_ENV, show_envvar=True, show_default=False,
                                         help="Require 'Authorization: Bearer <token>' on every /v1 request."),
     model_name: Optional[str] = typer.Option(None, "--model-name", help="Model id clients see (default: upstream)."),
-    temperature: float = typer.Option(0.0, "--temperature", help="Default temperature when a request sets none."),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Default max_tokens when a request sets none."),
+    temperature: float = typer.Option(0.0, "--temperature", callback=within(min=0.0),
+                                      help="Default temperature when a request sets none."),
+    max_tokens: int = typer.Option(256, "--max-tokens", callback=within(min=1),
+                                   help="Default max_tokens when a request sets none."),
     reminder: bool = typer.Option(True, "--reminder/--no-reminder",
                                   help="Repeat the strategy instruction at the end of the last user message."),
-    upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", help="Seconds per upstream call (0 = none)."),
-    upstream_retries: Optional[int] = typer.Option(None, "--upstream-retries",
+    upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", callback=within(min=0.0),
+                                           help="Seconds per upstream call (0 = none)."),
+    upstream_retries: Optional[int] = typer.Option(None, "--upstream-retries", callback=within(min=0, max=100),
                                                    help="Retries of a failed API upstream call (backend default: 4)."),
     cache: bool = typer.Option(False, "--cache/--no-cache",
                                help="Cache greedy upstream replies on disk (off: conversations stay off the disk)."),
     dialogue_log: Optional[Path] = typer.Option(None, "--dialogue-log",
                                                 help="Append every ended dialogue to this JSON-lines file."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads for the planner."),
+    threads: Optional[int] = typer.Option(None, "--threads", callback=within(min=1, max=1024),
+                                          help="torch CPU threads for the planner."),
     limit_body_bytes: int = LimitBodyOption,
     limit_n: int = LimitNOption,
     limit_max_tokens: int = LimitTokensOption,
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM."""
+    if not upstream.startswith("local/"):  # a model string no provider serves fails before the planner loads
+        from ppdpp.planner.llm.api import check_model
+
+        check_model(upstream, api_base)
     if threads:
         import torch
 

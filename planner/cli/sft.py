@@ -21,14 +21,20 @@ if TYPE_CHECKING:  # torch and transformers load inside the command, so that `pp
 
 
 def summary_table(test: dict[str, Scores]) -> Table:
-    table = Table("policy", "accuracy", "macro-F1", title="test")
+    table = Table(title="test", expand=False)
+    table.add_column("policy", no_wrap=True)
+    table.add_column("accuracy", overflow="fold")
+    table.add_column("macro-F1", overflow="fold")
     for name, scores in test.items():
         table.add_row(name, f"{scores.accuracy:.1%}", f"{scores.macro_f1:.3f}")
     return table
 
 
 def per_strategy_table(planner: Scores) -> Table:
-    table = Table("strategy", "support", "precision", "recall", "F1", title="planner per strategy (test)")
+    table = Table(title="planner per strategy (test)", expand=False)
+    table.add_column("strategy", no_wrap=True)
+    for column in ("support", "precision", "recall", "F1"):
+        table.add_column(column, overflow="fold")
     for name, cls in planner.per_class.items():
         table.add_row(name, str(cls.support), f"{cls.precision:.3f}", f"{cls.recall:.3f}", f"{cls.f1:.3f}")
     return table
@@ -62,7 +68,8 @@ class SFTCommand:
     out: Optional[Path] = field(default=None, metadata={"help": "Run directory (none = runs/sft-DOMAIN)."})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its checkpoint."})
-    threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads (none = torch's choice)."})
+    threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads (none = torch's choice).",
+                                                           "min": 1, "max": 1024})
 
 
 @lru_cache(maxsize=1)

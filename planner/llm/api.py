@@ -41,10 +41,39 @@ def _status_of(exc: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
+def check_model(model: str, api_base: str | None = None) -> None:
+    """Raise :class:`LLMError` at once when litellm cannot tell which provider serves ``model`` (``banana``)."""
+    try:
+        _litellm().get_llm_provider(model=model, api_base=api_base)
+    except Exception:  # noqa: BLE001 - litellm raises its BadRequestError, or others on odd strings
+        raise LLMError(f"unknown model {model!r}: use local/<name> (see `ppdpp models list`) or a litellm "
+                       "model string naming its provider, e.g. openai/gpt-4o-mini (an OpenAI-compatible "
+                       "server: openai/<name> with --api-base)") from None
+
+
+def _is_permanent(exc: BaseException) -> bool:
+    """An error no retry can mend: bad key or none (401, 403, a missing-credentials error raised before any
+    request, which litellm reports as a 500), unknown model (404), bad request (400)."""
+    import openai
+
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError,
+                        openai.BadRequestError)):
+        return True
+    cause, seen = exc.__cause__ or exc.__context__, 0
+    while cause is not None and seen < 8:  # the OpenAI client's own error, e.g. "Missing credentials"
+        if isinstance(cause, openai.OpenAIError) and not isinstance(cause, openai.APIError):
+            return True
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+    return False
+
+
 def is_retryable(exc: BaseException) -> bool:
-    """Worth another try: rate limits, server errors, timeouts, connection failures."""
+    """Worth another try: rate limits, server errors, timeouts, connection failures; never an error that
+    cannot succeed on retry (see :func:`_is_permanent`)."""
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, ConnectionError)):
         return True
+    if _is_permanent(exc):
+        return False
     status = _status_of(exc)
     if status is not None:
         return status in RETRY_STATUS or status >= 500
@@ -69,6 +98,7 @@ class APIBackend(ChatBackend):
                  concurrency: int = 16, n_in_one_request: bool | None = None, **extra: Any) -> None:
         if max_retries < 0 or concurrency < 1 or timeout <= 0:
             raise ValueError("max_retries must be >= 0, concurrency >= 1 and timeout > 0")
+        check_model(model, api_base)  # ``banana`` fails here, not at the first request
         self.model = model
         self.api_base = api_base
         self._api_key = api_key

@@ -78,12 +78,12 @@ class PlannerConfig:
         "help": "Put the case background in front of the dialogue.", "aliases": ["--background"]})
     strategy_history: bool = field(default=False, metadata={
         "help": "Show each earlier agent turn's strategy in the planner input (Supporter [Question]: ...)."})
-    dropout: float = field(default=0.1, metadata={"help": "Dropout before the strategy head."})
+    dropout: float = field(default=0.1, metadata={"min": 0, "lt": 1, "help": "Dropout before the strategy head."})
     train_embeddings: bool = field(default=False, metadata={"help": "Also train the word-embedding matrix."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the whole encoder."})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA scaling alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "Dropout inside the LoRA adapters."})
+    lora_r: int = field(default=8, metadata={"min": 1, "help": "LoRA rank."})
+    lora_alpha: int = field(default=16, metadata={"min": 1, "help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"min": 0, "lt": 1, "help": "Dropout inside the LoRA adapters."})
 
     def __post_init__(self) -> None:
         problems = []

@@ -73,18 +73,18 @@ class RLConfig:
     ``simulators.critic``). ``env`` is what every training dialogue is played with: the trainer hands it to
     ``make_env``. ``split`` names the cases the dialogues are played on (the caller loads them)."""
 
-    episodes: int = field(default=200, metadata={"help": "Training dialogues in total."})
-    episodes_per_update: int = field(default=8, metadata={"help": "Dialogues per REINFORCE step."})
-    gamma: float = field(default=0.999, metadata={"help": "Discount factor."})
-    lr: float = field(default=1e-6, metadata={"help": "Learning rate (PPDPP: 1e-6)."})
+    episodes: int = field(default=200, metadata={"min": 1, "help": "Training dialogues in total."})
+    episodes_per_update: int = field(default=8, metadata={"min": 1, "help": "Dialogues per REINFORCE step."})
+    gamma: float = field(default=0.999, metadata={"min": 0, "max": 1, "help": "Discount factor."})
+    lr: float = field(default=1e-6, metadata={"gt": 0, "help": "Learning rate (PPDPP: 1e-6)."})
     normalize: Normalize = field(default="turn", metadata={
         "help": "Return normalisation: turn, episode (PPDPP), batch or none."})
-    concurrency: int = field(default=8, metadata={"help": "Dialogues played at once."})
-    seed: int = field(default=0, metadata={"help": "Seed for case order, sampling and dropout."})
-    checkpoint_every: int = field(default=1, metadata={"help": "Checkpoint every N updates."})
-    keep_checkpoints: int = field(default=2, metadata={"help": "Checkpoints kept on disk."})
-    grad_clip: float | None = field(default=1.0, metadata={"help": "Gradient norm clip (none = off)."})
-    entropy_coef: float = field(default=0.0, metadata={"help": "Entropy bonus weight."})
+    concurrency: int = field(default=8, metadata={"min": 1, "help": "Dialogues played at once."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed for case order, sampling and dropout."})
+    checkpoint_every: int = field(default=1, metadata={"min": 1, "help": "Checkpoint every N updates."})
+    keep_checkpoints: int = field(default=2, metadata={"min": 1, "help": "Checkpoints kept on disk."})
+    grad_clip: float | None = field(default=1.0, metadata={"gt": 0, "help": "Gradient norm clip (none = off)."})
+    entropy_coef: float = field(default=0.0, metadata={"min": 0, "help": "Entropy bonus weight."})
     train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
                                                          "negative": ["--head-only"]})
     split: str = field(default="train", metadata={"help": "Which cases to train on."})
@@ -227,12 +227,14 @@ def plot_curve(curve: Sequence[dict[str, float]], path: Path, title: str = "") -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     xs = [p["update"] for p in curve]
     for ax, key, label in zip(axes, ("reward", "sr", "at"), ("mean episode reward", "success rate", "average turns")):
         ax.plot(xs, [p[key] for p in curve], marker="o", markersize=3)
         ax.set_xlabel("update")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # updates are whole numbers
         ax.set_title(label)
         ax.grid(alpha=0.3)
     if title:

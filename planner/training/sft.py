@@ -56,36 +56,36 @@ class SFTConfig:
     stops early (checkpointed, resumable): the learning-rate schedule always spans ``epochs`` full epochs."""
 
     domain: str = field(metadata={"help": "Domain name (see `ppdpp plugins`).", "aliases": ["-d"]})
-    epochs: int = field(default=2, metadata={"help": "Training epochs."})
-    lr: float | None = field(default=None, metadata={
+    epochs: int = field(default=2, metadata={"min": 1, "help": "Training epochs."})
+    lr: float | None = field(default=None, metadata={"gt": 0, 
         "help": "Peak learning rate; none = 5e-5, or 5e-4 with --lora."})
-    head_lr_scale: float = field(default=10.0, metadata={"help": "The new head learns at this times --lr."})
-    batch_size: int = field(default=16, metadata={"help": "Examples per optimizer step."})
-    seed: int = field(default=0, metadata={"help": "Seed for initialisation, shuffling and dropout."})
+    head_lr_scale: float = field(default=10.0, metadata={"gt": 0, "help": "The new head learns at this times --lr."})
+    batch_size: int = field(default=16, metadata={"min": 1, "help": "Examples per optimizer step."})
+    seed: int = field(default=0, metadata={"min": 0, "help": "Seed for initialisation, shuffling and dropout."})
     train_splits: tuple[str, ...] = field(default=("train",), metadata={
         "help": "Splits to train on: train, or train,valid (then a held-out part of valid selects). ppdpp sft's "
                 "auto = train,valid when the train split has fewer labelled turns than valid, else train.",
         "cli_default": ("auto",)})
-    holdout_fraction: float = field(default=0.25, metadata={"help": "Share of valid dialogues held out.",
+    holdout_fraction: float = field(default=0.25, metadata={"gt": 0, "lt": 1, "help": "Share of valid dialogues held out.",
                                                             "aliases": ["--holdout"]})
     class_weighting: ClassWeighting = field(default="sqrt_inverse", metadata={
         "help": "Cross-entropy class weights: 1/sqrt(frequency) or none."})
-    label_smoothing: float = field(default=0.0, metadata={
+    label_smoothing: float = field(default=0.0, metadata={"min": 0, "lt": 1, 
         "help": "Cross-entropy label smoothing (0 = none, e.g. 0.1)."})
     train_dtype: TrainDtype = field(default="float32", metadata={
         "help": "Precision of the training forward pass: float32, bfloat16 (autocast) or auto (bfloat16 where "
                 "the GPU or CPU has native bf16, else float32)."})
-    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of the steps with linear warm-up."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradients are clipped to this norm."})
-    eval_every: int = field(default=0, metadata={"help": "Also evaluate and select every N steps (0 = per epoch)."})
-    checkpoint_every: int = field(default=100, metadata={"help": "Also checkpoint every N steps (0 = never)."})
-    max_steps: int | None = field(default=None, metadata={"help": "Stop (resumably) after this step."})
-    max_train_examples: int | None = field(default=None, metadata={
+    warmup_ratio: float = field(default=0.1, metadata={"min": 0, "max": 1, "help": "Share of the steps with linear warm-up."})
+    weight_decay: float = field(default=0.01, metadata={"min": 0, "help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"gt": 0, "help": "Gradients are clipped to this norm."})
+    eval_every: int = field(default=0, metadata={"min": 0, "help": "Also evaluate and select every N steps (0 = per epoch)."})
+    checkpoint_every: int = field(default=100, metadata={"min": 0, "help": "Also checkpoint every N steps (0 = never)."})
+    max_steps: int | None = field(default=None, metadata={"min": 1, "help": "Stop (resumably) after this step."})
+    max_train_examples: int | None = field(default=None, metadata={"min": 1, 
         "help": "Random subset of the training examples."})
-    max_select_examples: int | None = field(default=None, metadata={
+    max_select_examples: int | None = field(default=None, metadata={"min": 1, 
         "help": "Random subset of the selection examples."})
-    max_test_examples: int | None = field(default=None, metadata={
+    max_test_examples: int | None = field(default=None, metadata={"min": 1, 
         "help": "Random subset of the test examples (quick runs)."})
     planner: PlannerConfig = field(default_factory=PlannerConfig)
 

@@ -36,6 +36,12 @@ Outcome (:meth:`ScriptedStudent.outcome`, read from the history alone): the verd
 equals the target, normalised; otherwise the latest attempt is ``part`` (0.5) when it has at least one target
 word in place (aligned with :class:`difflib.SequenceMatcher`), else ``incorrect`` (-1); no attempt yet is
 ``did_not`` (-0.5). ``metrics["correct_share"]`` is the share of target words in place.
+
+Reward (``reward_rule``): ``"goal"`` (default) gives 1 for the whole translation and :data:`TURN_COST` (-0.1)
+for every other turn, so a return is higher the sooner the Student succeeds; ``"verdict"`` gives each turn its
+verdict's reward as the LLM critic does (PPDPP). Under ``"verdict"`` a dialogue that drags on with partial
+answers (+0.5 a turn) earns more than one solved at once (+1, then it ends): REINFORCE from it learned to
+always Hint, never the faster Correction (docs/simulators.md has the numbers).
 """
 
 from __future__ import annotations
@@ -124,6 +130,11 @@ def _is_task_turn(text: str) -> bool:
     return any(cue in lowered for cue in TASK_CUES)
 
 
+REWARD_RULES = ("goal", "verdict")
+TURN_COST = -0.1
+"""The reward of a turn without the whole translation under ``reward_rule="goal"`` (PPDPP's no-deal value)."""
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     """The Student's probabilities (module docstring); ``capacity`` is how many new words one turn can fix."""
@@ -135,8 +146,12 @@ class StudentConfig:
     recall_p: float = 0.1
     focus_recall_p: float = 0.5
     ask_p: float = 0.25
+    reward_rule: str = "goal"
 
     def __post_init__(self) -> None:
+        if self.reward_rule not in REWARD_RULES:
+            raise DomainError(f"scripted student: reward_rule must be one of {', '.join(REWARD_RULES)}, "
+                              f"got {self.reward_rule!r}")
         for name in ("known_p", "english_p", "slip_p", "recall_p", "focus_recall_p", "ask_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise DomainError(f"scripted student: {name} must be in [0, 1], got {getattr(self, name)}")
@@ -257,7 +272,9 @@ class ScriptedStudent(UserSimulator):
         if any(normalise(t) == normalise(target) for t in tries):
             return Outcome(True, VERDICT_REWARDS["whole"], {"correct_share": 1.0}, final=True, detail="whole")
         if not tries:
-            return Outcome(False, VERDICT_REWARDS["did_not"], {"correct_share": 0.0}, detail="did_not")
-        share = len(matched_slots(tries[-1], target)) / len(target_units(target))
-        verdict = "part" if share > 0 else "incorrect"
-        return Outcome(False, VERDICT_REWARDS[verdict], {"correct_share": share}, detail=verdict)
+            verdict, share = "did_not", 0.0
+        else:
+            share = len(matched_slots(tries[-1], target)) / len(target_units(target))
+            verdict = "part" if share > 0 else "incorrect"
+        reward = VERDICT_REWARDS[verdict] if self.config.reward_rule == "verdict" else TURN_COST
+        return Outcome(False, reward, {"correct_share": share}, detail=verdict)
