@@ -63,6 +63,7 @@ CARELESS = [
     (["quickstart", "--sft-examples", "many", "--out", "{out}"], "--sft-examples"),
     (["quickstart", "-d", "nosuch", "--out", "{out}"], "nosuch"),
     (["quickstart", "--model", "banana", "--out", "{out}"], "banana"),
+    (["quickstart", "--model", "local/smollm3", "--out", "{out}"], "smollm3"),
     (["serve", "--planner", "{planner}", "--upstream", "banana"], "banana"),
     (["serve", "--planner", "{out}", "--upstream", "local/smollm2"], "--planner"),
     (["serve", "--planner", "{planner}", "--upstream", "local/smollm2", "--port", "99999"], "--port"),

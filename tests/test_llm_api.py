@@ -49,6 +49,7 @@ def test_litellm_talks_to_the_served_local_model(served):
     assert got.model == "openai/smollm2"
 
 
+@pytest.mark.slow  # generates with the real model several times: kept out of the fast tier
 def test_finish_reason_says_whether_the_reply_was_cut_at_max_tokens(served):
     local, server = served
     remote = api(server.url)
@@ -136,6 +137,7 @@ def fail(status: int, message: str = "try later") -> web.Response:
     return web.json_response({"error": {"message": message, "type": "server_error"}}, status=status)
 
 
+@pytest.mark.slow  # a subprocess or real back-off waits: kept out of the fast tier
 def test_retries_rate_limit_server_error_and_timeout_then_succeeds():
     script = ["ok", 429, 500, "hang", "ok"]  # the first call warms litellm up (its first call is slow)
 

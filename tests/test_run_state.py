@@ -143,6 +143,7 @@ def test_an_sft_checkpoint_without_its_fields_is_a_clear_error(tmp_path, data_di
 
 
 # ---- seeds --------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a subprocess or real back-off waits: kept out of the fast tier
 def test_derived_seeds_are_pinned_distinct_and_the_same_in_every_process():
     assert derive_seed(0, "episode", 1) == 685520657, "the derivation changed: saved runs would not resume alike"
     seeds = {derive_seed(base, kind, i) for base in (0, 1, -1) for kind in ("a", "b") for i in range(50)}

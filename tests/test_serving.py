@@ -188,6 +188,7 @@ def test_serve_llm_refuses_a_missing_or_wrong_token(llm_server):
 
 
 # ---- streaming ----------------------------------------------------------------------------------------------
+@pytest.mark.slow  # generates with the real model several times: kept out of the fast tier
 def test_serve_llm_streams_tokens_with_usage_like_the_whole_reply(llm_server, smol):
     got = sse_events(llm_server.url, LLM_TOKEN, {"messages": HELLO, "max_tokens": 24, "temperature": 0,
                                                  "stream_options": {"include_usage": True}})
@@ -201,6 +202,7 @@ def test_serve_llm_streams_tokens_with_usage_like_the_whole_reply(llm_server, sm
     assert [e["choices"][0]["finish_reason"] for e in got if e["choices"]][-1] == whole.finish_reason()
 
 
+@pytest.mark.slow  # generates with the real model several times: kept out of the fast tier
 def test_litellm_streams_from_serve_llm(llm_server, smol):
     remote = open_chat("openai/smollm2", cache=False, api_base=llm_server.url, api_key=LLM_TOKEN)
 
@@ -269,6 +271,7 @@ def test_a_type_error_in_a_backend_is_a_500_on_both_servers(smol, planner_dir):
 
 
 # ---- the CLI ------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # a subprocess or real back-off waits: kept out of the fast tier
 def test_serve_llm_reads_its_token_from_the_environment_and_warns_off_loopback(smollm2_gguf):
     env = {**os.environ, "PPDPP_LLM_SERVER_TOKEN": LLM_TOKEN, "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
     command = [sys.executable, "-c", "from ppdpp.planner.cli import main; main()", "serve-llm",

@@ -40,6 +40,7 @@ def missing(tmp_path: Path) -> Path:
     return tmp_path / "no-such-data"
 
 
+@pytest.mark.slow  # a subprocess or real back-off waits: kept out of the fast tier
 def test_missing_data_skips_with_the_reason(tmp_path, missing):
     result = _run_pytest(tmp_path, missing, require=None)
     out = result.stdout + result.stderr
@@ -48,6 +49,7 @@ def test_missing_data_skips_with_the_reason(tmp_path, missing):
     assert f"the real datasets are not in {missing}" in out, out
 
 
+@pytest.mark.slow  # a subprocess or real back-off waits: kept out of the fast tier
 def test_missing_data_fails_when_required(tmp_path, missing):
     result = _run_pytest(tmp_path, missing, require="1")
     out = result.stdout + result.stderr

@@ -74,7 +74,11 @@ def run_quickstart(command: QuickstartCommand) -> None:
     sft_dir, rl_dir, eval_dir = out / "sft", out / "rl", out / "evaluate"
     selfplay = ["--max-turns", str(command.max_turns), "--max-tokens", str(command.max_tokens)]
     get_domain(domain)  # an unknown domain or model fails here, before OUT is written
-    if not model.startswith("local/"):
+    if model.startswith("local/"):
+        from ppdpp.planner.llm.models import resolve_local_model
+
+        resolve_local_model(model.removeprefix("local/"))  # a missing model says how to get it, before SFT runs
+    else:
         from ppdpp.planner.llm.api import check_model
 
         check_model(model)
