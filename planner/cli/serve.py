@@ -1,4 +1,4 @@
-"""``ppdpp serve``: the OpenAI-compatible planning proxy (see planner/proxy.py and docs/serving.md)."""
+"""``ppdpp serve``: the OpenAI-compatible planning proxy (see planner/serving/proxy.py and docs/serving.md)."""
 
 from __future__ import annotations
 

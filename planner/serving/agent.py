@@ -2,10 +2,10 @@
 
 Each reply: the ``before_plan`` hooks may change what the planner reads; the planner picks a strategy; the
 ``strategy_prompt`` hook puts its instruction into the messages (default: the domain's ``agent_messages`` when
-there is a case, else the client's own messages plus the instruction, see :mod:`ppdpp.planner.runtime_hooks`);
+there is a case, else the client's own messages plus the instruction, see :mod:`ppdpp.plugins.runtime_defaults`);
 the LLM answers; the ``after_response`` hooks may post-process or log the reply.
 
-The conversation is a list of :class:`~ppdpp.planner.domain.Turn` or OpenAI-style message dicts (mixed is
+The conversation is a list of :class:`~ppdpp.planner.core.domain.Turn` or OpenAI-style message dicts (mixed is
 fine). Roles map as: ``"assistant"`` -> the agent (the side the planner steers), ``"user"`` -> the user,
 ``"system"`` and ``"developer"`` -> the client's system prompt (all of them, joined by blank lines; they are
 not turns). Content is a string or a list of ``{"type": "text", "text": ...}`` parts. An assistant message may
@@ -116,7 +116,7 @@ class AgentStream:
 
 class PlannedAgent:
     """Wraps a chat backend: every reply is planned by ``planner`` (a trained ``PolicyPlanner`` or any
-    :class:`~ppdpp.planner.plan.Policy`) for ``domain``. ``reminder`` is passed to the prompt hooks;
+    :class:`~ppdpp.planner.core.plan.Policy`) for ``domain``. ``reminder`` is passed to the prompt hooks;
     ``temperature`` and ``max_tokens`` are the defaults for each call."""
 
     def __init__(self, domain: Domain, planner: Policy, llm: ChatBackend, *, reminder: bool = True,
