@@ -24,6 +24,7 @@ Every mode reports the raw answers and what each was parsed as, so parse failure
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -165,7 +166,7 @@ class OracleCritic:
         return f"OracleCritic({self.simulator.name or type(self.simulator).__name__!r})"
 
     async def judge(self, domain: Domain, case: Case, history: Sequence[Turn], *, seed: int | None = None) -> Verdict:
-        outcome = self.simulator.outcome(case, history)
+        outcome = await asyncio.to_thread(self.simulator.outcome, case, list(history))
         if outcome is None:
             raise CriticError(f"user simulator {self.simulator.name!r} cannot tell the outcome of this dialogue; "
                               "judge it with an LLM critic (--critic MODEL)")

@@ -9,6 +9,7 @@ dialogue stuck in a loop will not get out of it, and further turns only burn tok
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -92,7 +93,7 @@ class SelfPlayEnv:
     programmatic user and an LLM critic, every step also records the exact outcome and the episode metrics
     report how often the critic agreed with it (``oracle_sr``, ``critic_agree``, ``critic_false_success``).
     Many environments may run at once from one event loop; their LLM calls then overlap (and a local backend
-    batches them).
+    batches them), and programmatic players run in worker threads (the persona partner runs an encoder).
     """
 
     def __init__(
@@ -150,7 +151,7 @@ class SelfPlayEnv:
         latency: dict[str, float] = {}
 
         if isinstance(self.agent, ScriptedAgent):
-            raw_agent = agent_text = self.agent.respond(self.history, strategy)
+            raw_agent = agent_text = await asyncio.to_thread(self.agent.respond, list(self.history), strategy)
         else:
             messages = self.domain.agent_messages(case, self.history, strategy, reminder=cfg.reminder)
             raw_agent = (await self._call("agent", self.agent, messages, usage, latency)).text
@@ -159,7 +160,7 @@ class SelfPlayEnv:
         self.history.append(Turn("agent", agent_text, strategy))
 
         if isinstance(self.user, UserSimulator):
-            raw_user = user_text = self.user.respond(self.history)
+            raw_user = user_text = await asyncio.to_thread(self.user.respond, list(self.history))
         else:
             messages = self.domain.user_messages(case, self.history, reminder=cfg.reminder)
             raw_user = (await self._call("user", self.user, messages, usage, latency)).text
@@ -172,7 +173,8 @@ class SelfPlayEnv:
         latency["critic"] = time.perf_counter() - start
         usage["critic"] = verdict.usage
         judgement = verdict.judgement
-        oracle = self.user.outcome(case, self.history) if isinstance(self.user, UserSimulator) else None
+        oracle = (await asyncio.to_thread(self.user.outcome, case, list(self.history))
+                  if isinstance(self.user, UserSimulator) else None)
         if oracle is not None and not isinstance(self.critic, OracleCritic):
             judgement = with_honesty(judgement, oracle)
 
