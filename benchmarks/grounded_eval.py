@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from ppdpp.simulators.evaluate import paired_difference
+from ppdpp.simulators.evaluate import paired_difference, transcript_path
 
 SETTINGS = {  # domain -> (user simulator, headline metric, turns per dialogue)
     "negotiation": ("rule-based", "sl", 8),
@@ -55,8 +55,7 @@ def per_case(transcripts: Path, metric: str) -> dict[str, float]:
 def table(eval_dir: Path, metric: str, best: str) -> list[str]:
     """Markdown rows: each policy's mean metric, and SFT+RL minus it (paired) with the p-value."""
     report = json.loads((eval_dir / "report.json").read_text())
-    values = {p["policy"]: per_case(eval_dir / "transcripts" / f"{p['policy'].replace(':', '_').replace('/', '_')}.jsonl",
-                                    metric) for p in report["policies"]}
+    values = {p["policy"]: per_case(transcript_path(eval_dir, p["policy"]), metric) for p in report["policies"]}
     cases = sorted(values[best])
     lines = [f"| policy | {metric} | 95% interval | SR | AT | SFT+RL minus policy [95%] | p |", "|---|---|---|---|---|---|---|"]
     for p in report["policies"]:

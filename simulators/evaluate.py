@@ -221,7 +221,7 @@ async def evaluate_policies(
     for policy in policies:
         transcript = None
         if out is not None:
-            transcript = out / "transcripts" / f"{_safe(policy.name)}.jsonl"
+            transcript = transcript_path(out, policy.name)
             await asyncio.to_thread(_fresh_file, transcript)
         before_failures = getattr(policy, "parse_failures", None)
         before_usage = getattr(policy, "usage", None)
@@ -251,8 +251,10 @@ def _fresh_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _safe(name: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+def transcript_path(out_dir: Path, policy: str) -> Path:
+    """Where an evaluation in ``out_dir`` writes ``policy``'s transcripts (the name made file-safe)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in policy)
+    return out_dir / "transcripts" / f"{safe}.jsonl"
 
 
 def report_table(report: EvaluationReport) -> Any:
