@@ -7,7 +7,9 @@ PPDPP.
 Data: ``esconv/esc-{train,valid,test}.txt`` (1,040 / 130 / 130 dialogues). ESConv has consecutive turns of
 one speaker; the cases and SFT histories keep them as separate turns, as PPDPP's planner input does (each
 is one "Role: text" line), and each labelled Therapist turn is its own SFT example. The chat messages for
-the LLMs merge them (see :mod:`ppdpp.planner.toolkit.chat`) so that roles alternate.
+the LLMs merge them (see :mod:`ppdpp.planner.toolkit.chat`) so that roles alternate. A user's own file
+(``--cases-file``, ``--train-file``) holds the same objects, read by
+:meth:`~ppdpp.planner.toolkit.dialog_data.DialogDataDomain.load_cases_file` (docs/data.md, "Your own files").
 
 Opening: PPDPP starts a simulated dialogue with the Patient stating their situation (``env.reset`` in the
 PPDPP repository), and the Therapist LLM's setup exchange ends with its "Yes, I'm ready to play the game!".

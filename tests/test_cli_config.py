@@ -46,7 +46,8 @@ LEGACY = {
                    "--max-turns", "--max-tokens", "--data-dir"],
 }
 VALUES = {"SFTConfig.train_splits": ("train", "valid"), "EvaluateCommand.baselines": ("random",),
-          "EvaluateCommand.planner": [Path("a"), Path("b")]}
+          "EvaluateCommand.planner": [Path("a"), Path("b")], "SFTConfig.report_to": ("tensorboard",),
+          "RLConfig.report_to": ("tensorboard",), "EvaluateCommand.report_to": ("tensorboard",)}
 
 
 def _other_value(leaf: Any) -> Any:

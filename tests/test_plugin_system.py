@@ -1,6 +1,6 @@
 """The plugin system end to end: a third-party package installed beside ppdpp, restricting plugins, errors.
 
-The example plugin in ``examples/minimal_plugin`` is really installed (``pip install --target`` into a temp
+The example plugin in ``examples/domain_plugin`` is really installed (``pip install --target`` into a temp
 dir, no network) and the real ``ppdpp`` command runs in a subprocess with that dir on ``PYTHONPATH``. The
 checks that need no third-party package run the same CLI in-process (a fresh interpreter costs seconds).
 """
@@ -24,7 +24,8 @@ from ppdpp.planner.registry.manager import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "minimal_plugin"
+EXAMPLE = REPO / "examples" / "domain_plugin"
+EXAMPLE_DOMAIN = "example_persuasion"  # also its entry-point name
 BUILT_IN_DOMAINS = ("negotiation", "emotional_support", "tutoring", "roleplay")
 
 
@@ -43,7 +44,7 @@ def run_ppdpp(*args: str, pythonpath: Path | None = None, **env: str) -> subproc
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example plugin installed into a temp dir (built from a copy, so the repo stays clean)."""
-    source = tmp_path_factory.mktemp("src") / "minimal_plugin"
+    source = tmp_path_factory.mktemp("src") / "domain_plugin"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
@@ -52,7 +53,7 @@ def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, f"pip install of the example failed:\n{result.stdout}\n{result.stderr}"
-    assert (target / "ppdpp_charity" / "cases.jsonl").is_file(), "package data was not installed"
+    assert (target / "ppdpp_example_persuasion" / "dialogues.jsonl").is_file(), "package data was not installed"
     return target
 
 
@@ -65,15 +66,16 @@ def test_third_party_plugin_shows_up_with_its_distribution(installed_example: Pa
     result = run_ppdpp("plugins", pythonpath=installed_example)
     assert result.returncode == 0, result.stderr
     rows = table_rows(result.stdout)
-    assert "charity" in rows, f"the example plugin is not listed:\n{result.stdout}"
-    assert "ppdpp-charity 0.1.0" in rows["charity"] and "register_domains" in rows["charity"], rows["charity"]
+    assert EXAMPLE_DOMAIN in rows, f"the example plugin is not listed:\n{result.stdout}"
+    row = rows[EXAMPLE_DOMAIN]
+    assert "ppdpp-example-persuasion 0.1.0" in row and "register_domains" in row, row
 
 
 def test_third_party_domain_loads_its_cases(installed_example: Path) -> None:
-    result = run_ppdpp("data", "stats", "--domain", "charity", pythonpath=installed_example)
+    result = run_ppdpp("data", "stats", "--domain", EXAMPLE_DOMAIN, pythonpath=installed_example)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = table_rows(result.stdout)
-    assert rows["train"].split("│")[2].strip() == "3" and rows["test"].split("│")[2].strip() == "1", result.stdout
+    assert rows["train"].split("│")[2].strip() == "8" and rows["test"].split("│")[2].strip() == "2", result.stdout
     assert {"credibility_appeal", "emotion_appeal", "logical_appeal"} <= set(rows), result.stdout
 
 
@@ -82,7 +84,7 @@ def test_unknown_domain_lists_the_known_ones(installed_example: Path) -> None:
     assert result.returncode == 2, result.stdout + result.stderr
     message = " ".join(result.stdout.split())
     assert "unknown domain 'chess'; known domains:" in message, message
-    for name in ("charity", *BUILT_IN_DOMAINS):
+    for name in (EXAMPLE_DOMAIN, *BUILT_IN_DOMAINS):
         assert name in message, f"{name!r} missing from the error: {message}"
 
 
@@ -103,7 +105,7 @@ def test_built_in_domains_are_listed(fresh_registry: None) -> None:
     for name in BUILT_IN_DOMAINS:
         assert name in rows, f"built-in plugin {name!r} missing:\n{result.output}"
     assert domain_owners() == {name: name for name in BUILT_IN_DOMAINS}, "each built-in plugin registers its domain"
-    assert "charity" not in rows, "the example is not installed in this environment"
+    assert EXAMPLE_DOMAIN not in rows, "the example is not installed in this environment"
 
 
 def test_the_plugin_list_never_unloads_built_in_plugins(fresh_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:

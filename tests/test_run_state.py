@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,95 @@ def test_a_truncated_state_file_names_the_file_and_the_fix(domain, finished_run,
         trainer(domain, run).load_checkpoint()
 
 
+# ---- damaged run directories: each file read on resume names itself and the fix -------------------------
+def _rewrite_json(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _state_with(run: Path, **changes) -> None:
+    state = latest_state(run)
+    torch.save({**torch.load(state, weights_only=True), **changes}, state)
+
+
+def _transcript_lines(run: Path) -> list[str]:
+    return (run / "transcripts.jsonl").read_text().splitlines()
+
+
+def _set_transcript_line(run: Path, index: int, text: str) -> None:
+    lines = _transcript_lines(run)
+    lines[index] = text
+    (run / "transcripts.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def _row(run: Path, index: int, **changes) -> str:
+    row = {**json.loads(_transcript_lines(run)[index]), **changes}
+    return json.dumps({k: v for k, v in row.items() if v is not None})
+
+
+DAMAGE = {
+    "newer pointer": (lambda run: _rewrite_json(run / "checkpoints" / "latest.json", format_version=99),
+                      r"latest\.json: format_version 99.*another ppdpp version.*start a new run with another --out"),
+    "missing state": (lambda run: latest_state(run).unlink(),
+                      r"latest\.json: checkpoint 'update-000002' has no state\.pt.*delete it to replay"),
+    "newer state": (lambda run: _state_with(run, format_version=2),
+                    r"state\.pt: checkpoint format_version 2.*another ppdpp version.*--out"),
+    "foreign state": (lambda run: _state_with(run, finished="all of them"),
+                      r"state\.pt: does not fit this planner and trainer.*latest\.json"),
+    "missing planner.json": (lambda run: (latest_state(run).parent / "planner" / "planner.json").unlink(),
+                             r"planner\.json is missing.*latest\.json: point it at an intact"),
+    "truncated planner.json": (
+        lambda run: (latest_state(run).parent / "planner" / "planner.json").write_text('{"format_version": 1, "dom'),
+        r"planner\.json:1: not valid JSON.*latest\.json: point it at an intact"),
+    "newer planner.json": (lambda run: _rewrite_json(latest_state(run).parent / "planner" / "planner.json",
+                                                     format_version=7),
+                           r"planner\.json: format_version 7 is not supported.*delete it to replay"),
+    "truncated head": (lambda run: (latest_state(run).parent / "planner" / "head.safetensors").write_bytes(b"\x10"),
+                       r"head\.safetensors: not the head of this planner.*delete it to replay"),
+    "missing transcripts": (lambda run: (run / "transcripts.jsonl").unlink(),
+                            r"transcripts\.jsonl is missing, but the checkpoint has trained on 8 episodes: restore"),
+    "corrupt middle line": (lambda run: _set_transcript_line(run, 2, '{"episode": 2, "ca'),
+                            r"transcripts\.jsonl:3: not valid JSON.*delete that line to play its episode again"),
+    "foreign row": (lambda run: _set_transcript_line(run, 1, _row(run, 1, steps=None)),
+                    r"transcripts\.jsonl:2: not a transcript line of this ppdpp version \(steps missing"),
+    "row of another run": (lambda run: _set_transcript_line(run, 0, _row(run, 0, case_id="scripted-test-9")),
+                           r"transcripts\.jsonl:1: episode \d+ on case 'scripted-test-9' is not an episode of this run"),
+    "repeated row": (lambda run: _set_transcript_line(run, 5, _transcript_lines(run)[4]),
+                     r"transcripts\.jsonl:6: episode \d+ appears again \(first on line 5\)"),
+    "lost rows": (lambda run: (run / "transcripts.jsonl").write_text("\n".join(_transcript_lines(run)[:6]) + "\n"),
+                  r"transcripts\.jsonl lacks episodes \[.*\] that the checkpoint trained on"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_run_directory_is_refused_with_the_file_and_the_fix(domain, finished_run, tmp_path, damage):
+    run = copy_run(finished_run, tmp_path)
+    tamper, message = DAMAGE[damage]
+    tamper(run)
+    with pytest.raises(RLError, match=message):
+        train_sync(trainer(domain, run), resume=True)
+
+
+@pytest.mark.parametrize("cut", ["mid-line", "before the newline"])
+def test_a_last_transcript_line_cut_by_a_kill_is_played_again(domain, finished_run, tmp_path, cut):
+    """Back at the checkpoint of update 1, with the journal's last line cut short: that episode is dropped
+    from the file, played again, and the run ends as the uninterrupted one did."""
+    run = copy_run(finished_run, tmp_path)
+    _rewrite_json(run / "checkpoints" / "latest.json", checkpoint="update-000001", updates_done=1)
+    text = (run / "transcripts.jsonl").read_text()
+    last = json.loads(text.splitlines()[-1])["episode"]
+    (run / "transcripts.jsonl").write_text(text[:-40] if cut == "mid-line" else text[:-1])
+    resumed = trainer(domain, run)
+    played: list[int] = []
+    resumed.on_episode = lambda result: played.append(int(result.episode_id))
+    train_sync(resumed, resume=True)
+    assert played == [last], "only the cut episode is played again"
+    rows = [json.loads(line) for line in _transcript_lines(run)]
+    assert sorted(r["episode"] for r in rows) == list(range(8)) and rows[-1]["episode"] == last
+    reference = PolicyPlanner.from_pretrained(finished_run / "final")
+    for name, weight in reference.head.state_dict().items():
+        assert torch.equal(weight, resumed.planner.head.state_dict()[name]), name
+
+
 def test_rl_training_leaves_the_callers_torch_rng_as_it_was(domain, tmp_path):
     run = trainer(domain, tmp_path / "run")
     before = torch.get_rng_state()
@@ -139,6 +229,40 @@ def test_an_sft_checkpoint_without_its_fields_is_a_clear_error(tmp_path, data_di
     out.mkdir()
     torch.save({"config": TINY_SFT.resume_key()}, out / CHECKPOINT_FILE)
     with pytest.raises(SFTError, match=r"checkpoint\.pt: checkpoint lacks state, model.*start the run over"):
+        train_sft(TINY_SFT, out, data_dir=data_dir, resume=True, progress=False)
+
+
+def _sft_checkpoint_with(out: Path, **changes) -> None:
+    torch.save({**torch.load(out / CHECKPOINT_FILE, weights_only=True), **changes}, out / CHECKPOINT_FILE)
+
+
+SFT_DAMAGE = {
+    "truncated": (lambda out: (out / CHECKPOINT_FILE).write_bytes((out / CHECKPOINT_FILE).read_bytes()[:200]),
+                  r"checkpoint\.pt: not a readable checkpoint.*delete it and pass no --resume to start the run over"),
+    "newer": (lambda out: _sft_checkpoint_with(out, format_version=2),
+              r"checkpoint\.pt: format_version 2.*another ppdpp version.*start a new run with another --out"),
+    "foreign": (lambda out: _sft_checkpoint_with(out, model={"head.weight": torch.zeros(2, 2)}),
+                r"checkpoint\.pt: does not fit this planner.*start the run over"),
+    "missing": (lambda out: (out / CHECKPOINT_FILE).unlink(),
+                r"nothing to resume: .*checkpoint\.pt does not exist.*without --resume to start it over"),
+}
+
+
+@pytest.fixture(scope="module")
+def stopped_sft(tmp_path_factory, data_dir) -> Path:
+    """An SFT run stopped (checkpointed) after its first step."""
+    out = tmp_path_factory.mktemp("sft") / "run"
+    train_sft(replace(TINY_SFT, max_steps=1), out, data_dir=data_dir, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("damage", SFT_DAMAGE, ids=list(SFT_DAMAGE))
+def test_a_damaged_sft_checkpoint_is_refused_with_the_file_and_the_fix(stopped_sft, tmp_path, data_dir, damage):
+    out = tmp_path / "run"
+    shutil.copytree(stopped_sft, out)
+    tamper, message = SFT_DAMAGE[damage]
+    tamper(out)
+    with pytest.raises(SFTError, match=message):
         train_sft(TINY_SFT, out, data_dir=data_dir, resume=True, progress=False)
 
 

@@ -1,96 +1,59 @@
-"""docs/toolkit.md lists every name that ``ppdpp.planner.toolkit`` exports, with its current signature.
-
-``python tests/test_toolkit_docs.py`` prints the reference section of docs/toolkit.md from the code.
-"""
+"""docs/toolkit.md shows every name that ``ppdpp.planner.toolkit`` exports and the domain contract, generated from
+the code by docs/gen_toolkit_reference.py: these tests fail when the generated section is stale."""
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
+import re
 from pathlib import Path
+from types import ModuleType
 
+import ppdpp.planner.core.domain as contract
 import ppdpp.planner.toolkit as toolkit
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "toolkit.md"
+GENERATOR = Path(__file__).resolve().parents[1] / "docs" / "gen_toolkit_reference.py"
 
 
-class _Text:
-    """Shows a string annotation or a default as written in the source, without quotes."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_toolkit_reference", GENERATOR)
+    assert spec is not None and spec.loader is not None, GENERATOR
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _shown(value: object) -> object:
-    if isinstance(value, str):
-        return _Text(value)
-    if isinstance(value, type):
-        return _Text(value.__name__)
-    return value
+gen = _load_generator()
 
 
-def signature_text(obj: object) -> str:
-    """``inspect.signature`` of ``obj`` with annotations as written; a class shows its constructor's
-    parameters without the ``-> None``."""
-    sig = inspect.signature(obj)
-    params = [
-        p.replace(
-            annotation=p.annotation if p.annotation is p.empty else _shown(p.annotation),
-            default=p.default if p.default is p.empty else _shown(p.default),
-        )
-        for p in sig.parameters.values()
-    ]
-    if inspect.isclass(obj):
-        return str(sig.replace(parameters=params, return_annotation=sig.empty))
-    returns = sig.return_annotation if sig.return_annotation is sig.empty else _shown(sig.return_annotation)
-    return str(sig.replace(parameters=params, return_annotation=returns))
+def test_the_generated_reference_matches_the_code() -> None:
+    text = gen.DOC.read_text(encoding="utf-8")
+    assert gen.with_reference(text, gen.reference_markdown()) == text, (
+        "docs/toolkit.md's reference section is stale: run `python docs/gen_toolkit_reference.py`")
 
 
-def _summary(obj: object) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return " ".join(doc.split("\n\n")[0].split())
+def test_a_changed_signature_makes_the_reference_stale() -> None:
+    """The comparison above is exact: a doc that shows an old signature, or misses a name, does not pass."""
+    text = gen.DOC.read_text(encoding="utf-8")
+    old = f"require_file{gen.signature_text(toolkit.require_file)}"
+    assert old in text, "the reference shows require_file's signature"
+    edited = text.replace(old, "require_file(path: Path) -> Path")
+    assert gen.with_reference(edited, gen.reference_markdown()) == text != edited
+    assert gen.main(["--check"]) == 0, "the committed docs pass the check"
 
 
-def _methods(cls: type) -> list[tuple[str, object]]:
-    """Public methods and properties a class defines itself."""
-    return [(n, v) for n, v in vars(cls).items() if not n.startswith("_") and (callable(v) or isinstance(v, property))]
-
-
-def reference_markdown() -> str:
-    """The reference section of docs/toolkit.md: one entry per exported name, in ``__all__`` order."""
-    lines: list[str] = []
+def test_every_documented_name_has_a_docstring() -> None:
     for name in toolkit.__all__:
-        obj = getattr(toolkit, name)
-        kind = "class" if inspect.isclass(obj) else "def"
-        lines += [f"### `{name}`", "", "```python", f"{kind} {name}{signature_text(obj)}", "```", "",
-                  f"From `{obj.__module__}`. {_summary(obj)}", ""]
-        if inspect.isclass(obj):
-            for method, value in _methods(obj):
-                shown = f"`{method}{signature_text(value)}`" if callable(value) else f"`{method}` (property)"
-                lines.append(f"- {shown}: {_summary(value)}" if _summary(value) else f"- {shown}")
-            lines.append("")
-    return "\n".join(lines)
+        assert gen.summary(getattr(toolkit, name)), f"ppdpp.planner.toolkit.{name} has no docstring"
+    for name in gen.contract_classes():
+        assert gen.summary(getattr(contract, name)), f"ppdpp.planner.core.domain.{name} has no docstring"
 
 
-def test_every_export_is_documented_with_its_signature() -> None:
-    text = DOC.read_text(encoding="utf-8")
-    for name in toolkit.__all__:
-        obj = getattr(toolkit, name)
-        assert inspect.getdoc(obj), f"ppdpp.planner.toolkit.{name} has no docstring"
-        assert f"{name}{signature_text(obj)}" in text, (
-            f"docs/toolkit.md does not show {name}{signature_text(obj)}; regenerate its reference section with "
-            "`python tests/test_toolkit_docs.py`"
-        )
-
-
-def test_docs_list_no_name_the_toolkit_does_not_export() -> None:
-    documented = {line[len("### `") : -1] for line in DOC.read_text(encoding="utf-8").splitlines()
-                  if line.startswith("### `")}
-    assert documented == set(toolkit.__all__), documented ^ set(toolkit.__all__)
+def test_the_reference_lists_exactly_the_exports_and_the_contract() -> None:
+    documented = [line[len("#### `"):-1] for line in gen.reference_markdown().splitlines() if line.startswith("#### `")]
+    assert documented == [*toolkit.__all__, *gen.contract_classes()], documented
 
 
 def test_every_public_helper_is_exported() -> None:
@@ -104,5 +67,14 @@ def test_every_public_helper_is_exported() -> None:
                 assert name in toolkit.__all__, f"{module.__name__}.{name} is public but not in toolkit.__all__"
 
 
-if __name__ == "__main__":
-    print(reference_markdown(), end="")
+def test_the_signatures_in_domains_md_match_the_code() -> None:
+    """docs/domains.md's table of the helpers it names shows each one's current signature and links to its entry."""
+    text = (gen.DOC.parent / "domains.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| \[`(\w+)(\(.*?)`\]\(toolkit\.md#(\w+)\) \|", text, flags=re.MULTILINE)
+    assert {name for name, _, _ in rows} >= {"require_file", "role_play_messages", "parse_choice"}, rows
+    headings = {line[len("#### `"):-1] for line in gen.DOC.read_text(encoding="utf-8").splitlines()
+                if line.startswith("#### `")}
+    for name, shown, anchor in rows:
+        assert shown.replace("\\|", "|") == gen.signature_text(getattr(toolkit, name)), (
+            f"docs/domains.md shows {name}{shown}; the code says {name}{gen.signature_text(getattr(toolkit, name))}")
+        assert anchor == name and name in headings, f"docs/domains.md links {name} to a missing #{anchor}"

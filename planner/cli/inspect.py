@@ -1,7 +1,9 @@
-"""``ppdpp plugins`` and ``ppdpp data stats``: what is loaded and what the datasets hold."""
+"""``ppdpp plugins``, ``ppdpp data stats`` and ``ppdpp data convert``: what is loaded, what the datasets hold,
+and converting a dataset's original release into a domain's format."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -9,10 +11,13 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import DataDirOption, app, console, data_app
+from ppdpp.planner.cli.app import DataDirOption, app, console, data_app, fail
+from ppdpp.planner.core.atomic import write_atomic
 from ppdpp.planner.core.domain import SPLITS
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+
+SHOWN_SKIPS = 10  # skipped examples named one by one; the rest are counted
 
 
 @app.command("plugins")
@@ -26,6 +31,12 @@ def list_plugins() -> None:
         doms = sorted(d for d, owner in owners.items() if owner == name)
         table.add_row(name, plugin_registry.plugin_source(name), ", ".join(hooks), ", ".join(doms))
     console.print(table)
+    converters = plugin_registry.converters()
+    if converters:
+        listing = Table("data converter", "domain", "converts")
+        for name, converter in sorted(converters.items()):
+            listing.add_row(name, converter.domain, converter.description)
+        console.print(listing)
 
 
 @data_app.command("stats")
@@ -47,3 +58,32 @@ def data_stats(
     for name in dom.strategy_names:
         strategies.add_row(name, *(f"{counts[s][name]:,}" for s in SPLITS))
     console.print(strategies)
+
+
+@data_app.command("convert")
+def data_convert(
+    name: str = typer.Argument(..., help="Converter name (listed by `ppdpp plugins`), e.g. craigslistbargain."),
+    file: Path = typer.Argument(..., help="The dataset's original release file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON-lines file to write (default: FILE with "
+                                                                  "the suffix .jsonl)."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip a bad example (and count it) "
+                                                                      "instead of stopping at it."),
+) -> None:
+    """Convert a dataset's original release into a domain's JSON-lines cases (docs/data.md)."""
+    converter = plugin_registry.get_converter(name)
+    target = out if out is not None else file.with_suffix(".jsonl")
+    if target.resolve() == file.resolve():
+        fail(f"--out {target} is the input file; name another output file")
+    result = converter.convert(file, skip_bad_rows=skip_bad_rows)
+    for message in result.skipped[:SHOWN_SKIPS]:
+        console.print(f"[yellow]skipped[/] {message}", highlight=False, soft_wrap=True)
+    if len(result.skipped) > SHOWN_SKIPS:
+        console.print(f"[yellow]skipped[/] {len(result.skipped) - SHOWN_SKIPS} more bad examples")
+    if not result.rows:
+        fail(f"{file}: no example converted ({len(result.skipped)} skipped as bad); nothing written")
+    lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in result.rows)
+    write_atomic(target, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
+    console.print(f"converted {len(result.rows):,} examples to {target} ({len(result.skipped):,} skipped as bad)",
+                  highlight=False, soft_wrap=True)
+    console.print(f"evaluate them: ppdpp evaluate --domain {converter.domain} --cases-file {target} --agent MODEL",
+                  highlight=False, soft_wrap=True)

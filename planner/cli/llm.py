@@ -13,7 +13,8 @@ from rich.table import Table
 from ppdpp.planner.cli.app import app, console, fail
 from ppdpp.planner.llm import LLMError, open_chat
 from ppdpp.planner.llm.base import ChatBackend
-from ppdpp.planner.cli.serve import (LimitBodyOption, LimitNOption, LimitTokensOption, PortOption, one_of,
+from ppdpp.planner.cli.serve import (LimitBodyOption, LimitNOption, LimitPromptOption, LimitQueueOption,
+                                     LimitTokensOption, PortOption, RequestTimeoutOption, RetryAfterOption, one_of,
                                      server_limits, within)
 from ppdpp.planner.serving.llm_server import TOKEN_ENV as LLM_TOKEN_ENV
 from ppdpp.planner.serving.openai_protocol import exposure_warning
@@ -92,11 +93,16 @@ def serve_llm(
     limit_body_bytes: int = LimitBodyOption,
     limit_n: int = LimitNOption,
     limit_max_tokens: int = LimitTokensOption,
+    limit_prompt_tokens: int = LimitPromptOption,
+    limit_queue: int = LimitQueueOption,
+    retry_after: int = RetryAfterOption,
+    request_timeout: float = RequestTimeoutOption,
 ) -> None:
     """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions (streaming too), GET /v1/models."""
     from ppdpp.planner.serving.llm_server import serve_forever
 
-    limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens)
+    limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens, limit_prompt_tokens, limit_queue,
+                           retry_after, request_timeout)
     warning = exposure_warning(host, token, LLM_TOKEN_ENV)
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")

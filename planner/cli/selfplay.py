@@ -7,7 +7,7 @@ Their options come from :class:`RLCommand` + ``RLConfig`` (with its ``EnvConfig`
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -16,23 +16,70 @@ import typer
 
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console, fail
-from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.toolkit.datafiles import DomainData, domain_data
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
+from ppdpp.planner.training.tracking import check_report_to, report_to_field
 
 if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` stays quick
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.rl import RLConfig
     from ppdpp.simulators.env import EnvConfig
+    from ppdpp.simulators.evaluate import EvaluationReport
     from ppdpp.simulators.roles import Roles
 
 BASELINES = ("no-planner", "random", "majority", "llm")
 
 
-def _pick_cases(domain: Domain, split: str, data_dir: Optional[Path], limit: Optional[int]) -> list[Case]:
-    cases = domain.load_cases(split, data_dir)  # type: ignore[arg-type]
+def _pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int], cases_file: Optional[Path],
+                skip_bad_rows: bool) -> list[Case]:
+    """The cases to play: those of ``cases_file``, else of ``split`` in the domain's data; says which."""
+    if cases_file is not None:
+        read = domain.load_cases_file(cases_file, skip_bad_rows=skip_bad_rows)
+        cases, source = read.cases, str(cases_file)
+        if read.skipped:
+            console.print(f"[yellow]warning:[/] skipped {len(read.skipped)} bad row(s) of {cases_file} "
+                          f"(--skip-bad-rows); first: {read.skipped[0]}", highlight=False, soft_wrap=True)
+    else:
+        cases, source = domain.load_cases(split, data.data_dir), f"the {split} split of {data.source}"  # type: ignore[arg-type]
     if not cases:
-        raise DomainError(f"domain {domain.name!r} has no {split} cases")
-    return cases[:limit] if limit else cases
+        raise DomainError(f"domain {domain.name!r} has no cases in {source}")
+    picked = cases[:limit] if limit else cases
+    console.print(f"{domain.name}: {len(picked)} case(s) from {source}", highlight=False, soft_wrap=True)
+    return picked
+
+
+def _split_label(command: Any) -> str:
+    """What the report calls the cases: the split, or the name of the --cases-file."""
+    return command.split if command.cases_file is None else Path(command.cases_file).name
+
+
+def _majority(domain: Domain, planners: list[Path], data: DomainData, cases_file: Optional[Path]) -> Any:
+    """The majority baseline: the train split's labels (not the bundled ones beside a user's --cases-file),
+    else the training record of a --planner; else an error saying how to give one."""
+    from ppdpp.planner.policy.baselines import MajorityPolicy, training_label_counts
+
+    if cases_file is None or not data.bundled:
+        try:
+            examples = domain.sft_examples("train", data.data_dir)
+        except DomainError:
+            examples = []
+        if examples:
+            return MajorityPolicy.from_examples(domain, examples)
+    missing = []
+    for path in planners:
+        try:
+            counts, record = training_label_counts(path)
+        except DomainError as exc:
+            missing.append(str(exc))
+            continue
+        console.print(f"majority: label counts from {record}", highlight=False, soft_wrap=True)
+        return MajorityPolicy(domain, counts)
+    where = f"--cases-file {cases_file} holds test cases only" if cases_file is not None \
+        else f"no {domain.name} train split in {data.source}"
+    raise DomainError(
+        f"the majority baseline needs training label counts and {where}: give --planner DIR (a planner trained "
+        f"by ppdpp sft, whose run's config.json records them), or --data-dir ROOT with {domain.folder_name}/ "
+        f"holding the train split, or leave majority out of --baselines{'; ' + missing[0] if missing else ''}")
 
 
 def _check_planners(paths: list[Path]) -> None:
@@ -69,6 +116,11 @@ MODEL_HELP = {
 }
 
 
+CASES_FILE_HELP = ("Play the cases of this file instead of a split: JSON lines, CSV or a folder saved by datasets "
+                   "(each domain's row schema: docs/data.md).")
+SKIP_BAD_ROWS_HELP = "Skip a bad row of --cases-file with a warning and a count instead of stopping."
+
+
 @dataclass
 class RLCommand:
     """What ``ppdpp rl`` needs besides the training settings (``RLConfig``)."""
@@ -83,6 +135,8 @@ class RLCommand:
     out: Path = field(default=Path("runs/rl"), metadata={"help": "Run directory."})
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its checkpoint."})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
+    cases_file: Optional[Path] = field(default=None, metadata={"help": CASES_FILE_HELP})
+    skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
 
 
 @dataclass
@@ -105,9 +159,13 @@ class EvaluateCommand:
     concurrency: int = field(default=16, metadata={"help": "Dialogues played at once.", "min": 1, "max": 1024})
     out: Path = field(default=Path("runs/evaluate"), metadata={"help": "Report, plot and transcripts go here."})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
+    cases_file: Optional[Path] = field(default=None, metadata={"help": CASES_FILE_HELP})
+    skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
+    report_to: tuple[str, ...] = report_to_field()
 
     def __post_init__(self) -> None:
         self.baselines = tuple(self.baselines)
+        self.report_to = check_report_to(self.report_to)
         unknown = sorted(set(self.baselines) - set(BASELINES))
         if unknown:
             raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
@@ -146,9 +204,11 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
     from ppdpp.planner.training.rl import RLError, RLTrainer
 
     dom = plugin_registry.get_domain(command.domain)
-    root = resolve_data_dir(command.data_dir)
+    data = domain_data(dom, command.data_dir)
+    root = data.data_dir
+    command = replace(command, data_dir=root)  # the run records the data it read (none: bundled cases)
     _check_planners([command.planner])
-    train_cases = _pick_cases(dom, config.split, root, command.cases)
+    train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows)
     roles = _open_roles(dom, command, root, cache=True)  # bad model strings fail here, before any model loads
     policy = PolicyPlanner.from_pretrained(command.planner, domain=dom)
     trainer = RLTrainer(policy, dom, train_cases, roles.make_env, config, command.out,
@@ -172,6 +232,17 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
     console.print(f"planner: {out / 'final'}   curve: {out / 'curve.png'}   transcripts: {trainer.transcripts_path}")
 
 
+def report_metrics(report: EvaluationReport) -> dict[str, float]:
+    """Each policy's numbers as tracker scalars: ``<policy>/SR``, ``/AT``, ``/reward``, ``/<metric>`` (e.g. SL)
+    and ``/SR@t`` for each turn ``t``."""
+    out: dict[str, float] = {}
+    for p in report.policies:
+        out.update({f"{p.policy}/SR": p.sr.mean, f"{p.policy}/AT": p.at.mean, f"{p.policy}/reward": p.reward.mean})
+        out.update({f"{p.policy}/{name}": value.mean for name, value in p.metrics.items()})
+        out.update({f"{p.policy}/SR@{t}": rate for t, rate in enumerate(p.success_by_turn, 1)})
+    return out
+
+
 @app.command("evaluate", **CONFIG_COMMAND)
 def evaluate_command(ctx: typer.Context) -> None:
     """Play the same cases with every policy (greedy agent and user, seeded critic) and compare them."""
@@ -182,17 +253,20 @@ def evaluate_command(ctx: typer.Context) -> None:
 
 def run_evaluate(command: EvaluateCommand, env: EnvConfig) -> None:
     """Evaluate as ``command`` and ``env`` say; ``config.json`` in the output directory records both."""
-    from ppdpp.planner.cli.options import record_resolved
+    from ppdpp.planner.cli.options import record_resolved, resolved
+    from ppdpp.planner.training.tracking import open_trackers
     from ppdpp.simulators.evaluate import NamedPolicy, evaluate_policies, report_table
-    from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+    from ppdpp.planner.policy.baselines import NoPlannerPolicy, RandomPolicy
     from ppdpp.planner.policy.llm_planner import LLMPlanner
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
     dom = plugin_registry.get_domain(command.domain)
-    root = resolve_data_dir(command.data_dir)
+    data = domain_data(dom, command.data_dir)
+    root = data.data_dir
+    command = replace(command, data_dir=root)  # config.json records the data it read (none: bundled cases)
     wanted = command.baselines
     _check_planners(command.planner)
-    eval_cases = _pick_cases(dom, command.split, root, command.cases)
+    eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows)
     roles = _open_roles(dom, command, root, cache="all")
     policies: list[Any] = []
     for path in command.planner:
@@ -203,7 +277,7 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig) -> None:
     if "random" in wanted:
         policies.append(RandomPolicy(dom, seed=command.seed))
     if "majority" in wanted:
-        policies.append(MajorityPolicy.from_examples(dom, dom.sft_examples("train", root)))
+        policies.append(_majority(dom, command.planner, data, command.cases_file))
     if "llm" in wanted:
         planner_llm = roles.backend("agent")
         if planner_llm is None:
@@ -217,12 +291,19 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig) -> None:
     async def run() -> Any:
         try:
             return await evaluate_policies(dom, policies, eval_cases, lambda: roles.make_env(env),
-                                           split=command.split, seed=command.seed, concurrency=command.concurrency,
+                                           split=_split_label(command), seed=command.seed,
+                                           concurrency=command.concurrency,
                                            out_dir=command.out, models=roles.names)
         finally:
             await roles.aclose()
 
-    report = asyncio.run(run())
+    tracker = open_trackers(command.report_to, command.out, command.out.name)
+    try:
+        tracker.log_params(resolved(command, env))
+        report = asyncio.run(run())
+        tracker.log_metrics(report_metrics(report), 0)
+    finally:
+        tracker.close()
     console.print(report_table(report))
     out = command.out
     console.print(f"report: {out / 'report.json'}   plot: {out / 'report.png'}   transcripts: {out / 'transcripts'}")

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
-from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.toolkit.datafiles import domain_data
 from ppdpp.planner.training.metrics import Scores
 from ppdpp.planner.registry.manager import get_domain
 
@@ -87,7 +87,9 @@ def _auto_splits(values: dict[str, Any]) -> None:
 
     if values.get("train_splits") == ("auto",) and "domain" in values:
         domain = get_domain(values["domain"])
-        values["train_splits"] = auto_train_splits(domain, resolve_data_dir(values.get("data_dir")))
+        values["train_splits"] = auto_train_splits(
+            domain, domain_data(domain, values.get("data_dir")).data_dir, values.get("train_file"),
+            values.get("valid_file"), bool(values.get("skip_bad_rows")))
 
 
 def parse_sft(args: list[str]) -> tuple[SFTCommand, SFTConfig]:
@@ -116,12 +118,15 @@ def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     if command.threads:
         torch.set_num_threads(command.threads)
     dom = get_domain(config.domain)
-    root = resolve_data_dir(command.data_dir)
+    data = domain_data(dom, command.data_dir)
+    root = data.data_dir
     command = replace(command, out=command.out or Path("runs") / f"sft-{dom.name}", data_dir=root)
     out_dir = command.out
     assert out_dir is not None
-    console.print(f"[bold]sft {dom.name}[/] on {', '.join(config.train_splits)} from {root or 'bundled cases'} "
-                  f"-> {out_dir}")
+    files = [f"{split} from {name}" for split, name in
+             (("train", config.train_file), ("valid", config.valid_file), ("test", config.test_file)) if name]
+    console.print(f"[bold]sft {dom.name}[/] on {', '.join(config.train_splits)} from {data.source}"
+                  f"{''.join(f'; {f}' for f in files)} -> {out_dir}")
     result = train_sft(config, out_dir, data_dir=root, resume=command.resume,
                        run_settings=resolved(command, config))  # written when the run starts
     if not result.finished:

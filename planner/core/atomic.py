@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> None:
@@ -48,3 +48,20 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temporaries(directory: str | Path, names: Iterable[str] | None = None) -> None:
+    """Remove what killed writes left in ``directory``: the ``.NAME.*.tmp`` files and directories of
+    :func:`write_atomic` and :func:`atomic_directory`, and their ``.NAME.old`` directories, for every NAME or
+    only those in ``names``. Call it only while nothing else writes those names there."""
+    wanted = None if names is None else set(names)
+    for entry in Path(directory).glob(".*"):
+        if not entry.name.endswith((".tmp", ".old")):
+            continue
+        name = entry.name[1:].rsplit(".", 2 if entry.name.endswith(".tmp") else 1)[0]
+        if wanted is not None and name not in wanted:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

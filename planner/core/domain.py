@@ -74,6 +74,23 @@ class Judgement:
         return sum(p is None for p in self.parsed)
 
 
+@dataclass(frozen=True)
+class CasesFromFile:
+    """What :meth:`Domain.load_cases_file` read: the cases, and one message per row skipped as bad (each
+    naming file, line and field; empty unless ``skip_bad_rows`` was on)."""
+
+    cases: list[Case]
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExamplesFromFile:
+    """What :meth:`Domain.sft_examples_file` read: the SFT examples and the messages of the rows skipped."""
+
+    examples: list[SFTExample]
+    skipped: list[str] = field(default_factory=list)
+
+
 class Domain(ABC):
     """Base class for a dialogue domain. Subclasses set the class attributes and implement the methods.
 
@@ -82,6 +99,7 @@ class Domain(ABC):
         agent_role / user_role: display names of the two sides ("Buyer" / "Seller").
         strategies: ordered mapping strategy name -> natural-language instruction for the agent LLM.
         critic_samples: how many critic samples PPDPP draws per judgement.
+        data_folder: the domain's folder under the data root (``--data-dir``); ``None`` = the domain's name.
     """
 
     name: ClassVar[str]
@@ -91,6 +109,7 @@ class Domain(ABC):
     strategies: ClassVar[dict[str, str]]
     max_turns: ClassVar[int] = 8
     critic_samples: ClassVar[int] = 10
+    data_folder: ClassVar[str | None] = None
 
     # ---- strategy set -------------------------------------------------------------------------------
     @property
@@ -123,6 +142,21 @@ class Domain(ABC):
     @abstractmethod
     def sft_examples(self, split: Split, data_dir: Path | None) -> list[SFTExample]:
         """(dialogue history -> strategy label) examples of ``split``; ``data_dir=None`` as above."""
+
+    @property
+    def folder_name(self) -> str:
+        """The folder under the data root that holds this domain's dataset (``data_folder``, else ``name``)."""
+        return self.data_folder or self.name
+
+    def load_cases_file(self, path: Path, *, skip_bad_rows: bool = False) -> CasesFromFile:
+        """Cases from one user file (the row schemas are in docs/data.md). A bad row is an error naming file,
+        line and field, or, with ``skip_bad_rows``, skipped and reported in ``skipped``. Domains that cannot
+        read such files keep this default, which says so."""
+        raise DomainError(f"domain {self.name!r} cannot read cases from a file ({path}); use its data folder")
+
+    def sft_examples_file(self, path: Path, *, skip_bad_rows: bool = False) -> ExamplesFromFile:
+        """SFT examples from one user file, with the same rules as :meth:`load_cases_file`."""
+        raise DomainError(f"domain {self.name!r} cannot read SFT examples from a file ({path}); use its data folder")
 
     def background(self, case: Case) -> str:
         """A one-line summary of the case that the planner may read in front of the dialogue."""

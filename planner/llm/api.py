@@ -1,7 +1,8 @@
 """API chat models through litellm: any provider litellm knows, or any OpenAI-compatible server (``api_base=``).
 
 We run our own bounded retry loop (exponential backoff with jitter on 429, 408, 5xx, timeouts and dropped
-connections; litellm's and the OpenAI SDK's hidden retries are switched off), limit concurrency with a
+connections, or the server's ``Retry-After`` on 429/503; each failed attempt is one line on the
+``ppdpp.llm.api`` logger; litellm's and the OpenAI SDK's hidden retries are switched off), limit concurrency with a
 semaphore, ask for ``n`` samples in one request where the provider supports it (else ``n`` parallel requests),
 stream replies piece by piece (``stream``; retries cover opening the stream, not a stream that breaks off),
 and account tokens and cost (``litellm.completion_cost`` where the price is known, else ``None``).
@@ -12,9 +13,13 @@ never appear in logs, errors or reprs.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import os
 import random
 import time
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator, Sequence
 
 from ppdpp.planner.core.domain import Message
@@ -23,7 +28,9 @@ from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.sampling import check_sampling
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+RETRY_AFTER_STATUS = frozenset({429, 503})  # the statuses whose Retry-After header we follow
 _SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")
+log = logging.getLogger("ppdpp.llm.api")
 
 
 def _litellm() -> Any:
@@ -39,6 +46,52 @@ def _litellm() -> Any:
 def _status_of(exc: BaseException) -> int | None:
     status = getattr(exc, "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the errors it was raised from (litellm wraps the OpenAI client's, which wraps httpx's)."""
+    links: list[BaseException] = []
+    link: BaseException | None = exc
+    while link is not None and len(links) < 8:
+        links.append(link)
+        link = link.__cause__ or link.__context__
+    return links
+
+
+def parse_retry_after(value: str) -> float | None:
+    """A ``Retry-After`` value as seconds from now (it is a number of seconds or an HTTP date); ``None`` when
+    unreadable."""
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def retry_after_s(exc: BaseException) -> float | None:
+    """How long a 429 or 503 answer asked us to wait (its ``retry-after-ms``, else ``Retry-After``), else
+    ``None``."""
+    if _status_of(exc) not in RETRY_AFTER_STATUS:
+        return None
+    for link in _chain(exc):
+        headers = getattr(link, "litellm_response_headers", None) or getattr(
+            getattr(link, "response", None), "headers", None)
+        if not headers:
+            continue
+        lowered = {str(k).lower(): str(v) for k, v in headers.items()}
+        millis = parse_retry_after(lowered.get("retry-after-ms", ""))
+        if millis is not None:
+            return millis / 1000
+        if "retry-after" in lowered:
+            return parse_retry_after(lowered["retry-after"])
+    return None
 
 
 def check_model(model: str, api_base: str | None = None) -> None:
@@ -87,14 +140,15 @@ class APIBackend(ChatBackend):
 
     Options: ``api_base`` (an OpenAI-compatible server, e.g. ``http://127.0.0.1:8000/v1``), ``api_key`` (else
     the provider's environment variable), ``timeout`` (seconds per attempt, default 60), ``max_retries``
-    (retries after the first attempt, default 4), ``backoff_s`` (first backoff, doubled each retry, default 1),
-    ``max_backoff_s`` (default 30), ``concurrency`` (requests in flight at once, default 16),
+    (retries after the first attempt, default 6: at least 30 s of waiting in all, enough to ride out an upstream
+    restart), ``backoff_s`` (first backoff, doubled each retry, default 1), ``max_backoff_s`` (the longest wait,
+    also for a server's ``Retry-After``; default 30), ``concurrency`` (requests in flight at once, default 16),
     ``n_in_one_request`` (``None``: ask litellm whether the provider takes ``n``). Other keyword options are
     passed to ``litellm.acompletion`` as they are.
     """
 
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
-                 timeout: float = 60.0, max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
+                 timeout: float = 60.0, max_retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  concurrency: int = 16, n_in_one_request: bool | None = None, **extra: Any) -> None:
         if max_retries < 0 or concurrency < 1 or timeout <= 0:
             raise ValueError("max_retries must be >= 0, concurrency >= 1 and timeout > 0")
@@ -145,6 +199,29 @@ class APIBackend(ChatBackend):
         delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
         return delay * (0.5 + random.random() / 2)
 
+    def _wait(self, attempt: int, exc: BaseException) -> tuple[float, str]:
+        """Seconds to wait before the next attempt, and why: the server's ``Retry-After`` (plus up to 10%, so
+        that the clients of a 429 storm do not all come back at once), else our backoff; at most
+        ``max_backoff_s``."""
+        asked = retry_after_s(exc)
+        if asked is None:
+            return self._backoff(attempt), "backoff"
+        return min(self.max_backoff_s, asked * (1 + random.random() / 10)), f"Retry-After {asked:g}s"
+
+    def _failure(self, exc: BaseException) -> str:
+        """What went wrong, in a few words: timed out, could not connect, rate limited, server error."""
+        import openai
+
+        links = _chain(exc)
+        if any(isinstance(x, (asyncio.TimeoutError, TimeoutError, openai.APITimeoutError)) for x in links):
+            return f"timed out after {self.timeout:g}s"
+        if any(isinstance(x, (ConnectionError, openai.APIConnectionError)) for x in links):
+            where = f" to {self.api_base}" if self.api_base else ""
+            return f"could not connect{where} (server down or connection dropped)"
+        status = _status_of(exc)
+        kind = "rate limited" if status == 429 else "server error" if status is not None and status >= 500 else "failed"
+        return f"{kind}: {' '.join(self._describe(exc).split())[:240]}"
+
     # -- calls ---------------------------------------------------------------------------------------------
     async def _request(self, messages: list[Message], n: int, kwargs: dict[str, Any]) -> Any:
         """One HTTP request with our retries; returns the litellm response."""
@@ -159,30 +236,30 @@ class APIBackend(ChatBackend):
             params["api_base"] = self.api_base
         if self._api_key:
             params["api_key"] = self._api_key
-        attempts = self.max_retries + 1
-        last: BaseException | None = None
-        for attempt in range(1, attempts + 1):
+        attempts, attempt = self.max_retries + 1, 0
+        while True:
+            attempt += 1
             try:
                 async with self._semaphore():
                     return await asyncio.wait_for(litellm.acompletion(**params), self.timeout)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - classified just below
-                last = exc
                 if not is_retryable(exc):
                     raise LLMError(
                         f"{self.model}: request failed and is not retryable "
                         f"({self._describe(exc)})"
                     ) from None
-                if attempt < attempts:
-                    await asyncio.sleep(self._backoff(attempt))
-        raise LLMError(
-            f"{self.model}: gave up after {attempts} attempts; last error: {self._describe(last)}"
-        ) from None
+                if attempt == attempts:
+                    raise LLMError(
+                        f"{self.model}: gave up after {attempts} attempts; last error: {self._failure(exc)}"
+                    ) from None
+                wait, why = self._wait(attempt, exc)
+                log.warning("%s: attempt %d/%d %s; retrying in %.2fs (%s)", self.model, attempt, attempts,
+                            self._failure(exc), wait, why)
+                await asyncio.sleep(wait)
 
-    def _describe(self, exc: BaseException | None) -> str:
-        if exc is None:
-            return "none"
+    def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             return f"timed out after {self.timeout:g}s"
         status = _status_of(exc)

@@ -1,6 +1,7 @@
 """Baseline policies that implement the :class:`~ppdpp.planner.core.plan.Policy` protocol.
 
-- :class:`MajorityPolicy`: always the most frequent strategy of the training labels.
+- :class:`MajorityPolicy`: always the most frequent strategy of the training labels (from the examples, or
+  from the training record of a planner trained by ``ppdpp sft``: :func:`training_label_counts`).
 - :class:`RandomPolicy`: a uniformly random strategy, drawn from the seed and the dialogue state.
 - :class:`NoPlannerPolicy`: no strategy at all: the agent LLM is prompted without a planner's instruction.
 """
@@ -8,9 +9,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain, DomainError, SFTExample, Turn
@@ -41,6 +44,38 @@ class MajorityPolicy:
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         return Plan(self.strategy, self.domain.instruction(self.strategy), self.distribution[self.strategy],
                     dict(self.distribution))
+
+
+RUN_RECORD = "config.json"
+"""The run settings file that ``ppdpp sft`` and ``ppdpp rl`` write beside the planners they save."""
+
+
+def training_label_counts(planner_dir: Path) -> tuple[dict[str, int], Path]:
+    """``(label counts, record file)``: the strategy counts of the training examples of the planner in
+    ``planner_dir``, from its run's record. A ``ppdpp sft`` planner (``<run>/best``) has them in
+    ``<run>/config.json`` under ``data.train_label_counts``; an RL planner (``<run>/final``) is followed to
+    the SFT planner its ``config.json`` names as ``planner``. Raises :class:`DomainError` saying what is missing."""
+    seen: list[Path] = []
+    directory = Path(planner_dir)
+    while len(seen) < 4:
+        record = directory.parent / RUN_RECORD
+        seen.append(record)
+        try:
+            settings = json.loads(record.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            break
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DomainError(f"{record}: cannot read the training record ({exc})") from None
+        counts = settings.get("data", {}).get("train_label_counts") if isinstance(settings, dict) else None
+        if isinstance(counts, dict) and all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+            return {str(k): v for k, v in counts.items()}, record
+        if not isinstance(settings.get("planner"), str):  # not an RL run: nothing to follow
+            break
+        directory = Path(settings["planner"])
+    raise DomainError(
+        f"no training label counts for the planner in {planner_dir}: looked in {', '.join(map(str, seen))} for "
+        "data.train_label_counts, which `ppdpp sft` records in its run's config.json (a run from an older ppdpp "
+        "lacks it: retrain, or give the domain's train split with --data-dir)")
 
 
 def dialogue_state_key(conversation: Sequence[Turn], case: Case | None) -> str:

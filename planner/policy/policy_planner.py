@@ -381,13 +381,23 @@ class PolicyPlanner(nn.Module):
             encoder = PeftModel.from_pretrained(_load_encoder(config.backbone), str(directory / ADAPTER_DIR),
                                                 is_trainable=True)
         else:
-            encoder = _load_encoder(_require(directory / ENCODER_DIR))
+            encoder_dir = _require(directory / ENCODER_DIR)
+            try:
+                encoder = _load_encoder(encoder_dir)
+            except (OSError, ValueError, RuntimeError) as exc:  # e.g. a truncated model.safetensors
+                raise PlannerFormatError(f"{encoder_dir}: the encoder cannot be loaded ({type(exc).__name__}: "
+                                         f"{str(exc).strip()[:200]}); {SAVE_AGAIN}") from None
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(_require(directory / TOKENIZER_DIR)))
         planner = cls(domain if domain is not None else space, config, encoder=encoder, tokenizer=tokenizer,
                       inference_dtype=inference_dtype)
-        planner.head.load_state_dict(load_file(str(_require(directory / HEAD_FILE))))
+        head_file = _require(directory / HEAD_FILE)
+        try:
+            planner.head.load_state_dict(load_file(str(head_file)))
+        except Exception as exc:  # truncated, foreign or of another shape: name the file
+            raise PlannerFormatError(f"{head_file}: not the head of this planner ({type(exc).__name__}: "
+                                     f"{str(exc).strip()[:200]}); {SAVE_AGAIN}") from None
         return planner.eval()
 
 
@@ -433,26 +443,32 @@ def _answer_plans(ref: "weakref.ref[PolicyPlanner]", requests: list[_PlanRequest
     return results  # type: ignore[return-value]  # every None was replaced
 
 
+SAVE_AGAIN = "save the planner again (save_pretrained) or load another saved planner directory"
+
+
 def _require(path: Path) -> Path:
     if not path.exists():
-        raise PlannerFormatError(f"saved planner is incomplete: {path} is missing")
+        raise PlannerFormatError(f"saved planner is incomplete: {path} is missing; {SAVE_AGAIN}")
     return path
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
-        raise PlannerFormatError(f"{directory} is not a saved planner: {CONFIG_FILE} is missing")
+        raise PlannerFormatError(f"{directory} is not a saved planner: {CONFIG_FILE} is missing; {SAVE_AGAIN}")
     try:
         meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PlannerFormatError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f"{path}:{exc.lineno}" if isinstance(exc, json.JSONDecodeError) else str(path)
+        reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc.reason
+        raise PlannerFormatError(f"{where}: not valid JSON ({reason}), e.g. cut short; {SAVE_AGAIN}") from None
     version = meta.get("format_version") if isinstance(meta, dict) else None
     if version != FORMAT_VERSION:
         raise PlannerFormatError(
-            f"{path}: format_version {version!r} is not supported (this ppdpp reads version {FORMAT_VERSION})")
+            f"{path}: format_version {version!r} is not supported (this ppdpp reads version {FORMAT_VERSION}): "
+            "load it with the ppdpp version that wrote it, or train the planner again")
     for key, kind in (("domain", str), ("strategies", dict), ("agent_role", str), ("user_role", str),
                       ("planner", dict)):
         if not isinstance(meta.get(key), kind):
-            raise PlannerFormatError(f"{path}: field {key!r} is missing or not a {kind.__name__}")
+            raise PlannerFormatError(f"{path}: field {key!r} is missing or not a {kind.__name__}; {SAVE_AGAIN}")
     return meta

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # types only: the hook specifications import none of their ca
     from ppdpp.planner.core.plan import Plan
     from ppdpp.planner.core.simulation import SimulatorSpec
     from ppdpp.planner.core.types import AgentReply, PlanningState
+    from ppdpp.planner.registry.manager import DataConverter
 
 hookspec = pluggy.HookspecMarker("ppdpp")
 hookimpl = pluggy.HookimplMarker("ppdpp")
@@ -33,6 +34,13 @@ def register_simulators(register: Callable[[SimulatorSpec], None]) -> None:
     """Register programmatic dialogue roles: call ``register(SimulatorSpec(domain, name, role, factory))`` for a
     user simulator (``role="user"``, a :class:`ppdpp.planner.core.simulation.UserSimulator`, selected with
     ``--user NAME``) or a scripted agent (``role="agent"``, a ``ScriptedAgent``, ``--agent NAME``)."""
+
+
+@hookspec
+def register_data_converters(register: Callable[[DataConverter], None]) -> None:
+    """Register converters from a dataset's original release to a domain's case format: call
+    ``register(DataConverter(name, domain, convert, description))``; ``ppdpp data convert NAME FILE`` runs
+    ``convert(path, skip_bad_rows=...)``, which returns a :class:`ppdpp.planner.registry.manager.Conversion`."""
 
 
 # ---- runtime hooks: called while an agent talks (PlannedAgent, `ppdpp serve`); see docs/plugins.md --------

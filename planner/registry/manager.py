@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -35,6 +36,27 @@ log = logging.getLogger("ppdpp.plugins")
 class PluginError(LookupError):
     """An unknown domain, backend or plugin name, a plugin that failed to load, or two plugins that claim
     the same domain name."""
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What a data converter made of a file: the domain's JSON-ready rows, and one message (naming the file,
+    example and field) per bad example skipped under ``skip_bad_rows``."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class DataConverter:
+    """A converter from a dataset's original release to ``domain``'s case format, registered with the
+    ``register_data_converters`` hook and run by ``ppdpp data convert NAME FILE``. ``convert(path,
+    skip_bad_rows=False)`` raises :class:`DomainError` on the first bad example unless told to skip it."""
+
+    name: str
+    domain: str
+    convert: Callable[..., Conversion]
+    description: str = ""
 
 
 def _names(value: str | Iterable[str] | None) -> set[str] | None:
@@ -194,6 +216,27 @@ class PluginRegistry:
             )
         return factories[max(matches, key=len)](model, **options)
 
+    def converters(self) -> dict[str, DataConverter]:
+        """Every registered data converter by name."""
+        found: dict[str, DataConverter] = {}
+        owners: dict[str, str] = {}
+        for plugin_name, (converter,) in self.collect("register_data_converters"):
+            if not isinstance(converter, DataConverter):
+                raise PluginError(f"plugin {plugin_name!r} registered {converter!r}, which is not a DataConverter")
+            if converter.name in owners:
+                raise PluginError(f"data converter {converter.name!r} is registered by two plugins, "
+                                  f"{owners[converter.name]!r} and {plugin_name!r}")
+            found[converter.name], owners[converter.name] = converter, plugin_name
+        return found
+
+    def get_converter(self, name: str) -> DataConverter:
+        """The data converter called ``name``, or an error that lists the known ones."""
+        known = self.converters()
+        if name not in known:
+            raise PluginError(f"unknown data converter {name!r}; known converters: "
+                              f"{', '.join(sorted(known)) or '(none loaded)'}")
+        return known[name]
+
 
 REGISTRY = PluginRegistry()
 """The process-wide registry; the names below are its bound methods, the documented functional API."""
@@ -209,6 +252,8 @@ simulators = REGISTRY.simulators
 get_simulator = REGISTRY.get_simulator
 backend_factories = REGISTRY.backend_factories
 get_backend = REGISTRY.get_backend
+converters = REGISTRY.converters
+get_converter = REGISTRY.get_converter
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -18,8 +18,8 @@ from aiohttp import web
 
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.serving.openai_protocol import (
-    LIMITS, ServerLimits, backend_error, completion_json, models_json, openai_app, parse_chat_request, read_json,
-    stream_response,
+    LIMITS, ServerLimits, backend_error, check_prompt_tokens, completion_json, models_json, openai_app,
+    parse_chat_request, read_json, stream_response,
 )
 
 TOKEN_ENV = "PPDPP_LLM_SERVER_TOKEN"
@@ -31,8 +31,10 @@ _NAME = web.AppKey("served_name", str)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
-    req = parse_chat_request(await read_json(request), request.app[LIMITS], ROLES)
+    limits = request.app[LIMITS]
+    req = parse_chat_request(await read_json(request), limits, ROLES)
     backend, name = request.app[_BACKEND], request.app[_NAME]
+    await check_prompt_tokens(backend, req.texts(), limits)
     options = {"temperature": 1.0 if req.temperature is None else req.temperature, "stop": req.stop,
                "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS, "seed": req.seed}
     if req.stream:
@@ -56,7 +58,8 @@ async def _health(request: web.Request) -> web.Response:
 def make_app(backend: ChatBackend, served_name: str | None = None, *, token: str | None = None,
              limits: ServerLimits | None = None) -> web.Application:
     """The aiohttp application serving ``backend`` (any model name in requests is accepted). ``token`` turns
-    on bearer-token checks; ``limits`` caps the body, ``n`` and ``max_tokens``."""
+    on bearer-token checks; ``limits`` caps the body, ``n``, ``max_tokens``, the prompt's tokens, the requests
+    admitted at once and each request's time."""
     app = openai_app(limits=limits or ServerLimits(), token=token, log=log, server="ppdpp serve-llm")
     app[_BACKEND] = backend
     app[_NAME] = served_name or backend.model

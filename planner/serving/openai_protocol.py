@@ -3,8 +3,9 @@ one error format, one set of limits, the bearer-token check, the JSON and server
 
 Errors are OpenAI-style JSON, ``{"error": {"message", "type", "param", "code"}}``, with ``param`` naming the
 offending field: 400 for a bad request or one over the :class:`ServerLimits`, 401 without the bearer token,
-404/405 for unknown routes and methods, 413 for a body over ``max_body_bytes``, 502 when the upstream model
-fails (504 when it times out), 500 for a bug (the traceback goes to the server's log).
+404/405 for unknown routes and methods, 413 for a body over ``max_body_bytes``, 429 (with ``Retry-After``) while
+``max_queue`` requests are already admitted, 502 when the upstream model fails, 504 when it or the whole request
+times out, 500 for a bug (the traceback goes to the server's log).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 from aiohttp import web
 
 from ppdpp.planner.core.types import Usage
-from ppdpp.planner.llm.base import ChatStream, Completion, LLMError
+from ppdpp.planner.llm.base import ChatBackend, ChatStream, Completion, LLMError
+from ppdpp.planner.llm.local import LocalBackend
 from ppdpp.planner.serving.agent import ConversationError, message_text
 
 UNSUPPORTED_FIELDS = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities")
@@ -32,37 +34,65 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass(frozen=True)
 class ServerLimits:
-    """What one request may ask for: a body of at most ``max_body_bytes`` (else 413), ``n`` up to ``max_n``
-    and ``max_tokens`` up to ``max_tokens`` (else 400). The defaults suit a small CPU machine."""
+    """What one request may ask for and how much work a server takes on at once; docs/serving.md#limits has the
+    table and why each default suits a 2-core, 24 GB machine serving a small local model.
+
+    - ``max_body_bytes``: a longer body gets 413.
+    - ``max_n``, ``max_tokens``: a larger ``n`` / ``max_tokens`` gets 400 (``param`` names the field).
+    - ``max_prompt_tokens``: a longer prompt gets 400 (``param: "messages"``, ``code: context_length_exceeded``)
+      before any model work; counted by the backend's tokenizer where it has one (:func:`count_prompt_tokens`).
+    - ``max_queue``: requests admitted at once (being answered or waiting for the model); while that many are,
+      the next POST gets 429 at once, with ``Retry-After: retry_after_s``. ``/health`` is never refused.
+    - ``request_timeout_s``: seconds one request may take (``None``: no limit); past it the model call is
+      cancelled and the client gets 504 (``code: request_timeout``).
+    """
 
     max_body_bytes: int = 1024 * 1024
     max_n: int = 16
     max_tokens: int = 4096
+    max_prompt_tokens: int = 4096
+    max_queue: int = 64
+    retry_after_s: int = 2
+    request_timeout_s: float | None = 180.0
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_n", "max_tokens"):
+        for name in ("max_body_bytes", "max_n", "max_tokens", "max_prompt_tokens", "max_queue", "retry_after_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"ServerLimits.{name} must be a positive integer, got {value!r}")
+        timeout = self.request_timeout_s
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < float("inf")):
+            raise ValueError(f"ServerLimits.request_timeout_s must be a positive number of seconds or None, "
+                             f"got {timeout!r}")
 
 
 LIMITS = web.AppKey("limits", ServerLimits)
+_TIMEOUT = web.RequestKey("request_timeout", asyncio.Timeout)
 
 
 class APIError(Exception):
     """A request refused or failed, with the HTTP status and the OpenAI-style error fields."""
 
     def __init__(self, status: int, message: str, *, type_: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type_, param, code
+        self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
 def error_response(error: APIError, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers=headers)
+    return web.json_response(error.body(), status=error.status, headers={**error.headers, **(headers or {})})
+
+
+def request_timeout_error(limits: ServerLimits) -> APIError:
+    """The 504 of a request that took longer than ``limits.request_timeout_s``."""
+    return APIError(504, f"the request took longer than this server's limit of {limits.request_timeout_s:g} s "
+                    "(--request-timeout); the model call was cancelled", type_="timeout_error",
+                    code="request_timeout")
 
 
 def backend_error(exc: BaseException, model: str, log: logging.Logger) -> APIError:
@@ -191,11 +221,62 @@ def parse_chat_request(body: Any, limits: ServerLimits, roles: Sequence[str]) ->
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON (a 413 past the server's body limit, a 400 when it is not JSON)."""
+    """The request body as JSON (a 413 past the server's body limit, a 400 when it is not JSON, is not UTF-8,
+    nests too deep or holds an integer too long for Python to read)."""
     try:
         return json.loads(await request.text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"the request body is not valid JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise APIError(400, f"the request body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+# ---- prompt tokens -------------------------------------------------------------------------------------
+ESTIMATE_BYTES_PER_TOKEN = 3  # ordinary text runs ~4 UTF-8 bytes a token (CJK ~3): this over-counts it
+ESTIMATE_TOKENS_PER_MESSAGE = 4  # a chat template's role markers
+
+
+def estimate_prompt_tokens(messages: Sequence[Mapping[str, str]]) -> int:
+    """The prompt tokens of ``messages`` for a backend without a tokenizer here (an API): one token per
+    ``ESTIMATE_BYTES_PER_TOKEN`` UTF-8 bytes of text, plus ``ESTIMATE_TOKENS_PER_MESSAGE`` a message. It
+    over-counts ordinary prose; text that tokenizes densely (long digit strings, random characters) can be
+    under-counted, by at most ``ESTIMATE_BYTES_PER_TOKEN`` times."""
+    size = sum(len(m["content"].encode("utf-8")) for m in messages)
+    return -(-size // ESTIMATE_BYTES_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(messages)
+
+
+def _local_backend(backend: ChatBackend) -> LocalBackend | None:
+    """The local transformers backend under ``backend`` (itself, or inside wrappers with an ``inner``)."""
+    for _ in range(8):
+        if isinstance(backend, LocalBackend):
+            return backend
+        backend = getattr(backend, "inner", None)
+        if not isinstance(backend, ChatBackend):
+            return None
+    return None
+
+
+async def count_prompt_tokens(backend: ChatBackend, messages: Sequence[Mapping[str, str]]) -> tuple[int, str]:
+    """The prompt tokens of ``messages`` and how they were counted: the chat template and tokenizer of a local
+    backend (loaded first if it is not yet; counted on a worker thread), else :func:`estimate_prompt_tokens`."""
+    local = _local_backend(backend)
+    if local is not None:
+        engine = local.engine
+        if engine.tokenizer is None:
+            await local.load()
+        try:
+            return len(await asyncio.to_thread(engine.prompt_ids, list(messages))), f"{local.model}'s tokenizer"
+        except Exception:  # noqa: BLE001 - a template that rejects the messages fails later, at generation
+            pass
+    return estimate_prompt_tokens(messages), "estimated"
+
+
+async def check_prompt_tokens(backend: ChatBackend, messages: Sequence[Mapping[str, str]],
+                              limits: ServerLimits) -> None:
+    """A 400 (``param: "messages"``) when ``messages`` are over ``limits.max_prompt_tokens``."""
+    tokens, how = await count_prompt_tokens(backend, messages)
+    if tokens > limits.max_prompt_tokens:
+        raise APIError(400, f"the prompt has {tokens} tokens ({how}), over this server's limit of "
+                       f"{limits.max_prompt_tokens} (--limit-prompt-tokens)", param="messages",
+                       code="context_length_exceeded")
 
 
 # ---- writing a response --------------------------------------------------------------------------------
@@ -250,7 +331,9 @@ async def stream_response(request: web.Request, stream: ChatStream, *, model: st
     """Answer ``request`` with ``stream`` as server-sent events, each piece as it comes. The first piece is
     awaited before any byte is sent, so a failing model still gets a proper error status (``fail`` maps the
     exception); a later failure ends the stream with a ``data: {"error": ...}`` event. ``first``: extra fields
-    of the first chunk; ``done(completion)`` runs once the reply is whole; ``timeout``: seconds per piece."""
+    of the first chunk; ``done(completion)`` runs once the reply is whole; ``timeout``: seconds per piece. The
+    request's timeout (``request_timeout_s``) still holds once the headers are sent: past it the stream ends
+    with the 504's error event."""
     pieces = stream.__aiter__()
     try:
         try:
@@ -260,13 +343,26 @@ async def stream_response(request: web.Request, stream: ChatStream, *, model: st
         events = ChunkWriter(model)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                                **(headers or {})})
+        scope = request.get(_TIMEOUT)
+        deadline = scope.when() if scope is not None else None
+        if scope is not None:  # from here on a timeout must end the stream, not cancel the handler mid-write
+            scope.reschedule(None)
+        loop = asyncio.get_running_loop()
         await response.prepare(request)
         await response.write(events.chunk({"role": "assistant", "content": ""}, **(first or {})))
         try:
             while piece is not None:
                 if piece:
                     await response.write(events.chunk({"content": piece}))
-                piece = await asyncio.wait_for(anext(pieces, None), timeout)
+                left = None if deadline is None else max(deadline - loop.time(), 0.0)
+                try:
+                    piece = await asyncio.wait_for(anext(pieces, None), _shorter(timeout, left))
+                except TimeoutError:
+                    if deadline is None or loop.time() < deadline:
+                        raise
+                    await response.write(sse(request_timeout_error(request.app[LIMITS]).body()))
+                    await response.write_eof()
+                    return response
         except ConnectionError:  # the client went away
             raise
         except Exception as exc:  # noqa: BLE001 - the headers are gone: report in the stream, as OpenAI does
@@ -284,6 +380,10 @@ async def stream_response(request: web.Request, stream: ChatStream, *, model: st
         return response
     finally:
         await stream.aclose()
+
+
+def _shorter(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 # ---- the application -----------------------------------------------------------------------------------
@@ -328,11 +428,44 @@ def _auth(token: str | None, open_paths: Sequence[str]) -> Callable[..., Awaitab
     return check
 
 
+def _admission(limits: ServerLimits, log: logging.Logger) -> Callable[..., Awaitable[web.StreamResponse]]:
+    admitted = 0
+
+    @web.middleware
+    async def admit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every POST (the requests that do work) is admitted while fewer than ``max_queue`` are, else refused
+        with 429 at once, and runs under ``request_timeout_s``; GETs (``/health``, ``/v1/models``) always run."""
+        nonlocal admitted
+        if request.method != "POST":
+            return await handler(request)
+        if admitted >= limits.max_queue:
+            log.info("shedding %s %s: %d requests admitted", request.method, request.path, admitted)
+            raise APIError(429, f"this server is busy: {limits.max_queue} requests are being answered or waiting "
+                           f"(--limit-queue); retry after {limits.retry_after_s} s", type_="rate_limit_error",
+                           code="server_busy", headers={"Retry-After": str(limits.retry_after_s)})
+        admitted += 1
+        scope = request[_TIMEOUT] = asyncio.timeout(limits.request_timeout_s)
+        try:
+            async with scope:
+                return await handler(request)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            log.warning("%s %s took longer than %s s: cancelled", request.method, request.path,
+                        limits.request_timeout_s)
+            raise request_timeout_error(limits) from None
+        finally:
+            admitted -= 1
+
+    return admit
+
+
 def openai_app(*, limits: ServerLimits, token: str | None, log: logging.Logger, server: str) -> web.Application:
-    """An application with the protocol's error format, body limit and bearer-token check (``/health`` is
-    open); the caller adds its routes. ``server`` names it in 500 messages."""
+    """An application with the protocol's error format, body limit, bearer-token check (``/health`` is open),
+    admission (``max_queue``, 429) and request timeout; the caller adds its routes. ``server`` names it in 500
+    messages."""
     app = web.Application(client_max_size=limits.max_body_bytes,
-                          middlewares=[_errors(log, server), _auth(token, ("/health",))])
+                          middlewares=[_errors(log, server), _auth(token, ("/health",)), _admission(limits, log)])
     app[LIMITS] = limits
     return app
 

@@ -27,8 +27,8 @@ from ppdpp.planner.core.domain import Case, DomainError
 from ppdpp.planner.core.plan import Plan
 from ppdpp.planner.serving.agent import ConversationError, PlannedAgent, PreparedTurn, split_conversation
 from ppdpp.planner.serving.openai_protocol import (
-    APIError, ChatRequest, ServerLimits, backend_error, completion_json, models_json, openai_app,
-    parse_chat_request, read_json, stream_response,
+    APIError, ChatRequest, ServerLimits, backend_error, check_prompt_tokens, completion_json, models_json,
+    openai_app, parse_chat_request, read_json, stream_response,
 )
 
 TOKEN_ENV = "PPDPP_PROXY_TOKEN"
@@ -116,6 +116,7 @@ class ProxyHandlers:
         body = await read_json(request)
         req = parse_chat_request(body, self.limits, ROLES)
         case, context = _case_and_context(body.get("ppdpp"), body.get("user"))
+        await check_prompt_tokens(self.agent.llm, req.texts(), self.limits)
         prepared = await self._prepare(req, case, context)
         options = self.agent.call_options(**req.options())
         if req.stream:
@@ -155,7 +156,9 @@ def create_app(agent: PlannedAgent, *, token: str | None = None, model_name: str
                upstream_timeout: float | None = 120.0, limits: ServerLimits | None = None) -> web.Application:
     """The proxy as an aiohttp application. ``model_name`` is the id clients see (default: the upstream's);
     ``token`` turns on bearer-token checks; ``upstream_timeout`` (seconds, ``None`` = none) bounds each
-    upstream call (and each streamed piece); ``limits`` caps the body, ``n`` and ``max_tokens``."""
+    upstream call (and each streamed piece); ``limits`` caps the body, ``n``, ``max_tokens``, the prompt's
+    tokens (the client's messages, counted by the upstream's tokenizer where it is local), the requests admitted
+    at once and each request's time."""
     limits = limits or ServerLimits()
     if agent.max_tokens > limits.max_tokens:
         raise ValueError(f"the agent's default max_tokens {agent.max_tokens} is over the limit {limits.max_tokens}")

@@ -10,7 +10,18 @@ dialogue files (:mod:`.dialog_data`). docs/toolkit.md lists every name with its 
 from __future__ import annotations
 
 from ppdpp.planner.toolkit.chat import history_messages, merge_consecutive, role_play_messages
-from ppdpp.planner.toolkit.datafiles import bundled_path, field_of, read_jsonl, require_file, resolve_data_dir
+from ppdpp.planner.toolkit.datafiles import (
+    DomainData,
+    bundled_path,
+    cell_of,
+    domain_data,
+    field_of,
+    read_good_rows,
+    read_jsonl,
+    read_rows,
+    require_file,
+    resolve_data_dir,
+)
 from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
 from ppdpp.planner.toolkit.parsing import (
     KeywordHit,
@@ -43,10 +54,15 @@ __all__ = [
     "merge_consecutive",
     # datafiles: finding and reading dataset files
     "resolve_data_dir",
+    "domain_data",
+    "DomainData",
     "require_file",
     "read_jsonl",
     "field_of",
     "bundled_path",
+    "read_rows",
+    "read_good_rows",
+    "cell_of",
     # dialog_data: domains whose cases are PPDPP-style dialogue files
     "DialogDataDomain",
 ]

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
-from ppdpp.planner.core.domain import DomainError
+from ppdpp.planner.core.domain import Domain, DomainError
+
+T = TypeVar("T")
 
 DATA_DIR_ENV = "PPDPP_DATA_DIR"
 SHARED_DATA_README = "https://github.com/ppdpp/ppdpp/blob/main/docs/data.md"
@@ -23,6 +27,31 @@ def resolve_data_dir(option: str | Path | None = None) -> Path | None:
         return Path(env).expanduser()
     guess = Path.cwd().parent / "shared" / "data"
     return guess if guess.is_dir() else None
+
+
+@dataclass(frozen=True)
+class DomainData:
+    """Where one domain's data comes from: ``data_dir`` is what to hand the domain's ``load_cases`` /
+    ``sft_examples`` (the data root, or ``None`` for the bundled cases); ``source`` says which was read."""
+
+    data_dir: Path | None
+    source: str
+
+    @property
+    def bundled(self) -> bool:
+        return self.data_dir is None
+
+
+def domain_data(domain: Domain, option: str | Path | None = None) -> DomainData:
+    """The data root of :func:`resolve_data_dir` when it holds the domain's folder (``domain.folder_name``),
+    else the domain's bundled cases; ``source`` names the folder actually read, or the bundled cases and why."""
+    root = resolve_data_dir(option)
+    if root is None:
+        return DomainData(None, "bundled cases (no data dir)")
+    folder = root / domain.folder_name
+    if folder.is_dir():
+        return DomainData(root, str(folder))
+    return DomainData(None, f"bundled cases (no {domain.folder_name}/ in {root})")
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -41,12 +70,9 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DomainError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise DomainError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            obj = _json_object(line, path, lineno)
+            if isinstance(obj, DomainError):
+                raise obj
             yield lineno, obj
 
 
@@ -65,3 +91,102 @@ def bundled_path(domain: str) -> Path:
     from importlib.resources import files
 
     return Path(str(files("ppdpp.data").joinpath(f"{domain}.jsonl")))
+
+
+def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line, row)`` from a user's data file: JSON lines (any suffix but ``.csv``), CSV with a header
+    (``line`` = the line the row starts on; every cell is a string, see :func:`cell_of`), or a folder saved
+    with ``datasets``' ``save_to_disk`` (``line`` = the 1-based row number). A bad line is an error."""
+    for lineno, row in _rows(Path(path)):
+        if isinstance(row, DomainError):
+            raise row
+        yield lineno, row
+
+
+def read_good_rows(path: Path, build: Callable[[int, dict[str, Any]], T], *,
+                   skip_bad_rows: bool) -> tuple[list[T], list[str]]:
+    """``build(line, row)`` for every row of :func:`read_rows`; a bad row (unreadable, or ``build`` raised
+    :class:`DomainError`) aborts, or with ``skip_bad_rows`` is skipped: its message goes into the returned
+    list (the caller reports the count)."""
+    built: list[T] = []
+    skipped: list[str] = []
+    for lineno, row in _rows(Path(path)):
+        try:
+            if isinstance(row, DomainError):
+                raise row
+            built.append(build(lineno, row))
+        except DomainError as exc:
+            if not skip_bad_rows:
+                raise
+            skipped.append(str(exc))
+    return built, skipped
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
+    if path.is_dir():
+        yield from _read_saved_dataset(path)
+        return
+    if not path.is_file():
+        raise DomainError(f"{path}: no such file (expected JSON lines, CSV, or a folder saved by datasets)")
+    if path.suffix.lower() == ".csv":
+        yield from _read_csv(path)
+        return
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if line.strip():
+                yield lineno, _json_object(line, path, lineno)
+
+
+def _json_object(line: str, path: Path, lineno: int) -> dict[str, Any] | DomainError:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return DomainError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})")
+    if not isinstance(obj, dict):
+        return DomainError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:  # reads the header
+            return
+        start = reader.line_num + 1
+        for row in reader:
+            yield start, row if None not in row else DomainError(
+                f"{path}:{start}: more cells than the header has columns")
+            start = reader.line_num + 1
+
+
+def _read_saved_dataset(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        import datasets
+    except ImportError:
+        raise DomainError(f"{path} is a folder: reading a saved Hugging Face dataset needs `pip install "
+                          "datasets`; or give a JSON-lines or CSV file") from None
+    try:
+        loaded = datasets.load_from_disk(str(path))
+    except FileNotFoundError as exc:
+        raise DomainError(f"{path}: not a folder saved by datasets' save_to_disk ({exc})") from None
+    if isinstance(loaded, datasets.DatasetDict):
+        raise DomainError(f"{path} holds the splits {', '.join(loaded)}: give one of them, e.g. "
+                          f"{path / next(iter(loaded))}")
+    for index, row in enumerate(loaded, 1):
+        yield index, dict(row)
+
+
+def cell_of(row: dict[str, Any], key: str, path: Path, lineno: int, kind: type | tuple[type, ...] = object) -> Any:
+    """Like :func:`field_of`, and a string cell (CSV) is read as ``kind`` says: a number for ``int``/``float``,
+    JSON for ``list``/``dict``; an empty cell counts as missing."""
+    value = field_of(row, key, path, lineno)
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, str) and str not in kinds and kind is not object:
+        if not value.strip():
+            raise DomainError(f"{path}:{lineno}: field {key!r} is empty")
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise DomainError(f"{path}:{lineno}: field {key!r} is not a {' or '.join(k.__name__ for k in kinds)}: "
+                              f"{value[:40]!r}") from None
+    return field_of({key: value}, key, path, lineno, kind)

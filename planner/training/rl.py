@@ -45,9 +45,11 @@ from typing import Any, Callable, Literal, Protocol, Sequence
 import torch
 
 from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
-from ppdpp.planner.core.atomic import atomic_directory, write_atomic, write_json
-from ppdpp.planner.core.domain import Case, Domain, Turn
+from ppdpp.planner.core.atomic import atomic_directory, remove_stale_temporaries, write_atomic, write_json
+from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
+from ppdpp.planner.core.faults import kill_point
 from ppdpp.planner.core.seeding import derive_seed, forked_torch_rng, python_random
+from ppdpp.planner.training.tracking import Tracker, check_report_to, open_trackers, report_to_field
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig
 
@@ -57,6 +59,8 @@ LATEST_FILE = "latest.json"
 STATE_FIELDS = ("format_version", "updates_done", "finished", "curve", "optimizer", "config")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a directory name, never a path
 RESUME_FIX = "point it at an intact checkpoints/update-NNNNNN, or delete it to replay the run from its transcripts"
+NEW_RUN_FIX = "start a new run with another --out"
+TRANSCRIPT_FIELDS = {"episode": int, "case_id": str, "opening": list, "steps": list, "success": bool}
 TURN_STD_FLOOR = 1e-3  # "turn" normalisation: returns that differ by less (discounting alone) stay ~0
 UPDATE_CHUNK = 32  # dialogue states per forward/backward pass in an update (gradients accumulate)
 FORMAT_VERSION = 1
@@ -88,11 +92,13 @@ class RLConfig:
     train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
                                                          "negative": ["--head-only"]})
     split: str = field(default="train", metadata={"help": "Which cases to train on."})
+    report_to: tuple[str, ...] = report_to_field()
     env: EnvConfig = field(default_factory=lambda: EnvConfig(temperature=0.7))
 
     def __post_init__(self) -> None:
         if isinstance(self.env, dict):
             self.env = EnvConfig(**self.env)
+        self.report_to = check_report_to(self.report_to)
         checks = {
             "episodes": self.episodes >= 1, "episodes_per_update": self.episodes_per_update >= 1,
             "gamma": 0.0 <= self.gamma <= 1.0, "lr": self.lr > 0,
@@ -244,24 +250,40 @@ def plot_curve(curve: Sequence[dict[str, float]], path: Path, title: str = "") -
     plt.close(fig)
 
 
-def read_transcript_journal(path: Path) -> list[dict[str, Any]]:
-    """Finished episodes from a transcript file; an unfinished last line (a killed write) is dropped and the
-    file rewritten without it. A bad line elsewhere is an error naming the line."""
+def read_transcript_journal(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` of each finished episode in a transcript file. A last line cut short by a kill
+    (not valid JSON, or missing its newline) is dropped and the file rewritten without it, so that the episode
+    is played again; a bad line elsewhere, or a row without the fields resume needs, is an error naming the
+    line."""
     if not path.exists():
         return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows: list[dict[str, Any]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RLError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}): the transcript journal is "
+                      f"damaged; restore it, or {NEW_RUN_FIX}") from None
+    lines = text.split("\n")
+    cut = lines[-1] != ""  # a killed write: the last line has no newline (it may even be valid JSON)
+    if not cut:
+        lines.pop()
+    rows: list[tuple[int, dict[str, Any]]] = []
     for lineno, line in enumerate(lines, 1):
+        if lineno == len(lines) and cut:
+            kept = "".join(f"{raw}\n" for raw in lines[:-1])
+            write_atomic(path, lambda tmp: tmp.write_text(kept, encoding="utf-8"))
+            break
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if lineno == len(lines):
-                kept = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-                write_atomic(path, lambda tmp: tmp.write_text(kept, encoding="utf-8"))
-                break
-            raise RLError(f"{path}:{lineno}: not valid JSON; the transcript journal is damaged") from None
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RLError(f"{path}:{lineno}: not valid JSON ({exc.msg}); the transcript journal is damaged: "
+                          f"delete that line to play its episode again, or {NEW_RUN_FIX}") from None
+        bad = [k for k, kind in TRANSCRIPT_FIELDS.items() if not isinstance(row, dict) or not isinstance(row.get(k), kind)]
+        if bad:
+            raise RLError(f"{path}:{lineno}: not a transcript line of this ppdpp version ({', '.join(bad)} missing "
+                          f"or of the wrong type); delete that line to play its episode again, or {NEW_RUN_FIX}")
+        rows.append((lineno, row))
     return rows
 
 
@@ -269,10 +291,15 @@ def latest_checkpoint(pointer: Path) -> Path:
     """The checkpoint directory that ``checkpoints/latest.json`` names: a plain name of a directory inside
     ``checkpoints/`` (no ``/``, no ``..``) that holds a state file."""
     try:
-        name = json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+        meta = json.loads(pointer.read_text(encoding="utf-8"))
+        name = meta["checkpoint"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise RLError(f"{pointer}: not a checkpoint pointer ({type(exc).__name__}: {exc}); "
                       f'it should read {{"checkpoint": "update-NNNNNN"}}: {RESUME_FIX}') from None
+    version = meta.get("format_version", FORMAT_VERSION)  # pointers before format_version are version 1
+    if version != FORMAT_VERSION:
+        raise RLError(f"{pointer}: format_version {version!r}, but this ppdpp reads version {FORMAT_VERSION} "
+                      f"(written by another ppdpp version): resume with that version, or {NEW_RUN_FIX}")
     if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
         raise RLError(f"{pointer}: checkpoint {name!r} is not a plain directory name inside {pointer.parent}; "
                       f"{RESUME_FIX}")
@@ -307,12 +334,14 @@ class _Sampler:
         self.generator = torch.Generator().manual_seed(seed)
 
     async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        kill_point("rl.plan")
         method = getattr(self.planner, "aplan", None)
         if method is not None:
             return await method(conversation, case, sample=True, generator=self.generator)
         return await asyncio.to_thread(self.plan, conversation, case)
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        kill_point("rl.plan")
         return self.planner.plan(conversation, case, sample=True, generator=self.generator)
 
 
@@ -396,9 +425,11 @@ class RLTrainer:
         """Write ``checkpoints/update-N`` (planner + optimizer + progress) and point ``latest.json`` at it."""
         root = self.out / "checkpoints"
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(root)  # what a kill while writing an earlier checkpoint left behind
         final = root / f"update-{self.updates_done:06d}"
         with atomic_directory(final) as tmp:
             self.planner.save_pretrained(tmp / "planner")
+            kill_point("rl.checkpoint.files")
             torch.save({
                 "format_version": FORMAT_VERSION,
                 "updates_done": self.updates_done,
@@ -407,7 +438,9 @@ class RLTrainer:
                 "optimizer": self.optimizer.state_dict(),
                 "config": dataclasses.asdict(self.config),
             }, tmp / STATE_FILE)
-        write_json(root / LATEST_FILE, {"checkpoint": final.name, "updates_done": self.updates_done})
+        kill_point("rl.checkpoint.pointer")
+        write_json(root / LATEST_FILE, {"format_version": FORMAT_VERSION, "checkpoint": final.name,
+                                        "updates_done": self.updates_done})
         kept = sorted(p for p in root.glob("update-*") if p.is_dir())
         for old in kept[: -self.config.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -422,20 +455,60 @@ class RLTrainer:
         if self.load_planner is None:
             raise RLError(f"cannot resume {self.out}: the planner type has no from_pretrained; pass load_planner")
         directory = latest_checkpoint(pointer)
-        state = read_checkpoint_state(directory / STATE_FILE)
+        state_file = directory / STATE_FILE
+        state = read_checkpoint_state(state_file)
         if state.get("format_version") != FORMAT_VERSION:
-            raise RLError(f"{directory / STATE_FILE}: unsupported checkpoint format {state.get('format_version')}")
+            raise RLError(f"{state_file}: checkpoint format_version {state.get('format_version')!r}, but this "
+                          f"ppdpp reads version {FORMAT_VERSION} (written by another ppdpp version): resume with "
+                          f"that version, or {NEW_RUN_FIX}")
+        if not isinstance(state["config"], dict):
+            raise RLError(f"{state_file}: 'config' is not a dict; in {pointer}: {RESUME_FIX}")
         saved = {k: state["config"].get(k) for k in ("seed", "episodes_per_update", "gamma", "normalize")}
         mine = {k: getattr(self.config, k) for k in saved}
         if saved != mine:
             raise RLError(f"cannot resume {self.out}: it was run with {saved}, now asked for {mine}")
-        self.planner = self.load_planner(directory / "planner")
+        try:
+            self.planner = self.load_planner(directory / "planner")
+        except DomainError as exc:
+            raise RLError(f"{exc}. In {pointer}: {RESUME_FIX}") from None
         self.optimizer = self._make_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.updates_done = int(state["updates_done"])
-        self.finished = set(state["finished"])
-        self.curve = list(state["curve"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.updates_done = int(state["updates_done"])
+            self.finished = {int(i) for i in state["finished"]}
+            self.curve = [dict(p) for p in state["curve"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RLError(f"{state_file}: does not fit this planner and trainer ({type(exc).__name__}: {exc}); "
+                          f"in {pointer}: {RESUME_FIX}") from None
         return True
+
+    def read_journal(self) -> dict[int, Episode]:
+        """The finished episodes that the checkpoint has not trained on yet, from the transcript journal,
+        checked against the run: each episode once, on the case this run's order gives it, and every episode
+        the checkpoint trained on present (the file is the run's transcript record)."""
+        path = self.transcripts_path
+        if self.finished and not path.exists():
+            raise RLError(f"{path} is missing, but the checkpoint has trained on {len(self.finished)} episodes: "
+                          f"restore the file, or {NEW_RUN_FIX}")
+        journal: dict[int, Episode] = {}
+        first_line: dict[int, int] = {}
+        for lineno, row in read_transcript_journal(path):
+            index = row["episode"]
+            if index in first_line:
+                raise RLError(f"{path}:{lineno}: episode {index} appears again (first on line {first_line[index]}): "
+                              f"delete the repeated line, or {NEW_RUN_FIX}")
+            first_line[index] = lineno
+            if not 0 <= index < self.config.episodes or row["case_id"] != self.case_of(index).id:
+                raise RLError(f"{path}:{lineno}: episode {index} on case {row['case_id']!r} is not an episode of "
+                              f"this run (other episodes, cases or seed): resume with the run's own settings, or "
+                              f"{NEW_RUN_FIX}")
+            if index not in self.finished:
+                journal[index] = episode_from_transcript(row)
+        lost = sorted(self.finished - set(first_line))
+        if lost:
+            raise RLError(f"{path} lacks episodes {lost[:10]}{'...' if len(lost) > 10 else ''} that the checkpoint "
+                          f"trained on: restore the file, or {NEW_RUN_FIX}")
+        return journal
 
     # -- the loop --------------------------------------------------------------------------------------
     def update(self, episodes: Sequence[Episode]) -> float:
@@ -462,6 +535,7 @@ class RLTrainer:
                         loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
                     loss.backward()
                     total += float(loss.detach())
+            kill_point("rl.update")
             if self.config.grad_clip:
                 params = [p for group in self.optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
@@ -470,15 +544,23 @@ class RLTrainer:
             self.planner.eval()  # type: ignore[attr-defined]
         return total
 
-    def _apply(self, update: int, episodes: list[Episode]) -> None:
+    def _apply(self, update: int, episodes: list[Episode]) -> bool:
+        """Train on one update's episodes; ``True`` when a checkpoint was written."""
         episodes.sort(key=lambda e: e.index)
         loss = self.update(episodes)
         self.updates_done = update + 1
         self.finished.update(e.index for e in episodes)
         self.curve.append({**curve_point(update, episodes), "loss": loss})
-        if self.updates_done % self.config.checkpoint_every == 0 or self.updates_done == self.config.updates:
+        checkpointed = self.updates_done % self.config.checkpoint_every == 0 or self.updates_done == self.config.updates
+        if checkpointed:
             self.save_checkpoint()
             self.write_curve()
+        return checkpointed
+
+    def _report(self, tracker: Tracker, since: int) -> None:
+        """Log the curve rows of the updates after ``since`` (``rl/<key>``, step = update index)."""
+        for row in self.curve[since:]:
+            tracker.log_metrics({f"rl/{k}": v for k, v in row.items() if k != "update"}, int(row["update"]))
 
     def write_curve(self) -> None:
         write_json(self.out / "curve.json", self.curve)
@@ -524,20 +606,26 @@ class RLTrainer:
             raise RLError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
         if resume:
             self.load_checkpoint()
-        write_json(config_path, {**self.run_settings, "domain": self.domain.name, **dataclasses.asdict(self.config)})
-        journal: dict[int, Episode] = {}
-        for row in read_transcript_journal(self.transcripts_path):
-            index = int(row["episode"])
-            if index not in self.finished:
-                journal[index] = episode_from_transcript(row)
+        settings = {**self.run_settings, "domain": self.domain.name, **dataclasses.asdict(self.config)}
+        write_json(config_path, settings)
+        journal = self.read_journal()
         self.planner.eval()  # type: ignore[attr-defined]
-        for update in range(self.updates_done, self.config.updates):
-            batch = self.batch_of(update)
-            done = [journal.pop(i) for i in batch if i in journal]
-            missing = [i for i in batch if all(e.index != i for e in done)]
-            if missing:
-                done += await self._play(missing)
-            self._apply(update, done)
+        tracker = await asyncio.to_thread(open_trackers, self.config.report_to, self.out, self.out.name)
+        try:
+            if not resume:
+                await asyncio.to_thread(tracker.log_params, settings)
+            logged = self.updates_done  # the checkpointed updates are with the trackers already
+            for update in range(self.updates_done, self.config.updates):
+                batch = self.batch_of(update)
+                done = [journal.pop(i) for i in batch if i in journal]
+                missing = [i for i in batch if all(e.index != i for e in done)]
+                if missing:
+                    done += await self._play(missing)
+                if self._apply(update, done):
+                    await asyncio.to_thread(self._report, tracker, logged)
+                    logged = self.updates_done
+        finally:
+            await asyncio.to_thread(tracker.close)
         self.write_curve()
         self.planner.save_pretrained(self.out / "final")
         return self.curve

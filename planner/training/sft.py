@@ -14,6 +14,7 @@ Class imbalance: class-weighted cross-entropy with weights proportional to ``1/s
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import time
@@ -25,16 +26,19 @@ import torch
 from tqdm.auto import tqdm
 
 from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
-from ppdpp.planner.core.atomic import write_atomic, write_json
+from ppdpp.planner.core.atomic import remove_stale_temporaries, write_atomic, write_json
+from ppdpp.planner.core.faults import kill_point
 from ppdpp.planner.policy.baselines import MajorityPolicy, RandomPolicy
 from ppdpp.planner.core.domain import SPLITS, Domain, DomainError, SFTExample
 from ppdpp.planner.core.hardware import pick_dtype
 from ppdpp.planner.core.seeding import forked_torch_rng, torch_generator
 from ppdpp.planner.training.metrics import Scores, mean_scores, score
+from ppdpp.planner.training.tracking import Tracker, check_report_to, open_trackers, report_to_field
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FIELDS = ("state", "model", "optimizer", "scheduler", "torch_rng", "config", "n_train")
+CHECKPOINT_FORMAT = 1  # checkpoint.pt's format_version (a checkpoint without one is version 1)
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 BEST_DIR = "best"
@@ -87,6 +91,16 @@ class SFTConfig:
         "help": "Random subset of the selection examples."})
     max_test_examples: int | None = field(default=None, metadata={"min": 1, 
         "help": "Random subset of the test examples (quick runs)."})
+    train_file: str | None = field(default=None, metadata={
+        "help": "Training examples from this file instead of the train split (JSON lines, CSV or a saved "
+                "datasets folder; schemas in docs/data.md)."})
+    valid_file: str | None = field(default=None, metadata={
+        "help": "Selection (valid) examples from this file instead of the valid split."})
+    test_file: str | None = field(default=None, metadata={
+        "help": "Test examples from this file instead of the test split."})
+    skip_bad_rows: bool = field(default=False, metadata={
+        "help": "Skip a bad row of --train-file/--valid-file/--test-file with a warning instead of stopping."})
+    report_to: tuple[str, ...] = report_to_field()
     planner: PlannerConfig = field(default_factory=PlannerConfig)
 
     def __post_init__(self) -> None:
@@ -95,6 +109,7 @@ class SFTConfig:
         if self.lr is None:
             self.lr = 5e-4 if self.planner.lora else 5e-5
         self.train_splits = tuple(self.train_splits)
+        self.report_to = check_report_to(self.report_to)
         problems = [f"train split {s!r} (use {', '.join(SPLITS[:2])})" for s in self.train_splits
                     if s not in ("train", "valid")]
         if not self.train_splits:
@@ -113,9 +128,11 @@ class SFTConfig:
             raise ValueError(f"invalid SFTConfig: {'; '.join(problems)}")
 
     def resume_key(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the interrupted one (all but ``max_steps``)."""
+        """The settings a resumed run must share with the interrupted one (all but ``max_steps`` and
+        ``report_to``)."""
         out = asdict(self)
         out.pop("max_steps")
+        out.pop("report_to")
         out["train_splits"] = list(self.train_splits)
         return out
 
@@ -169,30 +186,58 @@ def _subsample(examples: list[SFTExample], limit: int | None, seed: int) -> list
     return [examples[i] for i in keep]
 
 
+def split_examples(domain: Domain, split: str, data_dir: Path | None, file: str | None = None,
+                   skip_bad_rows: bool = False) -> list[SFTExample]:
+    """The SFT examples of ``split``: from ``file`` when given (skipped rows reported on the ``ppdpp.data``
+    logger), else from the domain's data under ``data_dir`` (``None``: its bundled cases)."""
+    if file is None:
+        return domain.sft_examples(split, data_dir)  # type: ignore[arg-type]
+    read = domain.sft_examples_file(Path(file), skip_bad_rows=skip_bad_rows)
+    if read.skipped:
+        logging.getLogger("ppdpp.data").warning("skipped %d bad row(s) of %s (skip_bad_rows); first: %s",
+                                                len(read.skipped), file, read.skipped[0])
+    return read.examples
+
+
+def label_counts(examples: Sequence[SFTExample]) -> dict[str, int]:
+    """How often each strategy labels ``examples`` (what ``config.json`` records for the majority baseline)."""
+    counts: dict[str, int] = {}
+    for example in examples:
+        counts[example.label] = counts.get(example.label, 0) + 1
+    return counts
+
+
 def load_sft_data(domain: Domain, config: SFTConfig, data_dir: Path | None) -> SFTData:
-    """Training, selection and test examples for ``config`` (see the module docstring)."""
+    """Training, selection and test examples for ``config`` (see the module docstring); ``train_file``,
+    ``valid_file`` and ``test_file`` stand in for the splits they name."""
+    def examples(split: str) -> list[SFTExample]:
+        return split_examples(domain, split, data_dir, getattr(config, f"{split}_file"), config.skip_bad_rows)
+
     train: list[SFTExample] = []
-    valid = domain.sft_examples("valid", data_dir)
-    select, source = valid, "valid"
+    valid = examples("valid")
+    select, source = valid, "valid" if config.valid_file is None else str(config.valid_file)
     if "train" in config.train_splits:
-        train += domain.sft_examples("train", data_dir)
+        train += examples("train")
     if "valid" in config.train_splits:
         rest, select = split_holdout(valid, config.holdout_fraction, config.seed)
         train += rest
-        source = f"held-out {config.holdout_fraction:.0%} of valid dialogues"
+        source = f"held-out {config.holdout_fraction:.0%} of {'valid' if config.valid_file is None else source} dialogues"
     train = _subsample(train, config.max_train_examples, config.seed)
     select = _subsample(select, config.max_select_examples, config.seed + 1)
-    test = _subsample(domain.sft_examples("test", data_dir), config.max_test_examples, config.seed + 2)
-    for name, part in (("training", train), ("selection", select), ("test", test)):
+    test = _subsample(examples("test"), config.max_test_examples, config.seed + 2)
+    for name, part, split in (("training", train, "train"), ("selection", select, "valid"), ("test", test, "test")):
         if not part:
-            raise SFTError(f"domain {domain.name!r} has no {name} examples in {data_dir or 'the bundled cases'}")
+            where = getattr(config, f"{split}_file") or data_dir or "the bundled cases"
+            raise SFTError(f"domain {domain.name!r} has no {name} examples in {where}")
     return SFTData(train, select, test, source)
 
 
-def auto_train_splits(domain: Domain, data_dir: Path | None) -> tuple[str, ...]:
+def auto_train_splits(domain: Domain, data_dir: Path | None, train_file: str | None = None,
+                      valid_file: str | None = None, skip_bad_rows: bool = False) -> tuple[str, ...]:
     """``("train", "valid")`` when the train split has fewer labelled turns than valid (data-poor, like
-    negotiation's 113 training dialogues), else ``("train",)``."""
-    small = len(domain.sft_examples("train", data_dir)) < len(domain.sft_examples("valid", data_dir))
+    negotiation's 113 training dialogues), else ``("train",)``; a given file stands in for its split."""
+    small = len(split_examples(domain, "train", data_dir, train_file, skip_bad_rows)) < len(
+        split_examples(domain, "valid", data_dir, valid_file, skip_bad_rows))
     return ("train", "valid") if small else ("train",)
 
 
@@ -282,6 +327,7 @@ def _peak_rss_mb() -> float:
 def _save_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.Optimizer, scheduler: Any,
                      state: _State, config: SFTConfig, n_train: int) -> None:
     payload = {
+        "format_version": CHECKPOINT_FORMAT,
         "state": asdict(state),
         "model": planner.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -290,7 +336,13 @@ def _save_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
         "config": config.resume_key(),
         "n_train": n_train,
     }
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+    def write(tmp: Path) -> None:
+        torch.save(payload, tmp)
+        kill_point("sft.checkpoint")
+
+    remove_stale_temporaries(path.parent, (path.name, BEST_DIR))  # what a kill while writing them left behind
+    write_atomic(path, write)
 
 
 def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.Optimizer, scheduler: Any,
@@ -300,6 +352,13 @@ def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
         payload = load_data_checkpoint(path, CHECKPOINT_FIELDS)
     except CheckpointError as exc:
         raise SFTError(f"{exc}: {fix}") from None
+    version = payload.get("format_version", CHECKPOINT_FORMAT)
+    if version != CHECKPOINT_FORMAT:
+        raise SFTError(f"{path}: format_version {version!r}, but this ppdpp reads version {CHECKPOINT_FORMAT} "
+                       "(written by another ppdpp version): resume with that version, or start a new run with "
+                       "another --out")
+    if not isinstance(payload["config"], dict) or not isinstance(payload["state"], dict):
+        raise SFTError(f"{path}: 'config' and 'state' must be dicts: {fix}")
     # a setting added after the checkpoint was written counts as its default
     saved = {**SFTConfig(config.domain).resume_key(), **payload.get("config", {})}
     differing = sorted(k for k in set(saved) | set(config.resume_key())
@@ -309,11 +368,15 @@ def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
                        "same options or start a new run directory")
     if payload.get("n_train") != n_train:
         raise SFTError(f"{path} was trained on {payload.get('n_train')} examples but the data now gives {n_train}")
-    planner.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["torch_rng"])
-    return _State(**payload["state"])
+    try:
+        planner.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["torch_rng"])
+        return _State(**payload["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise SFTError(f"{path}: does not fit this planner ({type(exc).__name__}: {first}): {fix}") from None
 
 
 def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None = None, resume: bool = False,
@@ -339,7 +402,8 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
     out = Path(out_dir)
     checkpoint = out / CHECKPOINT_FILE
     if resume and not checkpoint.is_file():
-        raise SFTError(f"nothing to resume: {checkpoint} does not exist")
+        raise SFTError(f"nothing to resume: {checkpoint} does not exist (a run stopped before its first checkpoint "
+                       "has nothing to keep): run the same command without --resume to start it over")
     if not resume and (checkpoint.exists() or (out / METRICS_FILE).exists()):
         raise SFTError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     domain = domain or get_domain(config.domain)
@@ -370,7 +434,12 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
         write_json(out / CONFIG_FILE, {**(run_settings or {}), **config.resume_key(), "max_steps": config.max_steps,
                                        "data": {
             "train_examples": len(data.train), "select_examples": len(data.select),
-            "test_examples": len(data.test), "select_source": data.select_source}})
+            "test_examples": len(data.test), "select_source": data.select_source,
+            "train_label_counts": label_counts(data.train)}})
+    tracker = open_trackers(config.report_to, out, out.name)
+    if not resume:
+        tracker.log_params({**(run_settings or {}), **config.resume_key()})
+    logged = state.step  # the steps up to the checkpoint are with the trackers already
 
     def evaluate_and_select() -> None:
         scores = evaluate_planner(planner, data.select, select_inputs)
@@ -379,6 +448,7 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
         if scores.macro_f1 > state.best_macro_f1:
             state.best_macro_f1, state.best_step = scores.macro_f1, state.step
             planner.save_pretrained(out / BEST_DIR)
+            kill_point("sft.best")
 
     started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=state.step, desc=f"sft {domain.name}", unit="step", disable=not progress)
@@ -392,6 +462,7 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
             scheduler.step()
             state.step += 1
             state.losses.append(loss.item())
+            kill_point("sft.step")
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}", best_f1=f"{max(state.best_macro_f1, 0):.3f}")
             if on_step is not None:
@@ -404,13 +475,32 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
                 state.seconds += time.perf_counter() - started
                 started = time.perf_counter()
                 _save_checkpoint(checkpoint, planner, optimizer, scheduler, state, config, len(inputs))
+                _report_steps(tracker, state, logged)
+                logged = state.step
             if stopping and state.step < total_steps:
                 return SFTResult(out, state.step, total_steps, False,
                                  state.evaluations[-1] if state.evaluations else None)
+        state.seconds += time.perf_counter() - started
+        result = _finish(out, domain, data, state, total_steps, config)
+        tracker.log_metrics({f"test/{name}/{key}": value for name, scores in result.test.items()
+                             for key, value in _scalars(scores).items()}, state.step)
+        return result
     finally:
         bar.close()
-    state.seconds += time.perf_counter() - started
-    return _finish(out, domain, data, state, total_steps, config)
+        tracker.close()
+
+
+def _scalars(scores: Scores) -> dict[str, float]:
+    return {"accuracy": scores.accuracy, "macro_f1": scores.macro_f1, **scores.extra}
+
+
+def _report_steps(tracker: Tracker, state: _State, since: int) -> None:
+    """Log the checkpointed steps after ``since``: ``train/loss`` per step, ``eval/*`` per evaluation."""
+    for step in range(since + 1, state.step + 1):
+        tracker.log_metrics({"train/loss": state.losses[step - 1]}, step)
+    for evaluation in state.evaluations:
+        if since < evaluation["step"] <= state.step:
+            tracker.log_metrics({f"eval/{k}": v for k, v in evaluation.items() if k != "step"}, evaluation["step"])
 
 
 def _finish(out: Path, domain: Domain, data: SFTData, state: _State, total_steps: int,

@@ -5,7 +5,8 @@ Our agent is the Buyer (``sys`` in the data), the user simulator the Seller. The
 
 Data: ``craigslistbargain/cb-{train,valid,test}.txt`` (113 / 188 / 188 scenarios). Seven valid and seven
 test scenarios have an empty dialogue: they are cases (self-play starts from the scenario, not the
-dialogue) but give no SFT example.
+dialogue) but give no SFT example. A user's own file (``--cases-file``, e.g. from ``ppdpp data convert``)
+holds the same objects, read by :meth:`~ppdpp.planner.toolkit.dialog_data.DialogDataDomain.load_cases_file`.
 
 Judging: the critic answers "They have reached a deal at [price]." or "They have not reached a deal."
 Each sample is read as a :class:`DealReading` (``None`` when it states neither, states both, or states a
@@ -260,3 +261,12 @@ def register_simulators(register) -> None:
                            "A Seller with a hidden bottom price that concedes by the Buyer's act; exact deal price."))
     register(SimulatorSpec("negotiation", "template", "agent", TemplateBuyer,
                            "A Buyer realising each act with a fixed template and price policy."))
+
+
+@hookimpl
+def register_data_converters(register) -> None:
+    from ppdpp.planner.registry.manager import DataConverter
+    from ppdpp.plugins.negotiation.convert import convert_file
+
+    register(DataConverter("craigslistbargain", "negotiation", convert_file,
+                           "The original CraigslistBargain JSON release (Stanford CoCoA) -> evaluation cases."))

@@ -7,8 +7,13 @@ The partner's persona is hidden from the agent and the planner; only the user si
 
 Data: ``<data_dir>/roleplay/synthetic-persona-chat-valid.csv`` (1,000 conversations; columns ``user 1
 personas`` and ``user 2 personas``, one fact per line, and ``Best Generated Conversation``, lines ``User 1: ...``
-/ ``User 2: ...``). It is one split; we cut it by position: rows 1-800 train, 801-900 valid, 901-1000 test
-(:data:`SPLIT_ROWS`). Case ids are ``roleplay-<split>-<index within split>``. Conversation lines are read
+/ ``User 2: ...``). It is one split; we cut it by :data:`SPLIT_FRACTIONS` of its rows (:func:`split_rows`):
+80 % train, 10 % valid, 10 % test, in file order by default (rows 1-800 / 801-900 / 901-1000 of the 1,000-row
+file), or shuffled by a seeded permutation with ``RoleplayDomain(split_seed=...)``. A row that cannot be read
+(no personas, a conversation without both speakers: nothing to label) is skipped, counted in
+:attr:`RoleplayDomain.skipped` and logged, without moving the other rows between splits. Case ids are
+``roleplay-<split>-<index within split>``. A user's file (``--cases-file``) holds the same three columns (CSV,
+JSON lines, or a folder saved by ``datasets``), or the bundled format below without ``split``. Conversation lines are read
 leniently: markdown around the speaker (``*User 1:*``, ``* User 2: ... *``) is dropped, so are blank lines,
 separators (``* * *``) and stage directions in brackets (``[A few minutes later]``); any other line continues
 the current turn (multi-line utterances such as a recipe). Consecutive turns of one speaker are joined.
@@ -35,15 +40,17 @@ character counts as in character; a sample whose facts cannot be read does not p
 from __future__ import annotations
 
 import csv
+import logging
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.toolkit.datafiles import bundled_path, field_of, read_jsonl, require_file
+from ppdpp.planner.toolkit.datafiles import bundled_path, field_of, read_good_rows, read_jsonl, require_file
 from ppdpp.planner.core.domain import (
-    SPLITS, Case, Domain, DomainError, Judgement, Message, SFTExample, Split, Turn,
+    SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Split, Turn,
 )
 from ppdpp.planner.toolkit.chat import role_play_messages
 from ppdpp.planner.toolkit.parsing import parse_choice, words_of
@@ -51,8 +58,24 @@ from ppdpp.plugins.roleplay.labeller import ACTS, content_words, label_turn
 
 CSV_NAME = "synthetic-persona-chat-valid.csv"
 CSV_COLUMNS = ("user 1 personas", "user 2 personas", "Best Generated Conversation")
-SPLIT_ROWS: dict[str, range] = {"train": range(0, 800), "valid": range(800, 900), "test": range(900, 1000)}
-"""Which CSV data rows (0-based, header excluded) make each split."""
+BUNDLED_FIELDS = ("agent_persona", "user_persona", "conversation")
+SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "valid": 0.1, "test": 0.1}
+"""The share of the CSV's data rows in each split (valid and test rounded, train the rest)."""
+log = logging.getLogger("ppdpp.data")
+
+
+def split_rows(n_rows: int, seed: int | None = None) -> dict[str, list[int]]:
+    """Which data rows (0-based, header excluded) make each split: :data:`SPLIT_FRACTIONS` of ``n_rows``,
+    valid and test rounded (at least one row each from 3 rows up) and train the rest; in file order, or
+    shuffled by ``random.Random(seed)`` when ``seed`` is given. Each split's rows are in file order."""
+    order = list(range(n_rows))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    floor = 1 if n_rows >= 3 else 0
+    valid, test = (max(floor, round(SPLIT_FRACTIONS[s] * n_rows)) for s in ("valid", "test"))
+    train = n_rows - valid - test
+    cuts = {"train": order[:train], "valid": order[train:train + valid], "test": order[train + valid:]}
+    return {name: sorted(rows) for name, rows in cuts.items()}
 
 _SPEAKER_LINE = re.compile(r"^[\s*_]*user\s*([12])[\s*_]*:[\s*_]*(.*?)[\s*_]*$", re.IGNORECASE)
 _STAGE_DIRECTION = re.compile(r"^\s*[\[(].*$")
@@ -97,13 +120,15 @@ class RoleplayDomain(Domain):
     user_role = "User 2"
     strategies = ACTS
 
-    def __init__(self, min_facts: int = 2, character_penalty: float = 1.0) -> None:
+    def __init__(self, min_facts: int = 2, character_penalty: float = 1.0, split_seed: int | None = None) -> None:
         if min_facts < 1:
             raise DomainError(f"roleplay min_facts must be at least 1, got {min_facts}")
         if character_penalty < 0:
             raise DomainError(f"roleplay character_penalty must not be negative, got {character_penalty}")
         self.min_facts = min_facts
         self.character_penalty = character_penalty
+        self.split_seed = split_seed
+        self.skipped: dict[Path, list[str]] = {}  # CSV -> the messages of the rows skipped as unreadable
         self._splits: dict[Path | None, dict[str, list[Case]]] = {}  # data dir -> split -> labelled cases
         self._examples: dict[tuple[Path | None, str], list[SFTExample]] = {}
 
@@ -120,34 +145,55 @@ class RoleplayDomain(Domain):
     def sft_examples(self, split: Split, data_dir: Path | None) -> list[SFTExample]:
         key = (None if data_dir is None else Path(data_dir), split)
         if key not in self._examples:
-            self._examples[key] = [
-                SFTExample(case.dialogue[:i], turn.strategy, case)
-                for case in self.load_cases(split, data_dir)
-                for i, turn in enumerate(case.dialogue)
-                if turn.speaker == "agent" and i > 0
-            ]
+            self._examples[key] = _examples(self.load_cases(split, data_dir))
         return self._examples[key]
 
     def background(self, case: Case) -> str:
         return f"{self.agent_role}'s persona: {' '.join(case.fields['agent_persona'])}"
 
+    def load_cases_file(self, path: Path, *, skip_bad_rows: bool = False) -> CasesFromFile:
+        path = Path(path)
+        cases, skipped = read_good_rows(path, lambda n, row: self._labelled(self._file_case(row, path, n)),
+                                        skip_bad_rows=skip_bad_rows)
+        return CasesFromFile(cases, skipped)
+
+    def sft_examples_file(self, path: Path, *, skip_bad_rows: bool = False) -> ExamplesFromFile:
+        read = self.load_cases_file(path, skip_bad_rows=skip_bad_rows)
+        return ExamplesFromFile(_examples(read.cases), read.skipped)
+
+    def _file_case(self, row: dict, path: Path, lineno: int) -> Case:
+        case_id, where = f"roleplay-{path.stem}-{lineno}", f"{path}:{lineno}"
+        if "conversation" in row:  # the bundled format
+            return self._case(case_id, where, _string_list(row, "agent_persona", path, lineno),
+                              _string_list(row, "user_persona", path, lineno), _bundled_turns(row, path, lineno),
+                              BUNDLED_FIELDS)
+        cells = [field_of(row, column, path, lineno, str) for column in CSV_COLUMNS]
+        return self._case(case_id, where, _facts(cells[0]), _facts(cells[1]), parse_conversation(cells[2]))
+
     def _from_csv(self, data_dir: Path) -> dict[str, list[Case]]:
         path = require_file(data_dir / "roleplay" / CSV_NAME, "Synthetic-Persona-Chat, validation CSV")
-        cases: dict[str, list[Case]] = {split: [] for split in SPLITS}
         with open(path, encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh)
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise DomainError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
-            for index, row in enumerate(reader):
-                split = next((name for name, rows in SPLIT_ROWS.items() if index in rows), None)
-                if split is None:
-                    continue
-                where = f"{path}: data row {index + 1} (ending on line {reader.line_num})"
-                cases[split].append(self._case(
-                    f"roleplay-{split}-{len(cases[split])}", where, _facts(row[CSV_COLUMNS[0]] or ""),
-                    _facts(row[CSV_COLUMNS[1]] or ""), parse_conversation(row[CSV_COLUMNS[2]] or ""),
-                ))
+            rows = [(row, reader.line_num) for row in reader]
+        cases: dict[str, list[Case]] = {split: [] for split in SPLITS}
+        skipped: list[str] = []
+        for split, indices in split_rows(len(rows), self.split_seed).items():
+            for index in indices:
+                row, line = rows[index]
+                try:
+                    cases[split].append(self._case(
+                        f"roleplay-{split}-{len(cases[split])}", f"{path}: data row {index + 1} (ending on line {line})",
+                        _facts(row[CSV_COLUMNS[0]] or ""), _facts(row[CSV_COLUMNS[1]] or ""),
+                        parse_conversation(row[CSV_COLUMNS[2]] or ""),
+                    ))
+                except DomainError as exc:
+                    skipped.append(str(exc))
+        self.skipped[path] = skipped
+        if skipped:
+            log.warning("skipped %d unreadable row(s) of %s; first: %s", len(skipped), path, skipped[0])
         return cases
 
     def _bundled(self) -> dict[str, list[Case]]:
@@ -157,25 +203,22 @@ class RoleplayDomain(Domain):
             split = field_of(obj, "split", path, n, str)
             if split not in cases:
                 raise DomainError(f"{path}:{n}: field 'split' must be one of {', '.join(SPLITS)}, got {split!r}")
-            turns = []
-            for k, turn in enumerate(field_of(obj, "conversation", path, n, list)):
-                if not isinstance(turn, dict) or turn.get("speaker") not in ("User 1", "User 2") \
-                        or not isinstance(turn.get("text"), str):
-                    raise DomainError(
-                        f"{path}:{n}: conversation[{k}] must be {{\"speaker\": \"User 1\"|\"User 2\", \"text\": str}}"
-                    )
-                turns.append(Turn(_SPEAKERS[turn["speaker"]], turn["text"]))
+            turns = _bundled_turns(obj, path, n)
             cases[split].append(self._case(
                 f"roleplay-bundled-{split}-{len(cases[split])}", f"{path}:{n}",
                 _string_list(obj, "agent_persona", path, n), _string_list(obj, "user_persona", path, n), turns,
+                BUNDLED_FIELDS,
             ))
         return cases
 
-    def _case(self, case_id: str, where: str, agent: list[str], user: list[str], turns: list[Turn]) -> Case:
-        if not agent or not user:
-            raise DomainError(f"{where}: both personas need at least one fact")
+    def _case(self, case_id: str, where: str, agent: list[str], user: list[str], turns: list[Turn],
+              names: Sequence[str] = CSV_COLUMNS) -> Case:
+        """The case, or an error naming the field (``names``: the persona and conversation fields' names)."""
+        for persona, name in ((agent, names[0]), (user, names[1])):
+            if not persona:
+                raise DomainError(f"{where}: field {name!r}: both personas need at least one fact")
         if not any(t.speaker == "user" for t in turns) or not any(t.speaker == "agent" for t in turns):
-            raise DomainError(f"{where}: the conversation needs turns of both User 1 and User 2")
+            raise DomainError(f"{where}: the conversation needs turns of both User 1 and User 2 (field {names[2]!r})")
         return Case(case_id, {"agent_persona": agent, "user_persona": user}, tuple(turns))
 
     @staticmethod
@@ -379,6 +422,24 @@ def _persona_system(me: str, partner: str, persona: Sequence[str]) -> str:
 
 def _bullets(items: Sequence[str]) -> str:
     return "\n".join(f"- {item}" for item in items)
+
+
+def _examples(cases: Sequence[Case]) -> list[SFTExample]:
+    """One example per labelled User 1 turn that has a turn before it."""
+    return [SFTExample(case.dialogue[:i], turn.strategy, case)
+            for case in cases for i, turn in enumerate(case.dialogue) if turn.speaker == "agent" and i > 0]
+
+
+def _bundled_turns(obj: dict, path: Path, lineno: int) -> list[Turn]:
+    turns = []
+    for k, turn in enumerate(field_of(obj, "conversation", path, lineno, list)):
+        if not isinstance(turn, dict) or turn.get("speaker") not in ("User 1", "User 2") \
+                or not isinstance(turn.get("text"), str):
+            raise DomainError(
+                f"{path}:{lineno}: conversation[{k}] must be {{\"speaker\": \"User 1\"|\"User 2\", \"text\": str}}"
+            )
+        turns.append(Turn(_SPEAKERS[turn["speaker"]], turn["text"]))
+    return turns
 
 
 def _string_list(obj: dict, key: str, path: Path, lineno: int) -> list[str]:

@@ -6,6 +6,8 @@ the dialogue so far (the teacher is ``sys``) and the strategy of the teacher's n
 SFT example and one self-play case (as in PPDPP), whose opening is the dialogue's first two turns: the teacher's
 "Please translate ... into Italian." and the student's first reply. With ``data_dir=None`` the cases come from
 ``ppdpp.data/tutoring.jsonl`` (same format plus a ``split`` field; written for ppdpp, not taken from CIMA).
+A user's file (``--cases-file``, ``--train-file``) holds the same objects as JSON lines, as CSV (``dialog`` as
+JSON text) or as a folder saved by ``datasets``.
 
 Strategies and prompts are PPDPP's. ``Others`` never occurs in the CIMA files; it is kept so that the planner's
 action space matches the paper's.
@@ -21,12 +23,12 @@ that more than half of the parsed samples say so.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.toolkit.datafiles import bundled_path, field_of, read_jsonl, require_file
+from ppdpp.planner.toolkit.datafiles import bundled_path, cell_of, field_of, read_good_rows, read_jsonl, require_file
 from ppdpp.planner.core.domain import (
-    SPLITS, Case, Domain, DomainError, Judgement, Message, SFTExample, Split, Turn,
+    SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Split, Turn,
 )
 from ppdpp.planner.toolkit.chat import role_play_messages
 from ppdpp.planner.toolkit.parsing import parse_choice
@@ -45,6 +47,7 @@ class TutoringDomain(Domain):
     description = "CIMA: a Teacher helps a Student translate an English phrase into Italian."
     agent_role = "Teacher"
     user_role = "Student"
+    data_folder = "cima"
     strategies = {
         "Hint": "Please provide knowledge to the Student via a hint.",
         "Question": "Please ask a question to the Student to determine the Student's understanding or "
@@ -67,6 +70,19 @@ class TutoringDomain(Domain):
     def sft_examples(self, split: Split, data_dir: Path | None) -> list[SFTExample]:
         return self._split(split, data_dir)[1]
 
+    def load_cases_file(self, path: Path, *, skip_bad_rows: bool = False) -> CasesFromFile:
+        pairs, skipped = self._read_file(Path(path), skip_bad_rows)
+        return CasesFromFile([case for case, _ in pairs], skipped)
+
+    def sft_examples_file(self, path: Path, *, skip_bad_rows: bool = False) -> ExamplesFromFile:
+        pairs, skipped = self._read_file(Path(path), skip_bad_rows)
+        return ExamplesFromFile([SFTExample(c.dialogue, label, c) for c, label in pairs], skipped)
+
+    def _read_file(self, path: Path, skip_bad_rows: bool) -> tuple[list[tuple[Case, str]], list[str]]:
+        return read_good_rows(
+            path, lambda n, row: self._instance(row, path, n, f"cima-{path.stem}-{n}", cell_of),
+            skip_bad_rows=skip_bad_rows)
+
     def background(self, case: Case) -> str:
         return f'The Student is learning to translate "{case.fields["sentence"]}" into Italian.'
 
@@ -86,14 +102,15 @@ class TutoringDomain(Domain):
             self._splits[key] = ([case for case, _ in pairs], [SFTExample(c.dialogue, label, c) for c, label in pairs])
         return self._splits[key]
 
-    def _instance(self, obj: dict, path: Path, lineno: int, case_id: str) -> tuple[Case, str]:
-        label = field_of(obj, "strategy", path, lineno, str)
+    def _instance(self, obj: dict, path: Path, lineno: int, case_id: str,
+                  read: Callable[..., Any] = field_of) -> tuple[Case, str]:
+        label = read(obj, "strategy", path, lineno, str)
         if label not in self.strategies:
             raise DomainError(
                 f"{path}:{lineno}: unknown tutoring strategy {label!r}; known: {', '.join(self.strategies)}"
             )
         turns = []
-        for k, turn in enumerate(field_of(obj, "dialog", path, lineno, list)):
+        for k, turn in enumerate(read(obj, "dialog", path, lineno, list)):
             if not isinstance(turn, dict) or turn.get("speaker") not in _SPEAKERS \
                     or not isinstance(turn.get("text"), str):
                 raise DomainError(
@@ -103,8 +120,8 @@ class TutoringDomain(Domain):
         if len(turns) < 2 or turns[0].speaker != "agent" or turns[1].speaker != "user":
             raise DomainError(f"{path}:{lineno}: dialog must open with a teacher (sys) turn and a student (usr) reply")
         fields = {
-            "sentence": field_of(obj, "sentence", path, lineno, str),
-            "target": field_of(obj, "target", path, lineno, str),
+            "sentence": read(obj, "sentence", path, lineno, str),
+            "target": read(obj, "target", path, lineno, str),
         }
         return Case(case_id, fields, tuple(turns)), label
 

@@ -1,7 +1,7 @@
-"""Train a planner for the `persuasion` domain (this plugin) and evaluate it in self-play.
+"""Train a planner for the `example_persuasion` domain (this plugin) and evaluate it in self-play.
 
-    pip install ./examples/charity_plugin          # once: makes the `persuasion` domain known to ppdpp
-    python examples/charity_plugin/run_example.py --out runs/persuasion-example
+    pip install ./examples/domain_plugin           # once: makes the `example_persuasion` domain known to ppdpp
+    python examples/domain_plugin/run_example.py --out runs/persuasion-example
 
 1. SFT: fine-tune the policy planner (all-MiniLM-L6-v2 + a linear head) on the labelled Persuader turns of the
    train split, select on valid, score on test against the majority and random baselines.
@@ -32,6 +32,8 @@ from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.evaluate import EvaluationReport, evaluate_policies, report_table
 
+DOMAIN = "example_persuasion"  # the name this plugin registers its domain under
+
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -54,7 +56,7 @@ def train_planner(args: argparse.Namespace) -> Path:
     if (args.out / "sft" / METRICS_FILE).is_file():
         print(f"  reusing the planner trained earlier in {args.out / 'sft'} (delete it to retrain)")
         return args.out / "sft" / BEST_DIR
-    config = SFTConfig(domain="persuasion", epochs=args.epochs, batch_size=args.batch_size, lr=1e-4,
+    config = SFTConfig(domain=DOMAIN, epochs=args.epochs, batch_size=args.batch_size, lr=1e-4,
                        planner=PlannerConfig(max_length=args.max_length))
     result = train_sft(config, args.out / "sft", data_dir=None, progress=False)
     for name, scores in result.test.items():
@@ -64,7 +66,7 @@ def train_planner(args: argparse.Namespace) -> Path:
 
 async def self_play(args: argparse.Namespace, planner_dir: Path) -> EvaluationReport:
     """Step 2: the trained planner and plain prompting play the same test cases with the same seeds."""
-    domain = get_domain("persuasion")
+    domain = get_domain(DOMAIN)
     planner = PolicyPlanner.from_pretrained(planner_dir, domain=domain)
     llm = open_chat(args.model)
     critic = Critic(llm, mode=args.critic, samples=3)
@@ -83,7 +85,7 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"1/2 SFT on the persuasion dialogues -> {args.out / 'sft'}")
+    print(f"1/2 SFT on the {DOMAIN} dialogues -> {args.out / 'sft'}")
     planner_dir = train_planner(args)
     print(f"2/2 self-play with {args.model} on {args.episodes} test case(s) -> {args.out / 'eval'}")
     report = asyncio.run(self_play(args, planner_dir))

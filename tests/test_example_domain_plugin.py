@@ -1,4 +1,4 @@
-"""examples/charity_plugin end to end: installed as its own package, found through its entry point, trained
+"""examples/domain_plugin end to end: installed as its own package, found through its entry point, trained
 with SFT and evaluated in self-play with SmolLM2 (tiny sizes), all in subprocesses as a user would run it.
 
 The package is installed with ``pip install --no-deps --no-build-isolation --target DIR`` from a copy of the
@@ -18,21 +18,22 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "charity_plugin"
+EXAMPLE = REPO / "examples" / "domain_plugin"
+DOMAIN = "example_persuasion"
 STRATEGIES = {"logical_appeal", "emotion_appeal", "credibility_appeal", "foot_in_the_door", "self_modeling",
               "personal_story", "donation_information", "inquiry"}
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    source = tmp_path_factory.mktemp("src") / "charity_plugin"
+    source = tmp_path_factory.mktemp("src") / "domain_plugin"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     target = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target),
-         str(source)], capture_output=True, text=True)
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, f"pip install of the example failed:\n{result.stdout}\n{result.stderr}"
-    assert (target / "ppdpp_persuasion" / "dialogues.jsonl").is_file(), "the dialogues were not installed"
+    assert (target / "ppdpp_example_persuasion" / "dialogues.jsonl").is_file(), "the dialogues were not installed"
     return target
 
 
@@ -47,7 +48,7 @@ def ppdpp(*args: str, pythonpath: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_installed_plugin_is_found_through_its_entry_point(installed):
-    result = ppdpp("data", "stats", "--domain", "persuasion", pythonpath=installed)
+    result = ppdpp("data", "stats", "--domain", DOMAIN, pythonpath=installed)
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
     counts = {split: [cell.strip() for cell in rows[split].split("│")[2:4]] for split in ("train", "valid", "test")}
@@ -64,12 +65,12 @@ def test_sft_then_self_play_evaluation(installed, tmp_path):
     assert "ppdpp" in result.stdout and "no-planner" in result.stdout, result.stdout
 
     metrics = json.loads((out / "sft" / "metrics.json").read_text())
-    assert metrics["domain"] == "persuasion" and metrics["test"]["planner"]["count"] == 4, metrics["test"]
+    assert metrics["domain"] == DOMAIN and metrics["test"]["planner"]["count"] == 4, metrics["test"]
     assert metrics["train"]["examples"] == 24 and metrics["train"]["steps"] == 3, metrics["train"]
     assert (out / "sft" / "best" / "planner.json").is_file()
 
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert report["domain"] == "persuasion" and report["max_turns"] == 2 and len(report["cases"]) == 1, report
+    assert report["domain"] == DOMAIN and report["max_turns"] == 2 and len(report["cases"]) == 1, report
     policies = {p["policy"]: p for p in report["policies"]}
     assert set(policies) == {"ppdpp", "no-planner"}, policies
     for name, summary in policies.items():
@@ -82,5 +83,5 @@ def test_sft_then_self_play_evaluation(installed, tmp_path):
     assert {step["strategy"] for step in planned[0]["steps"]} <= STRATEGIES, planned[0]["steps"]
     assert {step["strategy"] for step in plain[0]["steps"]} == {None}, "plain prompting uses no strategy"
     for transcript in planned + plain:
-        assert transcript["domain"] == "persuasion" and len(transcript["opening"]) == 2, transcript
+        assert transcript["domain"] == DOMAIN and len(transcript["opening"]) == 2, transcript
         assert all(step["agent"] and step["user"] for step in transcript["steps"]), transcript["steps"]

@@ -1,11 +1,13 @@
-"""ppdpp-persuasion: an example domain plugin. The agent persuades a stranger to donate to a charity.
+"""ppdpp-example-persuasion: an example domain plugin. The agent persuades a stranger to donate to a charity.
 
 The strategies follow PersuasionForGood (Wang et al., 2019). The data is a dozen short dialogues written
 for this example (``dialogues.jsonl``, shipped inside the package), each Persuader turn labelled with the
 strategy it uses, cut into train (8), valid (2) and test (2) dialogues.
 
 The whole plugin is this module: one :class:`ppdpp.planner.Domain` subclass and a ``register_domains`` hook.
-``pyproject.toml`` names the module in the ``ppdpp`` entry-point group, which is how ppdpp finds it.
+``pyproject.toml`` names the module in the ``ppdpp`` entry-point group, which is how ppdpp finds it. Its
+names (distribution, package, entry point, domain) all start with "example" so that they never collide with
+those of a plugin you write from it.
 """
 
 from __future__ import annotations
@@ -15,10 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ppdpp.planner import Case, Domain, DomainError, Judgement, SFTExample, Turn, hookimpl
-from ppdpp.planner.toolkit.datafiles import field_of, read_jsonl
 from ppdpp.planner.core.domain import SPLITS, Message, Split
-from ppdpp.planner.toolkit.chat import role_play_messages
-from ppdpp.planner.toolkit.parsing import parse_choice
+from ppdpp.planner.toolkit import field_of, parse_choice, read_jsonl, role_play_messages
 
 SPEAKERS = {"Persuader": "agent", "Persuadee": "user"}
 VERDICTS = {  # critic answer -> phrases that signal it (the full option sentence first)
@@ -37,7 +37,7 @@ def data_file() -> Path:
 class PersuasionDomain(Domain):
     """The planner steers the Persuader; a dialogue succeeds when the critic says the Persuadee agreed."""
 
-    name = "persuasion"
+    name = "example_persuasion"
     description = "Persuade a stranger to donate to a charity (PersuasionForGood-style; example plugin)."
     agent_role = "Persuader"
     user_role = "Persuadee"
