@@ -163,4 +163,4 @@ def test_evaluate_cli_rejects_unknown_baselines_clearly():
         capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 2, run.stdout + run.stderr
-    assert "unknown baseline(s) oracle" in run.stdout, run.stdout
+    assert "unknown policy oracle" in run.stdout, run.stdout

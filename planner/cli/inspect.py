@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
@@ -31,6 +32,11 @@ def list_plugins() -> None:
         doms = sorted(d for d, owner in owners.items() if owner == name)
         table.add_row(name, plugin_registry.plugin_source(name), ", ".join(hooks), ", ".join(doms))
     console.print(table)
+    policies = Table("policy", "domains", "settings", "what it does")
+    for name, spec in plugin_registry.policies().items():
+        settings = ", ".join("--" + f.name.replace("_", "-") for f in fields(spec.config)) if spec.config else ""
+        policies.add_row(name, ", ".join(spec.domains) or "all", settings, spec.description)
+    console.print(policies)
     converters = plugin_registry.converters()
     if converters:
         listing = Table("data converter", "domain", "converts")

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` sta
     from ppdpp.simulators.roles import Roles
 
 BASELINES = ("no-planner", "random", "majority", "llm")
+"""The policies ``ppdpp evaluate`` plays by default; any policy a plugin registers can be named instead."""
 
 
 def _pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int], cases_file: Optional[Path],
@@ -53,33 +54,17 @@ def _split_label(command: Any) -> str:
     return command.split if command.cases_file is None else Path(command.cases_file).name
 
 
-def _majority(domain: Domain, planners: list[Path], data: DomainData, cases_file: Optional[Path]) -> Any:
-    """The majority baseline: the train split's labels (not the bundled ones beside a user's --cases-file),
-    else the training record of a --planner; else an error saying how to give one."""
-    from ppdpp.planner.policy.baselines import MajorityPolicy, training_label_counts
-
-    if cases_file is None or not data.bundled:
+def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]) -> Any:
+    """``train_examples()`` for the policies: the train split of the data read (never the bundled one beside a
+    user's --cases-file), or a :class:`DomainError` saying why there is none."""
+    def read() -> list[Any]:
+        if cases_file is not None and data.bundled:
+            raise DomainError(f"--cases-file {cases_file} holds test cases only")
         try:
-            examples = domain.sft_examples("train", data.data_dir)
-        except DomainError:
-            examples = []
-        if examples:
-            return MajorityPolicy.from_examples(domain, examples)
-    missing = []
-    for path in planners:
-        try:
-            counts, record = training_label_counts(path)
+            return domain.sft_examples("train", data.data_dir)
         except DomainError as exc:
-            missing.append(str(exc))
-            continue
-        console.print(f"majority: label counts from {record}", highlight=False, soft_wrap=True)
-        return MajorityPolicy(domain, counts)
-    where = f"--cases-file {cases_file} holds test cases only" if cases_file is not None \
-        else f"no {domain.name} train split in {data.source}"
-    raise DomainError(
-        f"the majority baseline needs training label counts and {where}: give --planner DIR (a planner trained "
-        f"by ppdpp sft, whose run's config.json records them), or --data-dir ROOT with {domain.folder_name}/ "
-        f"holding the train split, or leave majority out of --baselines{'; ' + missing[0] if missing else ''}")
+            raise DomainError(f"no {domain.name} train split in {data.source} ({exc})") from None
+    return read
 
 
 def _check_planners(paths: list[Path]) -> None:
@@ -150,7 +135,7 @@ class EvaluateCommand:
     planner: list[Path] = field(default_factory=list, metadata={
         "help": "A trained planner directory (repeatable)."})
     baselines: tuple[str, ...] = field(default=BASELINES, metadata={
-        "help": f"Baselines from {', '.join(BASELINES)} ('' for none)."})
+        "help": "Registered policies to play besides the planners ('' for none; `ppdpp plugins` lists them)."})
     split: Split = field(default="test", metadata={"help": "Which cases to play."})
     cases: Optional[int] = field(default=None, metadata={
         "help": "Only the first N cases of the split (none = all).", "min": 1})
@@ -166,9 +151,11 @@ class EvaluateCommand:
     def __post_init__(self) -> None:
         self.baselines = tuple(self.baselines)
         self.report_to = check_report_to(self.report_to)
-        unknown = sorted(set(self.baselines) - set(BASELINES))
+        known = plugin_registry.policies()
+        unknown = [name for name in self.baselines if name not in known]
         if unknown:
-            raise ValueError(f"unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
+            raise ValueError(f"unknown polic{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+                             f"registered: {', '.join(known)}")
 
 
 @lru_cache(maxsize=1)
@@ -182,11 +169,18 @@ def rl_parser() -> ConfigParser:
 
 @lru_cache(maxsize=1)
 def evaluate_parser() -> ConfigParser:
-    """The options of ``ppdpp evaluate``: :class:`EvaluateCommand` and ``EnvConfig``."""
+    """The options of ``ppdpp evaluate``: :class:`EvaluateCommand`, ``EnvConfig`` and the config dataclass of
+    every registered policy that has one."""
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.simulators.env import EnvConfig
 
-    return ConfigParser("ppdpp evaluate", [EvaluateCommand, EnvConfig], description=evaluate_command.__doc__ or "")
+    return ConfigParser("ppdpp evaluate", [EvaluateCommand, EnvConfig, *policy_config_types()],
+                        description=evaluate_command.__doc__ or "")
+
+
+def policy_config_types() -> list[type]:
+    """The config dataclasses of the registered policies, each once, in registration order."""
+    return list(dict.fromkeys(spec.config for spec in plugin_registry.policies().values() if spec.config))
 
 
 @app.command("rl", **CONFIG_COMMAND)
@@ -251,42 +245,39 @@ def evaluate_command(ctx: typer.Context) -> None:
     run_parser(evaluate_parser(), ctx, run_evaluate)
 
 
-def run_evaluate(command: EvaluateCommand, env: EnvConfig) -> None:
-    """Evaluate as ``command`` and ``env`` say; ``config.json`` in the output directory records both."""
+def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any) -> None:
+    """Evaluate as ``command``, ``env`` and the policies' configs say; ``config.json`` in the output directory
+    records them all."""
     from ppdpp.planner.cli.options import record_resolved, resolved
     from ppdpp.planner.training.tracking import open_trackers
     from ppdpp.simulators.evaluate import NamedPolicy, evaluate_policies, report_table
-    from ppdpp.planner.policy.baselines import NoPlannerPolicy, RandomPolicy
-    from ppdpp.planner.policy.llm_planner import LLMPlanner
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
     dom = plugin_registry.get_domain(command.domain)
     data = domain_data(dom, command.data_dir)
     root = data.data_dir
     command = replace(command, data_dir=root)  # config.json records the data it read (none: bundled cases)
-    wanted = command.baselines
     _check_planners(command.planner)
+    specs = [plugin_registry.get_policy(name, dom.name) for name in command.baselines]
     eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows)
     roles = _open_roles(dom, command, root, cache="all")
     policies: list[Any] = []
     for path in command.planner:
         loaded = PolicyPlanner.from_pretrained(path, domain=dom)
         policies.append(NamedPolicy(loaded, _planner_name(path)))
-    if "no-planner" in wanted:
-        policies.append(NoPlannerPolicy())
-    if "random" in wanted:
-        policies.append(RandomPolicy(dom, seed=command.seed))
-    if "majority" in wanted:
-        policies.append(_majority(dom, command.planner, data, command.cases_file))
-    if "llm" in wanted:
-        planner_llm = roles.backend("agent")
-        if planner_llm is None:
-            raise DomainError(f"the llm baseline asks the agent's LLM to plan, but --agent {command.agent} is "
-                              "scripted: leave llm out of --baselines")
-        policies.append(LLMPlanner(dom, planner_llm))
+    configs = {type(c): c for c in policy_configs}
+    options = {"domain": dom, "seed": command.seed, "agent_llm": roles.backend("agent"),
+               "user_llm": roles.backend("user"), "critic_llm": roles.backend("critic"),
+               "planners": list(command.planner), "train_examples": _train_examples(dom, data, command.cases_file),
+               "env": env, "policy_configs": {s.name: configs[s.config] for s in specs if s.config}}
+    for spec in specs:
+        policy = spec.build(**options, config=configs.get(spec.config))  # type: ignore[arg-type]
+        if getattr(policy, "source", None):
+            console.print(f"{spec.name}: {policy.source}", highlight=False, soft_wrap=True)
+        policies.append(policy)
     if not policies:
         raise DomainError("nothing to evaluate: give --planner and/or --baselines")
-    record_resolved(command.out / "config.json", command, env)
+    record_resolved(command.out / "config.json", command, env, *policy_configs)
 
     async def run() -> Any:
         try:
@@ -299,7 +290,7 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig) -> None:
 
     tracker = open_trackers(command.report_to, command.out, command.out.name)
     try:
-        tracker.log_params(resolved(command, env))
+        tracker.log_params(resolved(command, env, *policy_configs))
         report = asyncio.run(run())
         tracker.log_metrics(report_metrics(report), 0)
     finally:

@@ -1,12 +1,14 @@
-"""What a policy answers, and the interface every policy (trained planner or baseline) implements."""
+"""What a policy answers, the interface every policy (trained planner or baseline) implements, and how a plugin
+registers a policy by name (:class:`PolicySpec`, the ``register_policies`` hook; docs/policies.md)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from dataclasses import dataclass, is_dataclass
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from ppdpp.planner.core.domain import Case, Turn
+from ppdpp.planner.core.factories import call_with_accepted
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,38 @@ async def aplan(policy: Policy, conversation: Sequence[Turn], case: Case | None 
     if getattr(policy, "blocking", False):
         return await asyncio.to_thread(policy.plan, conversation, case)
     return policy.plan(conversation, case)
+
+
+POLICY_OPTIONS = ("domain", "seed", "agent_llm", "user_llm", "critic_llm", "planners", "train_examples",
+                  "config", "policy_configs", "env")
+"""What a policy factory may name in its signature (it is given those it names): ``domain``; ``seed`` (the
+run's); ``agent_llm`` / ``user_llm`` / ``critic_llm`` (the run's chat backends, ``None`` where a programmatic
+role plays); ``planners`` (the ``--planner`` directories); ``train_examples()`` (the domain's training
+examples, raising ``DomainError`` saying what is missing); ``config`` (this policy's config instance);
+``policy_configs`` (every policy's config by policy name); ``env`` (the run's ``EnvConfig``)."""
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """One policy a plugin registers with the ``register_policies`` hook, selected by ``name`` in
+    ``ppdpp evaluate --baselines``. ``factory`` builds it from those of :data:`POLICY_OPTIONS` its signature
+    names. ``config`` is an optional dataclass of the policy's settings: its fields become options of the
+    commands that play it (give them names that say whose they are, e.g. ``mcts_simulations``) and the run's
+    ``config.json`` records them. ``domains`` limits the policy to some domains (empty: every domain)."""
+
+    name: str
+    factory: Callable[..., Policy]
+    description: str = ""
+    config: type | None = None
+    domains: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.config is not None and not (isinstance(self.config, type) and is_dataclass(self.config)):
+            raise TypeError(f"policy {self.name!r}: config must be a dataclass type, not {self.config!r}")
+
+    def build(self, **options: Any) -> Policy:
+        """The policy, given the ``options`` its factory accepts; it gets this spec's name unless it has one."""
+        policy = call_with_accepted(self.factory, options)
+        if not getattr(policy, "name", None):
+            policy.name = self.name
+        return policy

@@ -16,12 +16,12 @@ turn. They must be deterministic given the case, the seed and the history.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 from ppdpp.planner.core.domain import Case, Turn
+from ppdpp.planner.core.factories import call_with_accepted
 
 Role = Literal["user", "agent"]
 
@@ -85,9 +85,4 @@ class SimulatorSpec:
 
     def build(self, **options: Any) -> UserSimulator | ScriptedAgent:
         """A fresh instance, given the ``options`` the factory accepts."""
-        try:
-            params = inspect.signature(self.factory).parameters
-        except (TypeError, ValueError):  # a builtin without a signature: give it nothing
-            return self.factory()
-        named = {name for name, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-        return self.factory(**{k: v for k, v in options.items() if k in named})
+        return call_with_accepted(self.factory, options)

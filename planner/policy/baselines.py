@@ -14,7 +14,7 @@ import random
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain, DomainError, SFTExample, Turn
 from ppdpp.planner.core.plan import Plan
@@ -36,10 +36,40 @@ class MajorityPolicy:
         self.distribution = {s: label_counts.get(s, 0) / total for s in domain.strategy_names}
         # ties go to the strategy listed first by the domain
         self.strategy = max(domain.strategy_names, key=lambda s: self.distribution[s])
+        self.source = "label counts given"  # what the counts came from, for the run's log
 
     @classmethod
     def from_examples(cls, domain: Domain, examples: Iterable[SFTExample]) -> "MajorityPolicy":
         return cls(domain, dict(Counter(ex.label for ex in examples)))
+
+    @classmethod
+    def for_run(cls, domain: Domain, train_examples: Callable[[], list[SFTExample]],
+                planners: Sequence[Path] = ()) -> "MajorityPolicy":
+        """The labels of ``train_examples()``; when there are none, the training record of one of ``planners``
+        (:func:`training_label_counts`); else a :class:`DomainError` saying what is missing and how to give it."""
+        try:
+            examples = train_examples()
+            why = "" if examples else "the train split has no labelled examples"
+        except DomainError as exc:
+            examples, why = [], str(exc)
+        if examples:
+            policy = cls.from_examples(domain, examples)
+            policy.source = "label counts from the train split"
+            return policy
+        missing = []
+        for path in planners:
+            try:
+                counts, record = training_label_counts(path)
+            except DomainError as exc:
+                missing.append(str(exc))
+                continue
+            policy = cls(domain, counts)
+            policy.source = f"label counts from {record}"
+            return policy
+        raise DomainError(
+            f"the majority baseline needs training label counts and {why}: give --planner DIR (a planner trained "
+            f"by ppdpp sft, whose run's config.json records them), or --data-dir ROOT with {domain.folder_name}/ "
+            f"holding the train split, or leave majority out of --baselines{'; ' + missing[0] if missing else ''}")
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         return Plan(self.strategy, self.domain.instruction(self.strategy), self.distribution[self.strategy],

@@ -8,7 +8,7 @@ import pluggy
 
 if TYPE_CHECKING:  # types only: the hook specifications import none of their callers
     from ppdpp.planner.core.domain import Case, Domain, Message, Turn
-    from ppdpp.planner.core.plan import Plan
+    from ppdpp.planner.core.plan import Plan, PolicySpec
     from ppdpp.planner.core.simulation import SimulatorSpec
     from ppdpp.planner.core.types import AgentReply, PlanningState
     from ppdpp.planner.registry.manager import DataConverter
@@ -41,6 +41,12 @@ def register_data_converters(register: Callable[[DataConverter], None]) -> None:
     """Register converters from a dataset's original release to a domain's case format: call
     ``register(DataConverter(name, domain, convert, description))``; ``ppdpp data convert NAME FILE`` runs
     ``convert(path, skip_bad_rows=...)``, which returns a :class:`ppdpp.planner.registry.manager.Conversion`."""
+
+
+@hookspec
+def register_policies(register: Callable[[PolicySpec], None]) -> None:
+    """Register policies that pick the agent's strategy: call ``register(PolicySpec(name, factory, ...))``;
+    ``ppdpp evaluate --baselines NAME`` plays them (see :class:`ppdpp.planner.core.plan.PolicySpec`)."""
 
 
 # ---- runtime hooks: called while an agent talks (PlannedAgent, `ppdpp serve`); see docs/plugins.md --------

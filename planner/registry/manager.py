@@ -24,6 +24,7 @@ from ppdpp.planner.registry import hookspecs
 
 if TYPE_CHECKING:
     from ppdpp.planner.core.simulation import Role, SimulatorSpec
+    from ppdpp.planner.core.plan import PolicySpec
     from ppdpp.planner.llm.base import ChatBackend
 
 ENTRY_POINT_GROUP = "ppdpp"
@@ -237,6 +238,32 @@ class PluginRegistry:
                               f"{', '.join(sorted(known)) or '(none loaded)'}")
         return known[name]
 
+    def policies(self, domain: str | None = None) -> dict[str, "PolicySpec"]:
+        """Every registered policy by name (those offered for ``domain``, when given), in registration order."""
+        from ppdpp.planner.core.plan import PolicySpec
+
+        found: dict[str, PolicySpec] = {}
+        owners: dict[str, str] = {}
+        for plugin_name, (spec,) in self.collect("register_policies"):
+            if not isinstance(spec, PolicySpec):
+                raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, which is not a PolicySpec")
+            if spec.name in owners:
+                raise PluginError(f"policy {spec.name!r} is registered by two plugins, {owners[spec.name]!r} "
+                                  f"and {plugin_name!r}")
+            owners[spec.name] = plugin_name
+            if domain is None or not spec.domains or domain in spec.domains:
+                found[spec.name] = spec
+        return found
+
+    def get_policy(self, name: str, domain: str | None = None) -> "PolicySpec":
+        """The policy called ``name`` (offered for ``domain``, when given), or an error listing the known ones."""
+        known = self.policies(domain)
+        if name not in known:
+            where = f" for domain {domain!r}" if domain else ""
+            raise PluginError(f"unknown policy {name!r}{where}; known policies: "
+                              f"{', '.join(known) or '(none loaded)'}")
+        return known[name]
+
 
 REGISTRY = PluginRegistry()
 """The process-wide registry; the names below are its bound methods, the documented functional API."""
@@ -254,6 +281,8 @@ backend_factories = REGISTRY.backend_factories
 get_backend = REGISTRY.get_backend
 converters = REGISTRY.converters
 get_converter = REGISTRY.get_converter
+policies = REGISTRY.policies
+get_policy = REGISTRY.get_policy
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
