@@ -20,6 +20,7 @@ from ppdpp.planner.llm.base import ChatBackend, Completion
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.simulation import Outcome, ScriptedAgent, UserSimulator
 from ppdpp.simulators.critic import CRITIC_MODES, Critic, CriticMode, OracleCritic, with_honesty
+from ppdpp.simulators.personas import Persona, check_user_personas, persona_for, persona_json, persona_set
 from ppdpp.simulators.postprocess import clean_response, normalise
 
 ROLES = ("agent", "user", "critic")
@@ -42,6 +43,10 @@ class EnvConfig:
         "help": "greedy, sampled (PPDPP: n samples at 1.1), majority or likelihood."})
     critic_samples: int | None = field(default=None, metadata={"min": 1, 
         "help": "Critic samples in sampled/majority mode (none = the domain's, usually 10)."})
+    user_personas: str = field(default="none", metadata={
+        "help": "User personas after TRIP (Big-Five trait x decision-making style) for an LLM user: none, train "
+                "(40), test (300), all, or a JSON/JSON-lines file; each dialogue gets one from its seed and case "
+                "id (programmatic users ignore them)."})
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -52,6 +57,12 @@ class EnvConfig:
             raise ValueError(f"critic_mode={self.critic_mode!r} (use {', '.join(CRITIC_MODES)})")
         if self.critic_samples is not None and self.critic_samples < 1:
             raise ValueError(f"critic_samples must be at least 1, got {self.critic_samples}")
+        self._personas = persona_set(check_user_personas(self.user_personas))  # a file is read once, here
+
+    @property
+    def personas(self) -> tuple[Persona, ...]:
+        """The user personas these settings name (empty for ``none``)."""
+        return self._personas
 
     def make_critic(self, backend: ChatBackend) -> Critic:
         """The critic these settings describe, asking ``backend``."""
@@ -115,6 +126,7 @@ class SelfPlayEnv:
         self.seed: int | None = None
         self.done = False
         self._seen: set[tuple[str, str]] = set()
+        self.persona: Persona | None = None
 
     async def reset(self, case: Case, *, seed: int | None = None) -> list[Turn]:
         """Start a dialogue on ``case``; the observation is the dialogue so far (the opening turns)."""
@@ -124,10 +136,17 @@ class SelfPlayEnv:
         self.steps = []
         self.done = False
         self._seen = set()
+        self.persona = persona_for(self.config.personas, seed, case.id)
         for role, player in (("agent", self.agent), ("user", self.user)):
             if isinstance(player, (ScriptedAgent, UserSimulator)):
                 player.reset(case, derive_seed(seed or 0, "programmatic", role))
         return list(self.history)
+
+    @property
+    def persona_record(self) -> dict[str, Any] | None:
+        """The dialogue's user persona as transcripts record it, with ``applied``: whether it reaches the
+        user's prompt (an LLM user) or not (a programmatic user, which ignores personas)."""
+        return persona_json(self.persona, not isinstance(self.user, UserSimulator))
 
     @property
     def turn(self) -> int:
@@ -163,6 +182,8 @@ class SelfPlayEnv:
             raw_user = user_text = await asyncio.to_thread(self.user.respond, list(self.history))
         else:
             messages = self.domain.user_messages(case, self.history, reminder=cfg.reminder)
+            if self.persona is not None:
+                messages = self.domain.with_user_persona(messages, self.persona.text)
             raw_user = (await self._call("user", self.user, messages, usage, latency)).text
             user_text = clean_response(raw_user, own_role=self.domain.user_role,
                                        other_roles=[self.domain.agent_role])

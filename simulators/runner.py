@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ppdpp.planner.core.domain import Case, Turn
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.plan import Policy, aplan
+from ppdpp.planner.llm.spend import ACTIVE, usd
 from ppdpp.simulators.critic import honesty_metrics
 from ppdpp.simulators.env import SelfPlayEnv, StepRecord
 
@@ -57,6 +58,7 @@ class EpisodeResult:
     wall_s: float
     states: list[tuple[Turn, ...]] = field(repr=False, default_factory=list)
     transcript: dict[str, Any] = field(repr=False, default_factory=dict)
+    persona: dict[str, Any] | None = None  # the user persona (simulators/personas.py), with "applied"
 
     @property
     def turns(self) -> int:
@@ -129,12 +131,14 @@ async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
         strategies=[p.strategy for p in plans], probabilities=[float(p.probability) for p in plans],
         rewards=[r.reward for r in records], metrics=metrics,
         parse_failures=sum(r.judgement.parse_failures for r in records), usage=usage, wall_s=wall, states=states,
+        persona=env.persona_record,
     )
     result.transcript = {
         **job.tags, "episode_id": job.episode_id, "case_id": job.case.id, "domain": env.domain.name,
         "policy": job.policy.name, "seed": job.seed, "success": success, "turns": result.turns,
         "repeated": result.repeated, "total_reward": result.total_reward, "metrics": metrics,
         "parse_failures": result.parse_failures, "usage": _usage_json(usage), "wall_s": round(wall, 4),
+        "user_persona": result.persona,
         "opening": [{"speaker": t.speaker, "text": t.text} for t in opening],
         "steps": [_step_json(r, p.probability, dict(p.distribution)) for r, p in zip(records, plans)],
     }
@@ -200,11 +204,19 @@ async def run_episodes(
         successes += result.success
         finished += 1
         bar.update(1)
-        bar.set_postfix(SR=f"{successes / finished:.2f}")
+        meter = ACTIVE.get()  # the command's spend meter: tokens and cost so far
+        spent = {} if meter is None else {"tokens": f"{meter.tokens:,}", "cost": usd(meter.cost)}
+        bar.set_postfix(SR=f"{successes / finished:.2f}", **spent)
         return result
 
+    tasks = [asyncio.ensure_future(one(job)) for job in jobs]
     try:
-        return list(await asyncio.gather(*(one(job) for job in jobs)))
+        return list(await asyncio.gather(*tasks))
+    except BaseException:  # e.g. the spend budget ran out: stop the other dialogues before closing the file
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
         bar.close()
         if writer is not None:

@@ -47,7 +47,11 @@ LEGACY = {
 }
 VALUES = {"SFTConfig.train_splits": ("train", "valid"), "EvaluateCommand.baselines": ("random",),
           "EvaluateCommand.planner": [Path("a"), Path("b")], "SFTConfig.report_to": ("tensorboard",),
-          "RLConfig.report_to": ("tensorboard",), "EvaluateCommand.report_to": ("tensorboard",)}
+          "RLConfig.report_to": ("tensorboard",), "EvaluateCommand.report_to": ("tensorboard",),
+          "SFTCommand.preset": "ppdpp-paper", "RLCommand.preset": "ppdpp-paper",
+          "EvaluateCommand.preset": "ppdpp-paper", "RLCommand.price_per_1k_tokens": (0.5, 1.5),
+          "EvaluateCommand.price_per_1k_tokens": (0.5, 1.5),
+          "EnvConfig.user_personas": "test", "EvaluateCommand.seeds": (0, 2)}
 
 
 def _other_value(leaf: Any) -> Any:
@@ -77,7 +81,7 @@ def _as_args(leaf: Any, value: Any) -> list[str]:
     if isinstance(value, list):
         return [a for v in value for a in (leaf.option, str(v))]
     if isinstance(value, tuple):
-        return [leaf.option, ",".join(value)]
+        return [leaf.option, ",".join(map(str, value))]
     return [leaf.option, str(value)]
 
 

@@ -9,6 +9,9 @@ options, help from ``field(metadata={"help": ...})``, short aliases from ``metad
 * ``--flag/--no-flag`` booleans, plus extra negative names from ``metadata["negative"]`` (``--head-only``);
 * ``tuple`` fields as comma-separated values (``--train-splits train,valid``), ``list`` fields repeatable
   (``--planner a --planner b``), ``none`` for an optional value;
+* ``--preset NAME`` (where a command's settings have a ``preset`` field and the parser was given ``presets``):
+  a named mapping of settings applied before the file and the command line, which win over it (``planner/cli/
+  presets.py``);
 * ``--config FILE`` (YAML, JSON or TOML by suffix): the defaults, then the file, then the command line. File keys
   are field names, a nested dataclass as a nested mapping or its fields at the top level; an unknown key is
   an error naming the file and the key;
@@ -120,7 +123,9 @@ class _Recorder:
 class ConfigParser(HfArgumentParser):
     """The options of one command, generated from ``dataclass_types`` (command settings, then configs)."""
 
-    def __init__(self, prog: str, dataclass_types: Sequence[type], *, description: str = "") -> None:
+    def __init__(self, prog: str, dataclass_types: Sequence[type], *, description: str = "",
+                 presets: dict[str, dict[str, Any]] | None = None) -> None:
+        self.presets: dict[str, dict[str, Any]] = dict(presets or {})
         self.leaves: dict[str, Leaf] = {}
         self.converters: dict[str, Callable[[str], Any]] = {}
         self.elements: dict[str, Callable[[str], Any]] = {}  # of tuple and list fields
@@ -236,10 +241,23 @@ class ConfigParser(HfArgumentParser):
         if config is not None:
             values.update(self.read_file(config))
         values.update(namespace)
+        values = self.with_preset(values)
         for name, leaf in self.leaves.items():
             if name not in values and "cli_default" in leaf.field.metadata:
                 values[name] = leaf.default
         return values
+
+    def with_preset(self, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` over the settings of the preset they name (``preset``, from the command line or the
+        file): the preset comes first, so every option given explicitly wins. An unknown name is an error
+        listing the known ones."""
+        name = values.get("preset")
+        if name is None or "preset" not in self.leaves:
+            return values
+        if name not in self.presets:
+            known = ", ".join(sorted(self.presets)) or "none"
+            raise UsageError(f"{self.prog}: --preset {name}: unknown preset (known: {known})")
+        return {**self.from_mapping(self.presets[name], f"preset {name}"), **values}
 
     def build(self, values: dict[str, Any]) -> tuple[Any, ...]:
         """The dataclass instances from option values; a missing required option or a value their

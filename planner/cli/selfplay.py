@@ -19,6 +19,8 @@ from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console, f
 from ppdpp.planner.toolkit.datafiles import DomainData, domain_data
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
 from ppdpp.planner.training.tracking import check_report_to, report_to_field
+from ppdpp.planner.cli.cost import STOPPED_BY_BUDGET, dry_run_field, max_cost_field, meter_for, price_field
+from ppdpp.planner.cli.presets import preset_field, preset_values
 
 if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` stays quick
     from ppdpp.planner.cli.options import ConfigParser
@@ -77,13 +79,56 @@ def _check_planners(paths: list[Path]) -> None:
                               "train one with ppdpp sft)")
 
 
-def _open_roles(domain: Domain, command: Any, data_dir: Optional[Path], cache: Any) -> Roles:
-    """The run's agent, user and critic: chat models (each distinct one opened once) or programmatic roles."""
+def _open_roles(domain: Domain, command: Any, data_dir: Optional[Path], cache: Any, meter: Any = None) -> Roles:
+    """The run's agent, user and critic: chat models (each distinct one opened once) or programmatic roles;
+    with ``meter`` (a :class:`~ppdpp.planner.llm.spend.SpendMeter`) each model reports its spending to it."""
+    from ppdpp.planner.cli.cost import metered
     from ppdpp.planner.llm import open_chat
     from ppdpp.simulators.roles import resolve_roles
 
+    def opened(model: str) -> Any:
+        backend = open_chat(model, cache=cache)
+        return backend if meter is None else metered(backend, meter)
+
     return resolve_roles(domain, command.agent, command.user, command.critic, data_dir=data_dir,
-                         open_chat=lambda model: open_chat(model, cache=cache))
+                         open_chat=opened)
+
+
+class _Planned:
+    """What a dry run plays RL's episodes with: the trained planner, which calls no LLM."""
+
+    name = "planner"
+
+
+def rl_cases(cases: list[Case], config: RLConfig) -> list[Case]:
+    """The case of each of ``config.episodes`` RL episodes, in the trainer's order (``RLTrainer.case_of``)."""
+    from ppdpp.planner.core.seeding import python_random
+
+    out = []
+    for episode in range(config.episodes):
+        order = list(range(len(cases)))
+        python_random(config.seed, "case-order", episode // len(cases)).shuffle(order)
+        out.append(cases[order[episode % len(cases)]])
+    return out
+
+
+def _dry_run(dom: Domain, command: Any, roles: Roles, plays: list[tuple[Any, Case]], env: EnvConfig,
+             title: str) -> None:
+    """Print what playing ``plays`` would spend (simulators/estimate.py); no model is called or loaded."""
+    from ppdpp.planner.cli.cost import price_override, print_estimate
+    from ppdpp.simulators.estimate import estimate_dialogues
+
+    models = {role: name if roles.backend(role) is not None else None for role, name in roles.names.items()}
+    estimate = estimate_dialogues(dom, plays, env, models, price_override=price_override(command.price_per_1k_tokens))
+    print_estimate(console, estimate, title)
+
+
+def _finished_lines(path: Path) -> int:
+    """How many finished dialogues a transcript file holds (its complete lines)."""
+    try:
+        return path.read_text(encoding="utf-8").count("\n")
+    except OSError:
+        return 0
 
 
 def _planner_name(path: Path) -> str:
@@ -122,6 +167,10 @@ class RLCommand:
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
     cases_file: Optional[Path] = field(default=None, metadata={"help": CASES_FILE_HELP})
     skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
+    preset: Optional[str] = preset_field()
+    dry_run: bool = dry_run_field()
+    max_cost: Optional[float] = max_cost_field()
+    price_per_1k_tokens: tuple[float, ...] = price_field()
 
 
 @dataclass
@@ -141,15 +190,25 @@ class EvaluateCommand:
         "help": "Only the first N cases of the split (none = all).", "min": 1})
     seed: int = field(default=0, metadata={"help": "Seed of the dialogues (critic samples, random baseline).",
                                            "min": 0})
+    seeds: tuple[int, ...] = field(default=(), metadata={
+        "help": "Evaluate once per seed (e.g. 0,1,2; replaces --seed): seed-<s>/ per seed, and a pooled report "
+                "with intervals over cases, per-seed numbers and paired tests over every (seed, case)."})
     concurrency: int = field(default=16, metadata={"help": "Dialogues played at once.", "min": 1, "max": 1024})
     out: Path = field(default=Path("runs/evaluate"), metadata={"help": "Report, plot and transcripts go here."})
     data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
     cases_file: Optional[Path] = field(default=None, metadata={"help": CASES_FILE_HELP})
     skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
+    preset: Optional[str] = preset_field()
+    dry_run: bool = dry_run_field()
+    max_cost: Optional[float] = max_cost_field()
+    price_per_1k_tokens: tuple[float, ...] = price_field()
     report_to: tuple[str, ...] = report_to_field()
 
     def __post_init__(self) -> None:
         self.baselines = tuple(self.baselines)
+        self.seeds = tuple(self.seeds)
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be at least 0, got {','.join(map(str, self.seeds))}")
         self.report_to = check_report_to(self.report_to)
         known = plugin_registry.policies()
         unknown = [name for name in self.baselines if name not in known]
@@ -164,7 +223,8 @@ def rl_parser() -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.rl import RLConfig
 
-    return ConfigParser("ppdpp rl", [RLCommand, RLConfig], description=rl_command.__doc__ or "")
+    return ConfigParser("ppdpp rl", [RLCommand, RLConfig], description=rl_command.__doc__ or "",
+                        presets=preset_values("ppdpp rl"))
 
 
 @lru_cache(maxsize=1)
@@ -175,7 +235,7 @@ def evaluate_parser() -> ConfigParser:
     from ppdpp.simulators.env import EnvConfig
 
     return ConfigParser("ppdpp evaluate", [EvaluateCommand, EnvConfig, *policy_config_types()],
-                        description=evaluate_command.__doc__ or "")
+                        description=evaluate_command.__doc__ or "", presets=preset_values("ppdpp evaluate"))
 
 
 def policy_config_types() -> list[type]:
@@ -203,7 +263,12 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
     command = replace(command, data_dir=root)  # the run records the data it read (none: bundled cases)
     _check_planners([command.planner])
     train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows)
-    roles = _open_roles(dom, command, root, cache=True)  # bad model strings fail here, before any model loads
+    meter = meter_for(command)
+    roles = _open_roles(dom, command, root, cache=True, meter=meter)  # bad model strings fail here, before any model loads
+    if command.dry_run:
+        _dry_run(dom, command, roles, [(_Planned(), case) for case in rl_cases(train_cases, config)], config.env,
+                 f"ppdpp rl --dry-run: {config.episodes:,} episodes")
+        return
     policy = PolicyPlanner.from_pretrained(command.planner, domain=dom)
     trainer = RLTrainer(policy, dom, train_cases, roles.make_env, config, command.out,
                         load_planner=lambda d: PolicyPlanner.from_pretrained(d, domain=dom),
@@ -215,10 +280,22 @@ def run_rl(command: RLCommand, config: RLConfig) -> None:
         finally:
             await roles.aclose()
 
+    from ppdpp.planner.llm.spend import ACTIVE, BudgetExceeded
+
+    active = ACTIVE.set(meter)
     try:
         curve = asyncio.run(run())
     except RLError as exc:
         fail(exc)
+    except BudgetExceeded as exc:
+        done = _finished_lines(trainer.transcripts_path)
+        console.print(f"[bold]stopped[/]: {exc} ({meter.summary()}); {done} episode(s) finished, "
+                      f"{trainer.updates_done} update(s) checkpointed in {command.out}. Continue with the same "
+                      "command and --resume (the budget counts again from 0).", highlight=False, soft_wrap=True)
+        raise typer.Exit(STOPPED_BY_BUDGET) from None
+    finally:
+        ACTIVE.reset(active)
+    console.print(f"spent: {meter.summary()}", highlight=False)
     last = curve[-1] if curve else {}
     console.print(f"[bold]{dom.name}[/] RL: {len(curve)} updates; last update SR {last.get('sr', 0):.2f}, "
                   f"AT {last.get('at', 0):.2f}, reward {last.get('reward', 0):.3f}")
@@ -250,7 +327,7 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     records them all."""
     from ppdpp.planner.cli.options import record_resolved, resolved
     from ppdpp.planner.training.tracking import open_trackers
-    from ppdpp.simulators.evaluate import NamedPolicy, evaluate_policies, report_table
+    from ppdpp.simulators.evaluate import NamedPolicy, evaluate_over_seeds, evaluate_policies, report_table
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
     dom = plugin_registry.get_domain(command.domain)
@@ -260,7 +337,8 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     _check_planners(command.planner)
     specs = [plugin_registry.get_policy(name, dom.name) for name in command.baselines]
     eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows)
-    roles = _open_roles(dom, command, root, cache="all")
+    meter = meter_for(command)
+    roles = _open_roles(dom, command, root, cache="all", meter=meter)
     policies: list[Any] = []
     for path in command.planner:
         loaded = PolicyPlanner.from_pretrained(path, domain=dom)
@@ -277,10 +355,20 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
         policies.append(policy)
     if not policies:
         raise DomainError("nothing to evaluate: give --planner and/or --baselines")
+    if command.dry_run:
+        _dry_run(dom, command, roles, [(p, case) for _ in command.seeds or (command.seed,) for p in policies
+                                       for case in eval_cases], env,
+                 f"ppdpp evaluate --dry-run: {len(policies)} policies x {len(eval_cases)} cases")
+        return
     record_resolved(command.out / "config.json", command, env, *policy_configs)
 
     async def run() -> Any:
         try:
+            if command.seeds:
+                return await evaluate_over_seeds(dom, policies, eval_cases, lambda: roles.make_env(env),
+                                                 command.seeds, split=_split_label(command),
+                                                 concurrency=command.concurrency, out_dir=command.out,
+                                                 models=roles.names)
             return await evaluate_policies(dom, policies, eval_cases, lambda: roles.make_env(env),
                                            split=_split_label(command), seed=command.seed,
                                            concurrency=command.concurrency,
@@ -288,13 +376,25 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
         finally:
             await roles.aclose()
 
+    from ppdpp.planner.llm.spend import ACTIVE, BudgetExceeded
+
+    active = ACTIVE.set(meter)
     tracker = open_trackers(command.report_to, command.out, command.out.name)
     try:
         tracker.log_params(resolved(command, env, *policy_configs))
         report = asyncio.run(run())
         tracker.log_metrics(report_metrics(report), 0)
+    except BudgetExceeded as exc:
+        files = sorted((command.out / "transcripts").glob("*.jsonl"))
+        kept = ", ".join(f"{f.name} {_finished_lines(f)}" for f in files) or "none"
+        console.print(f"[bold]stopped[/]: {exc} ({meter.summary()}); no report was written. Finished dialogues "
+                      f"are kept in {command.out / 'transcripts'} ({kept}).", highlight=False, soft_wrap=True)
+        raise typer.Exit(STOPPED_BY_BUDGET) from None
     finally:
         tracker.close()
+        ACTIVE.reset(active)
+    console.print(f"spent: {meter.summary()}", highlight=False)
     console.print(report_table(report))
     out = command.out
-    console.print(f"report: {out / 'report.json'}   plot: {out / 'report.png'}   transcripts: {out / 'transcripts'}")
+    where = out / "seed-*" / "transcripts" if command.seeds else out / "transcripts"
+    console.print(f"report: {out / 'report.json'}   plot: {out / 'report.png'}   transcripts: {where}")

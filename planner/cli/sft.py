@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.presets import preset_field, preset_values
 from ppdpp.planner.toolkit.datafiles import domain_data
 from ppdpp.planner.training.metrics import Scores
 from ppdpp.planner.registry.manager import get_domain
@@ -70,6 +71,7 @@ class SFTCommand:
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its checkpoint."})
     threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads (none = torch's choice).",
                                                            "min": 1, "max": 1024})
+    preset: Optional[str] = preset_field()
 
 
 @lru_cache(maxsize=1)
@@ -78,7 +80,8 @@ def sft_parser() -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.sft import SFTConfig
 
-    return ConfigParser("ppdpp sft", [SFTCommand, SFTConfig], description=sft_command.__doc__ or "")
+    return ConfigParser("ppdpp sft", [SFTCommand, SFTConfig], description=sft_command.__doc__ or "",
+                        presets=preset_values("ppdpp sft"))
 
 
 def _auto_splits(values: dict[str, Any]) -> None:

@@ -178,6 +178,18 @@ class Domain(ABC):
     def user_messages(self, case: Case, history: Sequence[Turn], *, reminder: bool = True) -> list[Message]:
         """Chat messages for the user-simulator LLM's next turn."""
 
+    def with_user_persona(self, messages: Sequence[Message], persona: str) -> list[Message]:
+        """``messages`` (from :meth:`user_messages`) for a user with this personality (``persona``: a
+        paragraph such as ``"Your personality: ..."``, see ``ppdpp.simulators.personas``). The default adds it
+        as a paragraph of the first system message (or as a system message in front when there is none);
+        override it to place the persona elsewhere in the domain's prompt."""
+        out = [dict(m) for m in messages]
+        for message in out:
+            if message.get("role") == "system":
+                message["content"] = f"{message['content']}\n\n{persona}"
+                return out
+        return [{"role": "system", "content": persona}, *out]
+
     @abstractmethod
     def critic_messages(self, case: Case, history: Sequence[Turn]) -> list[Message]:
         """Chat messages asking the critic LLM the domain's fixed multiple-choice question."""

@@ -66,6 +66,11 @@ class LLMPlanner:
             return self.domain.strategy_names[int(number.group(1)) - 1]
         return None
 
+    def estimate_llm_calls(self, conversation: Sequence[Turn], case: Case | None = None) -> list[dict]:
+        """The LLM calls :meth:`aplan` makes before a turn, for ``--dry-run`` (simulators/estimate.py): one."""
+        return [{"messages": self.messages(conversation, case), "max_tokens": self.max_tokens, "n": 1,
+                 "model": getattr(self.backend, "model", None)}]
+
     async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         completion = await self.backend.complete(
             self.messages(conversation, case), temperature=self.temperature, max_tokens=self.max_tokens
