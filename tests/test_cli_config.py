@@ -139,7 +139,7 @@ def test_aliases_and_negative_flags_reach_their_fields():
     _, rl = rl_parser().parse([*REQUIRED["rl"], "--head-only", "--no-reminder", "--grad-clip", "none"])
     assert rl.train_backbone is False and rl.env.reminder is False and rl.grad_clip is None
     assert rl.env.temperature == 0.7, "RL samples agent and user at 0.7 unless told otherwise"
-    command, env = evaluate_parser().parse([*REQUIRED["evaluate"], "--planner", "p1", "--planner", "p2",
+    command, env, *_ = evaluate_parser().parse([*REQUIRED["evaluate"], "--planner", "p1", "--planner", "p2",
                                             "--baselines", ""])
     assert command.planner == [Path("p1"), Path("p2")] and command.baselines == () and env.temperature == 0.0
 

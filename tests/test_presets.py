@@ -26,7 +26,7 @@ def test_the_paper_preset_sets_the_paper_code_settings():
     env = rl.env
     assert (env.max_turns, env.max_tokens, env.temperature, env.reminder, env.stop_on_repeat) == (8, 32, 0.7, False, False)
     assert (env.critic_mode, env.critic_samples) == ("sampled", 10)
-    _, test = evaluate_parser().parse([*EVALUATE, "--preset", PAPER])
+    _, test, *_ = evaluate_parser().parse([*EVALUATE, "--preset", PAPER])
     assert (test.temperature, test.critic_mode, test.critic_samples, test.reminder, test.max_turns) == (
         0.0, "sampled", 10, False, 8), "greedy agent and user in test, the critic still sampled"
     _, sft = parse_sft(["-d", "emotional_support", "--preset", PAPER])
