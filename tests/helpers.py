@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from aiohttp import web
+
 from ppdpp.planner.llm import ChatBackend
 
 
@@ -23,3 +28,33 @@ class RecordingBackend(ChatBackend):
     async def complete(self, messages, **options):
         self.received.append([dict(m) for m in messages])
         return await self.inner.complete(messages, **options)
+
+
+@asynccontextmanager
+async def scripted_server(handle: Callable[[int, dict, web.Request], object]) -> AsyncIterator[tuple[str, list]]:
+    """A server on a free local port; ``handle(i, body, request)`` answers the i-th request (0-based)."""
+    seen: list[dict] = []
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        seen.append(body)
+        return await handle(len(seen) - 1, body, request)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", seen
+    finally:
+        await runner.cleanup()
+
+
+def chat_reply(body: dict, reply: str) -> web.Response:
+    """An OpenAI chat completion answering ``reply`` to the request ``body``."""
+    return web.json_response({
+        "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    })

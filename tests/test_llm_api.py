@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -16,6 +14,7 @@ from ppdpp.planner.llm import LLMError, open_chat
 from ppdpp.planner.llm.api import APIBackend
 from ppdpp.planner.llm.local import LocalBackend
 from ppdpp.planner.serving.llm_server import serve_llm_in_thread
+from helpers import scripted_server
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 SECRET = "sk-test-DO-NOT-LEAK-4242"
@@ -110,27 +109,6 @@ def ok_body(text: str = "fine", n: int = 1) -> dict:
                     for i in range(n)],
         "usage": {"prompt_tokens": 1000, "completion_tokens": 500, "total_tokens": 1500},
     }
-
-
-@asynccontextmanager
-async def scripted_server(handle: Callable[[int, dict, web.Request], object]) -> AsyncIterator[tuple[str, list]]:
-    """A server on a free local port; ``handle(i, body, request)`` answers the i-th request (0-based)."""
-    seen: list[dict] = []
-
-    async def chat(request: web.Request) -> web.StreamResponse:
-        body = await request.json()
-        seen.append(body)
-        return await handle(len(seen) - 1, body, request)
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", seen
-    finally:
-        await runner.cleanup()
 
 
 def fail(status: int, message: str = "try later") -> web.Response:

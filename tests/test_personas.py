@@ -10,7 +10,6 @@ import collections
 import json
 import subprocess
 import sys
-from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -21,6 +20,7 @@ from ppdpp.planner.llm import open_chat
 from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
+from helpers import chat_reply, scripted_server
 from ppdpp.simulators.personas import BIG_FIVE, DECISION_STYLES, persona_for, persona_set
 
 DOMAINS = ("negotiation", "emotional_support", "tutoring", "roleplay")
@@ -57,29 +57,11 @@ def test_each_dialogue_gets_its_persona_from_seed_and_case(tmp_path):
         EnvConfig(user_personas="trian")
 
 
-@asynccontextmanager
-async def recording_server(reply: str):
+def recording_server(reply: str):
     """A real OpenAI-compatible chat server on a free local port that answers ``reply`` and keeps every body."""
-    seen: list[dict] = []
-
-    async def chat(request: web.Request) -> web.Response:
-        body = await request.json()
-        seen.append(body)
-        return web.json_response({
-            "id": "chatcmpl-test", "object": "chat.completion", "created": 0, "model": body.get("model", "m"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
-        })
-
-    server = web.Application()
-    server.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(server, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1", seen
-    finally:
-        await runner.cleanup()
+    async def handle(_: int, body: dict, __: web.Request) -> web.Response:
+        return chat_reply(body, reply)
+    return scripted_server(handle)
 
 
 def test_the_persona_reaches_the_user_prompt_of_every_built_in_domain():

@@ -34,11 +34,9 @@ from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.attention import use_cpu_attention
 from ppdpp.planner.llm.batching import MicroBatcher
-from ppdpp.planner.llm.models import ModelSource, models_dir, resolve_local_model
+from ppdpp.planner.llm.models import LOCAL_PREFIX, ModelSource, models_dir, resolve_local_model
 from ppdpp.planner.llm.prefill import PrefixStore, cache_argument, prefilled_cache
 from ppdpp.planner.llm.sampling import check_sampling
-
-LOCAL_PREFIX = "local/"
 
 
 def converted_dir(source: ModelSource, dtype: torch.dtype) -> Path:

@@ -22,6 +22,9 @@ from typing import Callable, Sequence
 
 from ppdpp.planner.llm.base import LLMError
 
+LOCAL_PREFIX = "local/"
+"""The model-string prefix of the local models (``local/smollm2``)."""
+
 CACHE_ENV = "PPDPP_CACHE_DIR"
 _CHUNK = 1 << 20
 

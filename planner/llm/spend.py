@@ -22,8 +22,7 @@ from typing import Any, Callable, Sequence
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.llm.base import ChatBackend, Completion
-
-LOCAL_PREFIX = "local/"
+from ppdpp.planner.llm.models import LOCAL_PREFIX
 
 
 def usd(value: float) -> str:

@@ -217,18 +217,23 @@ class PluginRegistry:
             )
         return factories[max(matches, key=len)](model, **options)
 
+    def _unique_by_name(self, hook_name: str, kind: type, what: str) -> dict[str, Any]:
+        """What every plugin registered through ``hook_name`` by ``.name``, in registration order; a value that
+        is not a ``kind`` or a name registered twice is a :class:`PluginError` naming the plugins."""
+        found: dict[str, Any] = {}
+        owners: dict[str, str] = {}
+        for plugin_name, (item,) in self.collect(hook_name):
+            if not isinstance(item, kind):
+                raise PluginError(f"plugin {plugin_name!r} registered {item!r}, which is not a {kind.__name__}")
+            if item.name in owners:
+                raise PluginError(f"{what} {item.name!r} is registered by two plugins, {owners[item.name]!r} "
+                                  f"and {plugin_name!r}")
+            found[item.name], owners[item.name] = item, plugin_name
+        return found
+
     def converters(self) -> dict[str, DataConverter]:
         """Every registered data converter by name."""
-        found: dict[str, DataConverter] = {}
-        owners: dict[str, str] = {}
-        for plugin_name, (converter,) in self.collect("register_data_converters"):
-            if not isinstance(converter, DataConverter):
-                raise PluginError(f"plugin {plugin_name!r} registered {converter!r}, which is not a DataConverter")
-            if converter.name in owners:
-                raise PluginError(f"data converter {converter.name!r} is registered by two plugins, "
-                                  f"{owners[converter.name]!r} and {plugin_name!r}")
-            found[converter.name], owners[converter.name] = converter, plugin_name
-        return found
+        return self._unique_by_name("register_data_converters", DataConverter, "data converter")
 
     def get_converter(self, name: str) -> DataConverter:
         """The data converter called ``name``, or an error that lists the known ones."""
@@ -242,18 +247,9 @@ class PluginRegistry:
         """Every registered policy by name (those offered for ``domain``, when given), in registration order."""
         from ppdpp.planner.core.plan import PolicySpec
 
-        found: dict[str, PolicySpec] = {}
-        owners: dict[str, str] = {}
-        for plugin_name, (spec,) in self.collect("register_policies"):
-            if not isinstance(spec, PolicySpec):
-                raise PluginError(f"plugin {plugin_name!r} registered {spec!r}, which is not a PolicySpec")
-            if spec.name in owners:
-                raise PluginError(f"policy {spec.name!r} is registered by two plugins, {owners[spec.name]!r} "
-                                  f"and {plugin_name!r}")
-            owners[spec.name] = plugin_name
-            if domain is None or not spec.domains or domain in spec.domains:
-                found[spec.name] = spec
-        return found
+        specs = self._unique_by_name("register_policies", PolicySpec, "policy")
+        return {name: spec for name, spec in specs.items()
+                if domain is None or not spec.domains or domain in spec.domains}
 
     def get_policy(self, name: str, domain: str | None = None) -> "PolicySpec":
         """The policy called ``name`` (offered for ``domain``, when given), or an error listing the known ones."""
