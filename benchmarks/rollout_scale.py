@@ -3,9 +3,12 @@
 The stubs (``benchmarks/llm_stub.py``) are real OpenAI-compatible HTTP servers on 127.0.0.1 in a separate
 process, with a latency model (``request_latency + max_tokens * token_latency`` per request, ``--slots``
 requests served at once per replica, the rest queued there); everything on this side is ppdpp's own code: the
-real PolicyPlanner (all-MiniLM-L6-v2, untrained head) planning through ``aplan``, ``run_episodes`` streaming
-transcripts to a file, ``SelfPlayEnv`` and the greedy critic of a real domain, ``APIBackend`` (litellm) per
-replica. N replicas are driven round-robin (one APIBackend each); the litellm Router backend replaces that.
+real PolicyPlanner (all-MiniLM-L6-v2, untrained head, ``--planner-max-length`` tokens, ``--plan-batching``)
+planning through ``aplan``, ``run_episodes`` streaming transcripts to a file, ``SelfPlayEnv`` and the greedy
+critic of a real domain, and one ``RouterBackend`` (``router/stub``: litellm's Router over one deployment per
+replica, ``--routing-strategy``) for agent, user and critic, as ``--router-config`` gives it to ``ppdpp
+evaluate``. ``--policy fixed`` replaces the planner by a constant strategy: what is left is ppdpp's and
+litellm's own cost, without the planner's forward passes.
 
 Each (replicas, dialogues) cell runs in a fresh process, so its peak RSS is its own. Columns:
 
@@ -20,14 +23,14 @@ Each (replicas, dialogues) cell runs in a fresh process, so its peak RSS is its 
 Usage::
 
     python benchmarks/rollout_scale.py --replicas 1,2,4 --dialogues 1,64,256,1024 --max-turns 2 \
-        --request-latency 0.3 --token-latency 0.02 --max-tokens 32 [--slots 256] [--domain emotional_support]
+        --request-latency 0.3 --token-latency 0.02 --max-tokens 32 [--slots 256] [--domain emotional_support] \
+        [--policy planner|fixed] [--planner-max-length 256] [--plan-batching by_length|padded]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import resource
@@ -48,8 +51,7 @@ from rich.table import Table
 from loop_lag import percentile  # benchmarks/: the same percentile as the loop-lag table
 from ppdpp.planner.core.domain import Case, Turn
 from ppdpp.planner.core.plan import Plan
-from ppdpp.planner.llm.api import APIBackend
-from ppdpp.planner.llm.base import ChatBackend, Completion
+from ppdpp.planner.llm.router import RouterBackend, check_router_config
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.registry.manager import get_domain
 from ppdpp.planner.toolkit.datafiles import resolve_data_dir
@@ -59,33 +61,32 @@ from ppdpp.simulators.runner import EpisodeJob, run_episodes
 STUB = Path(__file__).with_name("llm_stub.py")
 
 
-class RoundRobin(ChatBackend):
-    """Requests go to the replicas in turn (the simplest spread; no failover: that is the Router's job)."""
-
-    def __init__(self, replicas: Sequence[ChatBackend]) -> None:
-        self.replicas, self.model = list(replicas), replicas[0].model
-        self._next = itertools.cycle(self.replicas)
-
-    async def complete(self, messages, **options) -> Completion:
-        return await next(self._next).complete(messages, **options)
-
-    async def aclose(self) -> None:
-        for replica in self.replicas:
-            await replica.aclose()
+def stub_router(urls: Sequence[str], routing_strategy: str) -> RouterBackend:
+    """``router/stub`` over one deployment per stub replica (the file ``--router-config`` would hold)."""
+    config = check_router_config({
+        "model_list": [{"model_name": "stub", "litellm_params": {"model": "openai/stub", "api_base": url,
+                                                                 "api_key": "sk-stub"}} for url in urls],
+        "router_settings": {"routing_strategy": routing_strategy, "num_retries": 0}}, "rollout_scale")
+    return RouterBackend("router/stub", router_config=config, concurrency=1 << 20, timeout=600.0)
 
 
 class TimedPlanner:
-    """The real planner; records how long each decision waited for it."""
+    """The real planner (or, with ``fixed``, its first strategy without a forward pass); records how long each
+    decision waited for it."""
 
-    def __init__(self, planner: PolicyPlanner) -> None:
-        self.planner, self.name, self.waits = planner, planner.name, []
+    def __init__(self, planner: PolicyPlanner, fixed: bool) -> None:
+        self.planner, self.name, self.fixed, self.waits = planner, planner.name, fixed, []
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         return self.planner.plan(conversation, case)
 
     async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         start = time.perf_counter()
-        plan = await self.planner.aplan(conversation, case)
+        if self.fixed:
+            strategy = self.planner.strategy_names[0]
+            plan = Plan(strategy, self.planner.space.strategies[strategy], 1.0, {strategy: 1.0})
+        else:
+            plan = await self.planner.aplan(conversation, case)
         self.waits.append(time.perf_counter() - start)
         return plan
 
@@ -110,12 +111,12 @@ async def cell(args: argparse.Namespace, urls: list[str], dialogues: int) -> dic
     domain = get_domain(args.domain)
     cases = domain.load_cases(args.split, resolve_data_dir(args.data_dir))
     torch.manual_seed(0)
-    planner = PolicyPlanner(domain, PlannerConfig())
+    planner = PolicyPlanner(domain, PlannerConfig(max_length=args.planner_max_length,
+                                                  plan_batching=args.plan_batching))
     planner.plan(domain.opening(cases[0]), cases[0])  # warm the encoder
     await planner.aplan(domain.opening(cases[0]), cases[0])  # and start its worker
-    policy = TimedPlanner(planner)
-    llm = RoundRobin([APIBackend("openai/stub", api_base=url, api_key="sk-stub", concurrency=dialogues,
-                                 timeout=args.timeout, n_in_one_request=True) for url in urls])
+    policy = TimedPlanner(planner, fixed=args.policy == "fixed")
+    llm = stub_router(urls, args.routing_strategy)
     config = EnvConfig(max_turns=args.max_turns, max_tokens=args.max_tokens, critic_mode="greedy")
     make_env = lambda: SelfPlayEnv(domain, llm, llm, config.make_critic(llm), config)  # noqa: E731
     jobs = [EpisodeJob(f"d{i}", cases[i % len(cases)], policy, seed=i) for i in range(dialogues)]
@@ -166,7 +167,10 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=256, help="requests a replica serves at once")
     parser.add_argument("--max-turns", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--timeout", type=float, default=600.0, help="APIBackend seconds per attempt")
+    parser.add_argument("--policy", choices=("planner", "fixed"), default="planner")
+    parser.add_argument("--planner-max-length", type=int, default=256, help="PlannerConfig.max_length")
+    parser.add_argument("--plan-batching", choices=("by_length", "padded"), default="by_length")
+    parser.add_argument("--routing-strategy", default="simple-shuffle", help="litellm Router routing_strategy")
     parser.add_argument("--domain", default="emotional_support")
     parser.add_argument("--split", default="test")
     parser.add_argument("--data-dir", default=None)
@@ -189,7 +193,9 @@ def main() -> None:
     table = Table("replicas", "dialogues", "dialogues/h", "ideal/h", "ratio", "outside servers",
                   "planner wait p50 / p99 s", "peak RSS MiB", "RSS before MiB", "peak requests in flight",
                   title=f"{args.domain}: <= {args.max_turns} exchanges, stub {args.request_latency:g} s + "
-                        f"{args.token_latency:g} s/token x {args.max_tokens} tokens, {args.slots} slots/replica")
+                        f"{args.token_latency:g} s/token x {args.max_tokens} tokens, {args.slots} slots/replica, "
+                        f"policy {args.policy} ({args.planner_max_length} tokens, {args.plan_batching}), "
+                        f"Router {args.routing_strategy}")
     for r in rows:
         table.add_row(str(r["replicas"]), str(r["dialogues"]), f"{r['dph']:,.0f}", f"{r['ideal_dph']:,.0f}",
                       f"{r['dph'] / r['ideal_dph']:.2f}", f"{100 * r['outside']:.1f}%",

@@ -26,11 +26,12 @@ from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.training.sft import optimizer_step, training_dtype
 
 
-def step_seconds(dtype_name: str, length: int, batch_size: int, steps: int, warmup: int) -> list[float]:
+def step_seconds(backbone: str, dtype_name: str, length: int, batch_size: int, steps: int,
+                 warmup: int) -> list[float]:
     """Seconds of each timed optimizer step (after ``warmup`` untimed ones) on full-length ESConv inputs."""
     domain = get_domain("emotional_support")
     torch.manual_seed(0)
-    planner = PolicyPlanner(domain, PlannerConfig(max_length=length, strategy_history=True))
+    planner = PolicyPlanner(domain, PlannerConfig(backbone=backbone, max_length=length, strategy_history=True))
     examples = domain.sft_examples("train", resolve_data_dir(None))[::-1]  # late turns fill the input
     inputs = [planner.encode(ex.history, ex.case) for ex in examples[: batch_size * (steps + warmup)]]
     targets = torch.tensor([planner.strategy_names.index(ex.label) for ex in examples[: len(inputs)]])
@@ -49,6 +50,7 @@ def step_seconds(dtype_name: str, length: int, batch_size: int, steps: int, warm
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", default="all-MiniLM-L6-v2", help="comma-separated (`ppdpp models list`)")
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--lengths", default="128,256")
     parser.add_argument("--batch-sizes", default="16")
@@ -58,18 +60,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    table = Table(title=f"SFT optimizer step, all-MiniLM-L6-v2, {args.threads} thread(s), median of {args.steps}")
+    table = Table(title=f"SFT optimizer step, {args.threads} thread(s), median of {args.steps}")
     dtypes = args.dtypes.split(",")
-    for column in ("train dtype", "tokens", "batch", "s/step", "examples/s", f"speed vs {dtypes[0]}"):
+    for column in ("backbone", "train dtype", "tokens", "batch", "s/step", "examples/s", f"speed vs {dtypes[0]}"):
         table.add_column(column, justify="right")
-    for length in (int(x) for x in args.lengths.split(",")):
-        for batch_size in (int(x) for x in args.batch_sizes.split(",")):
-            base = None
-            for dtype_name in dtypes:
-                seconds = statistics.median(step_seconds(dtype_name, length, batch_size, args.steps, args.warmup))
-                base = base or seconds
-                table.add_row(dtype_name, str(length), str(batch_size), f"{seconds:.3f}",
-                              f"{batch_size / seconds:.1f}", f"{base / seconds:.2f}x")
+    grid = [(b, int(n), int(k)) for b in args.backbones.split(",") for n in args.lengths.split(",")
+            for k in args.batch_sizes.split(",")]
+    for backbone, length, batch_size in grid:
+        base = None
+        for dtype_name in dtypes:
+            seconds = statistics.median(step_seconds(backbone, dtype_name, length, batch_size, args.steps,
+                                                     args.warmup))
+            base = base or seconds
+            table.add_row(backbone, dtype_name, str(length), str(batch_size), f"{seconds:.3f}",
+                          f"{batch_size / seconds:.1f}", f"{base / seconds:.2f}x")
     Console().print(table)
 
 

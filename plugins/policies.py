@@ -1,10 +1,12 @@
 """The built-in policies, registered through the ``register_policies`` hook exactly like a third-party plugin's:
-``no-planner``, ``random``, ``majority``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``,
-``ask-an-expert``, ``icl-aif``) and the search planners (``gdp-zero``, ``dpdp``); docs/policies.md."""
+``planner`` (the trained PPDPP planner of ``--planner DIR``, the trainable one), ``no-planner``, ``random``,
+``majority``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``, ``ask-an-expert``,
+``icl-aif``) and the search planners (``gdp-zero``, ``dpdp``); docs/policies.md."""
 
 from __future__ import annotations
 
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from ppdpp.planner.core.domain import Domain, DomainError
 from ppdpp.planner.core.plan import PolicySpec
@@ -16,6 +18,18 @@ from ppdpp.planner.policy.prompting import (
     AskAnExpertPolicy, ICLAIFPolicy, ProactivePolicy, ProCoTPolicy, PromptingConfig,
 )
 from ppdpp.planner.registry.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch and transformers load when a planner is built
+    from ppdpp.planner.policy.policy_planner import PolicyPlanner
+
+
+def trained_planner(domain: Domain, planner: Path | str | None = None) -> PolicyPlanner:
+    """The trained PPDPP planner saved in ``planner`` (``--planner DIR``; an RL checkpoint's on resume)."""
+    if planner is None:
+        raise DomainError("the trained planner is played from a saved directory: pass it as --planner DIR, not "
+                          "in --baselines")
+    from ppdpp.planner.policy.policy_planner import PolicyPlanner
+    return PolicyPlanner.from_pretrained(planner, domain=domain)
 
 
 def llm_planner(domain: Domain, agent_llm: ChatBackend | None) -> LLMPlanner:
@@ -50,6 +64,8 @@ def dpdp(domain: Domain, seed: int, agent_llm: ChatBackend | None, user_llm: Cha
 
 @hookimpl
 def register_policies(register: Callable[[PolicySpec], None]) -> None:
+    register(PolicySpec("planner", trained_planner,
+                        "the trained PPDPP planner of --planner DIR, the one ppdpp rl trains", trainable=True))
     register(PolicySpec("no-planner", NoPlannerPolicy, "no strategy: the agent LLM prompted plainly (Standard)"))
     register(PolicySpec("random", lambda domain, seed: RandomPolicy(domain, seed=seed),
                         "a uniformly random strategy, seeded"))

@@ -2,7 +2,9 @@
 
 - ``strategy_prompt`` (``trylast``, so any other implementation that returns messages wins): with a case, the
   domain's own ``agent_messages`` (the client's system prompt, if any, goes in front of the domain's system
-  message); without a case (a chatbot that only has its messages), :func:`caseless_messages`: the client's
+  message) with the advice of a prompting policy (``ask-an-expert``, ``icl-aif``: what ``plan.instruction``
+  says beyond the strategy's own instruction) added to the last user message, as self-play does; without a case
+  (a chatbot that only has its messages), :func:`caseless_messages`: the client's
   messages as they are, the instruction added to the system prompt and, with ``reminder``, to the end of the
   last user message.
 - ``after_response`` (``tryfirst``, so other implementations see the cleaned text): strips a leading
@@ -17,6 +19,7 @@ from typing import Sequence
 from ppdpp.planner.core.domain import Case, Domain, Message, Turn
 from ppdpp.planner.core.plan import Plan
 from ppdpp.planner.core.types import AgentReply
+from ppdpp.planner.policy.prompting import advice_of, with_advice
 from ppdpp.planner.registry.hookspecs import hookimpl
 
 
@@ -41,7 +44,7 @@ def caseless_messages(domain: Domain, conversation: Sequence[Turn], plan: Plan, 
     in brackets to the last user message, where small models notice it."""
     system = system_prompt or (
         f"You are the {domain.agent_role} in a conversation with the {domain.user_role}. Reply with one short turn.")
-    if plan.strategy is not None:
+    if plan.instruction:
         system = f"{system}\n\nFor your next reply: {plan.instruction}"
     messages: list[Message] = [{"role": "system", "content": system}]
     for turn in conversation:
@@ -50,7 +53,7 @@ def caseless_messages(domain: Domain, conversation: Sequence[Turn], plan: Plan, 
             messages[-1] = {"role": role, "content": f"{messages[-1]['content']}\n{turn.text}"}
         else:
             messages.append({"role": role, "content": turn.text})
-    if reminder and plan.strategy is not None and messages[-1]["role"] == "user":
+    if reminder and plan.instruction and messages[-1]["role"] == "user":
         messages[-1] = {"role": "user", "content": f"{messages[-1]['content']}\n\n[{plan.instruction}]"}
     return messages
 
@@ -70,7 +73,7 @@ class DefaultHooks:
         if case is None:
             return caseless_messages(domain, conversation, plan, system_prompt, reminder)
         messages = domain.agent_messages(case, conversation, plan.strategy, reminder=reminder)
-        return with_client_system(messages, system_prompt)
+        return with_client_system(with_advice(messages, advice_of(domain, plan)), system_prompt)
 
     @hookimpl(tryfirst=True)
     def after_response(self, domain: Domain, reply: AgentReply) -> None:

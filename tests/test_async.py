@@ -114,6 +114,34 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_draws(plann
     assert greedy == [planner.plan(esc.opening(c), c) for c in cases], "batched greedy plans = plan()"
 
 
+def test_padded_batching_answers_every_length_in_one_call_with_plans_close_to_plan(planner, esc, cases):
+    planner.config.plan_batching = "padded"
+    release = threading.Event()
+    calls, started = record_probabilities(planner, hold=release)
+    conversations = [esc.opening(c) for c in cases] + [list(c.dialogue[:k]) for c, k in zip(cases, (3, 5, 7))]
+    lengths = {len(planner.encode(conv, case)) for conv, case in zip(conversations, cases + cases[:3])}
+
+    async def main():
+        first = asyncio.create_task(aplan(planner, conversations[0], cases[0]))  # held: the rest queue behind it
+        while not started.is_set():
+            await asyncio.sleep(0.001)
+        rest = [asyncio.create_task(aplan(planner, conv, case))
+                for conv, case in zip(conversations[1:], (cases + cases[:3])[1:])]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        release.set()
+        return [await first, *await asyncio.gather(*rest)]
+
+    plans = asyncio.run(main())
+    assert len(lengths) > 2, f"the inputs must differ in length: {lengths}"
+    assert [rows for _, rows, _ in calls] == [1, len(conversations) - 1], f"one padded call for the rest: {calls}"
+    del planner.probabilities
+    alone = [planner.plan(conv, case) for conv, case in zip(conversations, cases + cases[:3])]
+    for batched, single in zip(plans, alone):
+        gap = max(abs(batched.distribution[k] - single.distribution[k]) for k in single.distribution)
+        assert gap < 0.01, f"padding moved a probability by {gap:.4f}: {batched} vs {single}"
+
+
 def test_a_blocking_policy_plans_in_a_worker_thread_and_baselines_on_the_loop(esc):
     class Recording(MajorityPolicy):
         def __init__(self, blocking: bool) -> None:

@@ -164,3 +164,95 @@ def test_evaluate_cli_rejects_unknown_baselines_clearly():
     )
     assert run.returncode == 2, run.stdout + run.stderr
     assert "unknown policy oracle" in run.stdout, run.stdout
+
+
+# ---- trainable policies are --planner DIRs, not baselines -------------------------------------------------
+SCRIPTED_TUTORING = ["evaluate", "-d", "tutoring", "--agent", "template", "--user", "scripted", "--critic", "oracle",
+                     "--cases", "1", "--max-turns", "1"]
+
+
+def test_evaluate_refuses_a_trainable_policy_among_the_baselines(tmp_path):
+    from typer.testing import CliRunner
+
+    from ppdpp.planner.cli.app import app
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [*SCRIPTED_TUTORING, "--baselines", "random,planner", "--out", str(out)],
+                                terminal_width=250)
+    assert result.exit_code == 2, result.output
+    assert "planner is a trainable policy" in result.output and "pass it as --planner DIR" in result.output
+    result = CliRunner().invoke(app, [*SCRIPTED_TUTORING, "--planner-policy", "random", "--out", str(out)],
+                                terminal_width=250)
+    assert result.exit_code == 2, result.output
+    assert "--planner-policy random" in result.output and "is not trainable" in result.output, result.output
+    assert "takes a trainable policy: planner" in result.output, result.output
+    assert not out.exists(), "nothing is written"
+
+
+# ---- API models get the run's concurrency -----------------------------------------------------------------
+def unwrapped(backend):
+    """The backend under the cache and spend-meter wrappers."""
+    while hasattr(backend, "__dict__") and "inner" in vars(backend):
+        backend = vars(backend)["inner"]
+    return backend
+
+
+class Recorded(ChatBackend):
+    """A third-party backend that records the options it was opened with."""
+
+    opened: list[dict] = []
+
+    def __init__(self, model, **options):
+        self.model = model
+        Recorded.opened.append(options)
+
+    async def complete(self, messages, *, n=1, temperature=0.0, max_tokens=256, stop=None, seed=None):
+        return Completion(["hi"] * n, Usage(prompt_tokens=1, completion_tokens=1), self.model)
+
+
+class RecordedBackends:
+    from ppdpp.planner.registry.hookspecs import hookimpl
+
+    @hookimpl
+    def register_backends(self, register):
+        register("recorded/", Recorded)
+
+
+def open_tutoring_roles(agent, concurrency, meter=None):
+    from types import SimpleNamespace
+
+    from ppdpp.planner.cli.selfplay import _open_roles
+
+    command = SimpleNamespace(agent=agent, user="scripted", critic="oracle", router_config=None)
+    return _open_roles(get_domain("tutoring"), command, None, cache=True, meter=meter, concurrency=concurrency)
+
+
+def test_api_models_get_the_runs_concurrency_and_never_less_than_their_default(monkeypatch):
+    from ppdpp.planner.llm.api import APIBackend
+    from ppdpp.planner.llm.spend import SpendMeter
+
+    monkeypatch.setenv("OPENAI_API_BASE", "http://127.0.0.1:9/v1")  # nothing is called
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-dummy")
+    roles = open_tutoring_roles("openai/x", 300, meter=SpendMeter())
+    backend = unwrapped(roles.backend("agent"))
+    assert isinstance(backend, APIBackend) and backend.concurrency == 300
+    assert unwrapped(open_tutoring_roles("openai/x", 4).backend("agent")).concurrency == 16, "never below 16"
+    assert unwrapped(open_tutoring_roles("openai/x", None).backend("agent")).concurrency == 16
+
+
+def test_concurrency_goes_to_the_litellm_backends_only():
+    from ppdpp.planner.cli.selfplay import model_options
+    from ppdpp.planner.registry.manager import backend_prefix, register_plugin, unregister_plugin
+
+    assert model_options("local/smollm2", None, 300) == {}, "a local model has no requests in flight"
+    assert model_options("router/chat", None, 300) == {"concurrency": 300}
+    Recorded.opened.clear()
+    register_plugin(RecordedBackends(), name="test-recorded-backend")
+    try:
+        assert [backend_prefix(m) for m in ("recorded/x", "local/smollm2", "router/chat", "openai/x")] == [
+            "recorded/", "local/", "router/", ""]
+        roles = open_tutoring_roles("recorded/x", 300)
+        assert isinstance(unwrapped(roles.backend("agent")), Recorded)
+        assert Recorded.opened == [{}], "a third-party backend gets no concurrency option"
+    finally:
+        unregister_plugin("test-recorded-backend")

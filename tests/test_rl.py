@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from ppdpp.planner.cli.app import app
+from ppdpp.planner.core.plan import PolicySpec
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
+from ppdpp.planner.registry.hookspecs import hookimpl
+from ppdpp.planner.registry.manager import get_domain, register_plugin, unregister_plugin
 from ppdpp.planner.training.rl import (
     RLConfig, RLError, RLTrainer, advantages, discounted_returns, normalise_returns, train_sync,
 )
@@ -148,3 +155,88 @@ def test_a_finished_run_is_not_overwritten_without_resume(domain, tmp_path):
     with pytest.raises(RLError, match="cannot resume"):
         train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), changed, tmp_path,
                              progress=False), resume=True)
+
+
+# ---- ppdpp rl --policy NAME: a trainable policy of the registry -------------------------------------------
+TINY_RL = ["rl", "-d", "tutoring", "--agent", "template", "--user", "scripted", "--critic", "oracle", "--cases", "2",
+           "--episodes", "2", "--episodes-per-update", "2", "--max-turns", "2", "--head-only"]
+
+
+class CountingPlanner(PolicyPlanner):
+    """A third-party trainable policy: the PPDPP planner under another class, counting what it is built from."""
+
+    built: list[tuple[Path, str]] = []
+
+
+@dataclass
+class CountingConfig:
+    counting_tag: str = field(default="none", metadata={"help": "A setting of the counting planner."})
+
+
+class CountingPlugin:
+    @hookimpl
+    def register_policies(self, register):
+        def build(domain, planner, config):
+            CountingPlanner.built.append((Path(planner), config.counting_tag))
+            return CountingPlanner.from_pretrained(planner, domain=domain)
+
+        register(PolicySpec("counting-planner", build, "the PPDPP planner, counting its builds (a test plugin)",
+                            config=CountingConfig, trainable=True))
+
+
+@pytest.fixture
+def counting_plugin():
+    CountingPlanner.built.clear()
+    register_plugin(CountingPlugin(), name="test-counting-planner")
+    try:
+        yield
+    finally:
+        unregister_plugin("test-counting-planner")
+
+
+@pytest.fixture
+def tutoring_planner(tmp_path):
+    torch.manual_seed(0)
+    return PolicyPlanner(get_domain("tutoring"), PlannerConfig(max_length=32)).save_pretrained(tmp_path / "sft")
+
+
+@pytest.mark.parametrize("name, why", [("random", "is not trainable"), ("nosuch", "is not registered")])
+def test_rl_refuses_a_policy_that_is_not_trainable_naming_the_trainable_ones(name, why, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*TINY_RL, "--planner", str(tmp_path / "p"), "--policy", name, "--out", str(out)],
+                                terminal_width=250)
+    assert result.exit_code == 2, result.output
+    assert f"--policy {name}" in result.output and why in result.output, result.output
+    assert "takes a trainable policy: planner" in result.output, result.output
+    assert not out.exists(), "nothing is written"
+
+
+def test_rl_trains_the_trainable_policy_named_by_policy(counting_plugin, tutoring_planner, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*TINY_RL, "--planner", str(tutoring_planner), "--policy", "counting-planner",
+                                      "--counting-tag", "seen", "--out", str(out)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert CountingPlanner.built == [(tutoring_planner, "seen")], "built once, by its spec, with its config"
+    config = json.loads((out / "config.json").read_text())
+    assert config["policy"] == "counting-planner" and config["counting_tag"] == "seen"
+    assert [p["update"] for p in json.loads((out / "curve.json").read_text())] == [0]
+    assert len((out / "transcripts.jsonl").read_text().splitlines()) == 2
+    assert CountingPlanner.from_pretrained(out / "final").strategy_names == get_domain("tutoring").strategy_names
+    resumed = CliRunner().invoke(app, [*TINY_RL, "--planner", str(tutoring_planner), "--policy", "counting-planner",
+                                       "--counting-tag", "seen", "--out", str(out), "--resume"], terminal_width=250)
+    assert resumed.exit_code == 0, resumed.output
+    (_, (checkpoint, tag)) = CountingPlanner.built[1:]
+    assert checkpoint.parent.parent == out / "checkpoints" and tag == "seen", "resume loads through the spec too"
+
+
+def test_evaluate_plays_each_planner_dir_with_the_planner_policy(counting_plugin, tutoring_planner, tmp_path):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [
+        "evaluate", "-d", "tutoring", "--agent", "template", "--user", "scripted", "--critic", "oracle",
+        "--cases", "1", "--max-turns", "1", "--baselines", "", "--planner", str(tutoring_planner),
+        "--planner-policy", "counting-planner", "--counting-tag", "evaluated", "--out", str(out)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    assert CountingPlanner.built == [(tutoring_planner, "evaluated")]
+    report = json.loads((out / "report.json").read_text())
+    assert [p["policy"] for p in report["policies"]] == ["counting-planner:sft"]
+    assert json.loads((out / "config.json").read_text())["planner_policy"] == "counting-planner"

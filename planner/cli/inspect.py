@@ -32,10 +32,13 @@ def list_plugins() -> None:
         doms = sorted(d for d, owner in owners.items() if owner == name)
         table.add_row(name, plugin_registry.plugin_source(name), ", ".join(hooks), ", ".join(doms))
     console.print(table)
-    policies = Table("policy", "domains", "settings", "what it does")
+    policies = Table("policy", "domains", "trainable", "settings", "what it does",
+                     caption="trainable: ppdpp rl --policy NAME trains it; evaluate plays it with --planner DIR "
+                             "--planner-policy NAME (the others: --baselines NAME)")
     for name, spec in plugin_registry.policies().items():
         settings = ", ".join("--" + f.name.replace("_", "-") for f in fields(spec.config)) if spec.config else ""
-        policies.add_row(name, ", ".join(spec.domains) or "all", settings, spec.description)
+        policies.add_row(name, ", ".join(spec.domains) or "all", "yes" if spec.trainable else "", settings,
+                         spec.description)
     console.print(policies)
     converters = plugin_registry.converters()
     if converters:

@@ -24,6 +24,7 @@ from ppdpp.planner.cli.presets import preset_field, preset_values
 from ppdpp.planner.llm.router import router_config_field, router_options
 
 if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` stays quick
+    from ppdpp.planner.core.plan import PolicySpec
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.rl import RLConfig
     from ppdpp.simulators.env import EnvConfig
@@ -32,6 +33,34 @@ if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` sta
 
 BASELINES = ("no-planner", "random", "majority", "llm")
 """The policies ``ppdpp evaluate`` plays by default; any policy a plugin registers can be named instead."""
+
+PLANNER_POLICY = "planner"
+"""The trainable policy ``ppdpp rl`` trains and ``ppdpp evaluate --planner DIR`` plays by default: the trained
+PPDPP planner (``plugins/policies.py``)."""
+
+LITELLM_PREFIXES = ("", "router/")
+"""The model-string prefixes of the built-in litellm backends (``plugins/backends.py``): the models that take
+the run's ``concurrency``."""
+
+API_CONCURRENCY = 16
+"""The requests in flight at once that APIBackend and RouterBackend default to; a run never gives them fewer."""
+
+
+def trainable_policies(domain: Optional[str] = None) -> list[str]:
+    """The names of the registered trainable policies (those offered for ``domain``, when given)."""
+    return [name for name, spec in plugin_registry.policies(domain).items() if spec.trainable]
+
+
+def trainable_spec(name: str, option: str, domain: str) -> PolicySpec:
+    """The registered trainable policy ``name`` offered for ``domain``; else the one-line error (exit 2) of
+    ``option`` naming the trainable policies. (Checked when the command runs, like the model strings.)"""
+    known = plugin_registry.policies(domain)
+    if name in known and known[name].trainable:
+        return known[name]
+    why = ("is not trainable" if name in known else
+           f"is not offered for domain {domain!r}" if name in plugin_registry.policies() else "is not registered")
+    fail(f"{option} {name}: policy {name!r} {why}; {option} takes a trainable policy: "
+         f"{', '.join(trainable_policies(domain)) or '(none registered)'} (`ppdpp plugins` lists them)")
 
 
 def _pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int], cases_file: Optional[Path],
@@ -70,25 +99,42 @@ def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]
     return read
 
 
-def _check_planners(paths: list[Path]) -> None:
-    """Each ``--planner`` is a saved planner directory (checked before anything loads or is written)."""
+def _check_planners(paths: list[Path], policy: str = PLANNER_POLICY) -> None:
+    """Each ``--planner`` is a saved planner directory (checked before anything loads or is written): for the
+    built-in ``planner`` policy one holding its config file, for another trainable policy a directory."""
     from ppdpp.planner.policy.policy_planner import CONFIG_FILE
 
     for path in paths:
-        if not (path / CONFIG_FILE).is_file():
+        if policy != PLANNER_POLICY:
+            if not path.is_dir():
+                raise DomainError(f"--planner {path}: not a directory (the saved planner of policy {policy!r})")
+        elif not (path / CONFIG_FILE).is_file():
             raise DomainError(f"--planner {path}: not a saved planner directory (no {CONFIG_FILE}; "
                               "train one with ppdpp sft)")
 
 
-def _open_roles(domain: Domain, command: Any, data_dir: Optional[Path], cache: Any, meter: Any = None) -> Roles:
+def model_options(model: str, router_config: Optional[Path], concurrency: Optional[int] = None) -> dict[str, Any]:
+    """The ``open_chat`` options of ``model`` in a run playing ``concurrency`` dialogues at once: the router
+    config of a ``router/`` model, and for a model of the built-in litellm backends (:data:`LITELLM_PREFIXES`)
+    ``concurrency`` requests in flight, never fewer than their default (:data:`API_CONCURRENCY`). A ``local/``
+    model or a third-party backend's gets no ``concurrency``."""
+    options = router_options(model, router_config)
+    if concurrency is not None and plugin_registry.backend_prefix(model) in LITELLM_PREFIXES:
+        options["concurrency"] = max(API_CONCURRENCY, concurrency)
+    return options
+
+
+def _open_roles(domain: Domain, command: Any, data_dir: Optional[Path], cache: Any, meter: Any = None,
+                concurrency: Optional[int] = None) -> Roles:
     """The run's agent, user and critic: chat models (each distinct one opened once) or programmatic roles;
-    with ``meter`` (a :class:`~ppdpp.planner.llm.spend.SpendMeter`) each model reports its spending to it."""
+    with ``meter`` (a :class:`~ppdpp.planner.llm.spend.SpendMeter`) each model reports its spending to it.
+    ``concurrency`` (the dialogues played at once) sizes the API models' requests in flight (:func:`model_options`)."""
     from ppdpp.planner.cli.cost import metered
     from ppdpp.planner.llm import open_chat
     from ppdpp.simulators.roles import resolve_roles
 
     def opened(model: str) -> Any:
-        backend = open_chat(model, cache=cache, **router_options(model, command.router_config))
+        backend = open_chat(model, cache=cache, **model_options(model, command.router_config, concurrency))
         return backend if meter is None else metered(backend, meter)
 
     return resolve_roles(domain, command.agent, command.user, command.critic, data_dir=data_dir,
@@ -96,9 +142,10 @@ def _open_roles(domain: Domain, command: Any, data_dir: Optional[Path], cache: A
 
 
 class _Planned:
-    """What a dry run plays RL's episodes with: the trained planner, which calls no LLM."""
+    """What a dry run plays RL's episodes with: the trained planner, which calls no LLM (none is loaded)."""
 
-    name = "planner"
+    def __init__(self, name: str = PLANNER_POLICY) -> None:
+        self.name = name
 
 
 def rl_cases(cases: list[Case], config: RLConfig) -> list[Case]:
@@ -132,10 +179,11 @@ def _finished_lines(path: Path) -> int:
         return 0
 
 
-def _planner_name(path: Path) -> str:
-    """``planner:<dir>``; for a run's ``final``/``best`` folder, ``planner:<run>/<folder>``."""
+def _planner_name(path: Path, policy: str = PLANNER_POLICY) -> str:
+    """``planner:<dir>``; for a run's ``final``/``best`` folder, ``planner:<run>/<folder>`` (another trainable
+    policy's name in place of ``planner``)."""
     path = path.resolve()
-    return f"planner:{path.parent.name}/{path.name}" if path.name in ("final", "best") else f"planner:{path.name}"
+    return f"{policy}:{path.parent.name}/{path.name}" if path.name in ("final", "best") else f"{policy}:{path.name}"
 
 
 MODEL_HELP = {
@@ -159,6 +207,9 @@ class RLCommand:
     domain: str = field(metadata={"help": "Domain name (see `ppdpp plugins`).", "aliases": ["-d"]})
     planner: Path = field(metadata={"help": "The SFT planner directory to start from."})
     agent: str = field(metadata={"help": MODEL_HELP["agent"]})
+    policy: str = field(default=PLANNER_POLICY, metadata={
+        "help": "The trainable policy to train, built from --planner (`ppdpp plugins` lists them; planner = the "
+                "PPDPP planner)."})
     user: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["user"]})
     critic: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["critic"]})
     router_config: Optional[Path] = router_config_field()
@@ -185,7 +236,9 @@ class EvaluateCommand:
     critic: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["critic"]})
     router_config: Optional[Path] = router_config_field()
     planner: list[Path] = field(default_factory=list, metadata={
-        "help": "A trained planner directory (repeatable)."})
+        "help": "A trained planner directory (repeatable), played by --planner-policy."})
+    planner_policy: str = field(default=PLANNER_POLICY, metadata={
+        "help": "The trainable policy that plays each --planner directory (planner = the PPDPP planner)."})
     baselines: tuple[str, ...] = field(default=BASELINES, metadata={
         "help": "Registered policies to play besides the planners ('' for none; `ppdpp plugins` lists them)."})
     split: Split = field(default="test", metadata={"help": "Which cases to play."})
@@ -218,32 +271,54 @@ class EvaluateCommand:
         if unknown:
             raise ValueError(f"unknown polic{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
                              f"registered: {', '.join(known)}")
+        trained = [name for name in self.baselines if known[name].trainable]
+        if trained:
+            what = "is a trainable policy" if len(trained) == 1 else "are trainable policies"
+            raise ValueError(f"{', '.join(trained)} {what}, played from a saved directory: pass it as --planner DIR "
+                             f"(with --planner-policy {trained[0]}), not in --baselines")
 
 
-@lru_cache(maxsize=1)
 def rl_parser() -> ConfigParser:
-    """The options of ``ppdpp rl``: :class:`RLCommand`, ``RLConfig`` and its ``EnvConfig``."""
+    """The options of ``ppdpp rl``: :class:`RLCommand`, ``RLConfig`` (with its ``EnvConfig``) and the config
+    dataclass of every registered trainable policy that has one. Built once per set of those config types, so a
+    policy registered later gets its options."""
+    return _rl_parser(tuple(policy_config_types(trainable=True)))
+
+
+def evaluate_parser() -> ConfigParser:
+    """The options of ``ppdpp evaluate``: :class:`EvaluateCommand`, ``EnvConfig`` and the config dataclass of
+    every registered policy that has one. Built once per set of those config types, so a policy registered
+    later gets its options."""
+    return _evaluate_parser(tuple(policy_config_types()))
+
+
+@lru_cache(maxsize=8)
+def _rl_parser(configs: tuple[type, ...]) -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.rl import RLConfig
 
-    return ConfigParser("ppdpp rl", [RLCommand, RLConfig], description=rl_command.__doc__ or "",
+    return ConfigParser("ppdpp rl", [RLCommand, RLConfig, *configs], description=rl_command.__doc__ or "",
                         presets=preset_values("ppdpp rl"))
 
 
-@lru_cache(maxsize=1)
-def evaluate_parser() -> ConfigParser:
-    """The options of ``ppdpp evaluate``: :class:`EvaluateCommand`, ``EnvConfig`` and the config dataclass of
-    every registered policy that has one."""
+@lru_cache(maxsize=8)
+def _evaluate_parser(configs: tuple[type, ...]) -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.simulators.env import EnvConfig
 
-    return ConfigParser("ppdpp evaluate", [EvaluateCommand, EnvConfig, *policy_config_types()],
+    return ConfigParser("ppdpp evaluate", [EvaluateCommand, EnvConfig, *configs],
                         description=evaluate_command.__doc__ or "", presets=preset_values("ppdpp evaluate"))
 
 
-def policy_config_types() -> list[type]:
-    """The config dataclasses of the registered policies, each once, in registration order."""
-    return list(dict.fromkeys(spec.config for spec in plugin_registry.policies().values() if spec.config))
+rl_parser.cache_clear = _rl_parser.cache_clear  # type: ignore[attr-defined]
+evaluate_parser.cache_clear = _evaluate_parser.cache_clear  # type: ignore[attr-defined]
+
+
+def policy_config_types(*, trainable: bool = False) -> list[type]:
+    """The config dataclasses of the registered policies (only the trainable ones', with ``trainable``), each
+    once, in registration order."""
+    return list(dict.fromkeys(spec.config for spec in plugin_registry.policies().values()
+                              if spec.config and (spec.trainable or not trainable)))
 
 
 @app.command("rl", **CONFIG_COMMAND)
@@ -254,28 +329,41 @@ def rl_command(ctx: typer.Context) -> None:
     run_parser(rl_parser(), ctx, run_rl)
 
 
-def run_rl(command: RLCommand, config: RLConfig) -> None:
-    """Train as ``command`` and ``config`` say; the run's ``config.json`` gets both, resolved."""
+def run_rl(command: RLCommand, config: RLConfig, *policy_configs: Any) -> None:
+    """Train as ``command`` and ``config`` say: the trainable policy ``command.policy``, built by its spec from
+    ``command.planner`` (and, on resume, from the checkpoint's planner folder); the run's ``config.json`` gets
+    them all, resolved (the policy's name and its config's fields too)."""
     from ppdpp.planner.cli.options import resolved
-    from ppdpp.planner.policy.policy_planner import PolicyPlanner
     from ppdpp.planner.training.rl import RLError, RLTrainer
 
     dom = plugin_registry.get_domain(command.domain)
+    spec = trainable_spec(command.policy, "--policy", dom.name)
     data = domain_data(dom, command.data_dir)
     root = data.data_dir
     command = replace(command, data_dir=root)  # the run records the data it read (none: bundled cases)
-    _check_planners([command.planner])
+    _check_planners([command.planner], spec.name)
     train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows)
     meter = meter_for(command)
-    roles = _open_roles(dom, command, root, cache=True, meter=meter)  # bad model strings fail here, before any model loads
+    roles = _open_roles(dom, command, root, cache=True, meter=meter,  # bad model strings fail here, before any
+                        concurrency=config.concurrency)               # model loads
     if command.dry_run:
-        _dry_run(dom, command, roles, [(_Planned(), case) for case in rl_cases(train_cases, config)], config.env,
-                 f"ppdpp rl --dry-run: {config.episodes:,} episodes")
+        _dry_run(dom, command, roles, [(_Planned(spec.name), case) for case in rl_cases(train_cases, config)],
+                 config.env, f"ppdpp rl --dry-run: {config.episodes:,} episodes")
         return
-    policy = PolicyPlanner.from_pretrained(command.planner, domain=dom)
-    trainer = RLTrainer(policy, dom, train_cases, roles.make_env, config, command.out,
-                        load_planner=lambda d: PolicyPlanner.from_pretrained(d, domain=dom),
-                        run_settings=resolved(command, config))  # written when the run starts
+    configs = {type(c): c for c in policy_configs}
+    options = {"domain": dom, "seed": config.seed, "agent_llm": roles.backend("agent"),
+               "user_llm": roles.backend("user"), "critic_llm": roles.backend("critic"),
+               "planners": [command.planner], "train_examples": _train_examples(dom, data, command.cases_file),
+               "env": config.env, "config": configs.get(spec.config),
+               "policy_configs": {spec.name: configs[spec.config]} if spec.config in configs else {}}
+
+    def load_planner(directory: Path) -> Any:
+        return spec.build(**options, planner=directory)
+
+    policy = load_planner(command.planner)
+    trainer = RLTrainer(policy, dom, train_cases, roles.make_env, config, command.out,  # type: ignore[arg-type]
+                        load_planner=load_planner,
+                        run_settings=resolved(command, config, *policy_configs))  # written when the run starts
 
     async def run() -> list[dict[str, float]]:
         try:
@@ -331,28 +419,30 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     from ppdpp.planner.cli.options import record_resolved, resolved
     from ppdpp.planner.training.tracking import open_trackers
     from ppdpp.simulators.evaluate import NamedPolicy, evaluate_over_seeds, evaluate_policies, report_table
-    from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
     dom = plugin_registry.get_domain(command.domain)
+    planner_spec = trainable_spec(command.planner_policy, "--planner-policy", dom.name)
     data = domain_data(dom, command.data_dir)
     root = data.data_dir
     command = replace(command, data_dir=root)  # config.json records the data it read (none: bundled cases)
-    _check_planners(command.planner)
+    _check_planners(command.planner, planner_spec.name)
     specs = [plugin_registry.get_policy(name, dom.name) for name in command.baselines]
     eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows)
     meter = meter_for(command)
-    roles = _open_roles(dom, command, root, cache="all", meter=meter)
-    policies: list[Any] = []
-    for path in command.planner:
-        loaded = PolicyPlanner.from_pretrained(path, domain=dom)
-        policies.append(NamedPolicy(loaded, _planner_name(path)))
+    roles = _open_roles(dom, command, root, cache="all", meter=meter, concurrency=command.concurrency)
     configs = {type(c): c for c in policy_configs}
     options = {"domain": dom, "seed": command.seed, "agent_llm": roles.backend("agent"),
                "user_llm": roles.backend("user"), "critic_llm": roles.backend("critic"),
                "planners": list(command.planner), "train_examples": _train_examples(dom, data, command.cases_file),
-               "env": env, "policy_configs": {s.name: configs[s.config] for s in specs if s.config}}
+               "env": env, "policy_configs": {s.name: configs[s.config] for s in (planner_spec, *specs)
+                                               if s.config and s.config in configs}}
+    policies: list[Any] = []
+    for path in command.planner:  # each --planner DIR, built by the trainable --planner-policy
+        loaded = planner_spec.build(**options, planner=path,
+                                    config=configs.get(planner_spec.config))  # type: ignore[arg-type]
+        policies.append(NamedPolicy(loaded, _planner_name(path, planner_spec.name)))
     for spec in specs:
-        policy = spec.build(**options, config=configs.get(spec.config))  # type: ignore[arg-type]
+        policy = spec.build(**options, planner=None, config=configs.get(spec.config))  # type: ignore[arg-type]
         if getattr(policy, "source", None):
             console.print(f"{spec.name}: {policy.source}", highlight=False, soft_wrap=True)
         policies.append(policy)

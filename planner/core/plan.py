@@ -45,28 +45,48 @@ async def aplan(policy: Policy, conversation: Sequence[Turn], case: Case | None 
     return policy.plan(conversation, case)
 
 
-POLICY_OPTIONS = ("domain", "seed", "agent_llm", "user_llm", "critic_llm", "planners", "train_examples",
-                  "config", "policy_configs", "env")
+POLICY_OPTIONS = ("domain", "seed", "agent_llm", "user_llm", "critic_llm", "planners", "planner",
+                  "train_examples", "config", "policy_configs", "env")
 """What a policy factory may name in its signature (it is given those it names): ``domain``; ``seed`` (the
 run's); ``agent_llm`` / ``user_llm`` / ``critic_llm`` (the run's chat backends, ``None`` where a programmatic
-role plays); ``planners`` (the ``--planner`` directories); ``train_examples()`` (the domain's training
-examples, raising ``DomainError`` saying what is missing); ``config`` (this policy's config instance);
-``policy_configs`` (every policy's config by policy name); ``env`` (the run's ``EnvConfig``)."""
+role plays); ``planners`` (the ``--planner`` directories); ``planner`` (a trainable policy's one saved
+directory: the ``--planner DIR`` it is built from, or an RL checkpoint's planner folder on resume; ``None`` for
+the other policies); ``train_examples()`` (the domain's training examples, raising ``DomainError`` saying what
+is missing); ``config`` (this policy's config instance); ``policy_configs`` (every policy's config by policy
+name); ``env`` (the run's ``EnvConfig``)."""
 
 
 @dataclass(frozen=True)
 class PolicySpec:
     """One policy a plugin registers with the ``register_policies`` hook, selected by ``name`` in
-    ``ppdpp evaluate --baselines``. ``factory`` builds it from those of :data:`POLICY_OPTIONS` its signature
-    names. ``config`` is an optional dataclass of the policy's settings: its fields become options of the
+    ``ppdpp evaluate --baselines`` (a trainable one by ``ppdpp evaluate --planner-policy`` and ``ppdpp rl
+    --policy``). ``factory`` builds it from those of :data:`POLICY_OPTIONS` its signature names. ``config`` is
+    an optional dataclass of the policy's settings: its fields become options of the
     commands that play it (give them names that say whose they are, e.g. ``mcts_simulations``) and the run's
-    ``config.json`` records them. ``domains`` limits the policy to some domains (empty: every domain)."""
+    ``config.json`` records them. ``domains`` limits the policy to some domains (empty: every domain).
+
+    ``trainable``: the policy is a trained planner that ``ppdpp rl --policy NAME`` can train and
+    ``ppdpp evaluate --planner DIR --planner-policy NAME`` plays (it is not one of ``--baselines``). Its factory
+    takes the ``planner`` option (one saved directory) and returns what ``RLTrainer``
+    (``planner/training/rl.py``) trains, the interface ``PolicyPlanner`` has:
+
+    - ``name``; ``plan(conversation, case=None, *, sample=False, generator=None) -> Plan`` (``sample=True``
+      draws the strategy with the ``torch.Generator`` given); optionally ``async aplan(conversation, case, *,
+      sample=False, generator=None)`` (else ``plan`` runs in a worker thread);
+    - ``logits(conversations, cases) -> torch.Tensor`` of shape ``(len(conversations), len(domain.strategies))``,
+      differentiable, in ``domain.strategy_names`` order (REINFORCE takes ``log_softmax`` of it);
+    - the ``torch.nn.Module`` methods ``parameters()``, ``train()`` and ``eval()``, and a ``head`` submodule when
+      run with ``--head-only`` (``train_backbone=False``: only its parameters are trained);
+    - ``save_pretrained(directory)``, writing a directory the same factory builds it back from (the ``planner``
+      option): checkpoints, resume and the run's ``final/`` rely on it.
+    """
 
     name: str
     factory: Callable[..., Policy]
     description: str = ""
     config: type | None = None
     domains: tuple[str, ...] = ()
+    trainable: bool = False
 
     def __post_init__(self) -> None:
         if self.config is not None and not (isinstance(self.config, type) and is_dataclass(self.config)):

