@@ -1,10 +1,12 @@
-"""Cost of one SFT optimizer step of the default planner (``ppdpp.planner.training.sft.optimizer_step``: forward,
-backward, gradient clipping, AdamW) by training dtype, input length and batch size, on real ESConv inputs
-with the earlier strategies shown, as ``ppdpp sft --strategy-history`` trains. ``bfloat16`` is ``--train-dtype bfloat16`` (autocast of the forward pass).
+"""Cost of one SFT optimizer step of the planner (``ppdpp.planner.training.sft.optimizer_step``: forward,
+backward, gradient clipping, AdamW) by backbone (``--backbones``, default all-MiniLM-L6-v2), training dtype,
+input length and batch size, on real ESConv inputs with the earlier strategies shown, as ``ppdpp sft
+--strategy-history`` trains. ``bfloat16`` is ``--train-dtype bfloat16`` (autocast of the forward pass).
 
 Usage::
 
     python benchmarks/sft_step.py --dtypes float32,bfloat16 --lengths 128,256 --batch-sizes 16 --threads 1
+    python benchmarks/sft_step.py --backbones all-MiniLM-L6-v2,all-mpnet-base-v2 --dtypes bfloat16 --lengths 128
 """
 
 from __future__ import annotations

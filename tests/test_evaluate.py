@@ -16,6 +16,7 @@ from ppdpp.planner.llm.base import ChatBackend, Completion
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.policy.llm_planner import LLMPlanner
 from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.registry.hookspecs import hookimpl
 from ppdpp.planner.registry.manager import get_domain
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
@@ -211,8 +212,6 @@ class Recorded(ChatBackend):
 
 
 class RecordedBackends:
-    from ppdpp.planner.registry.hookspecs import hookimpl
-
     @hookimpl
     def register_backends(self, register):
         register("recorded/", Recorded)

@@ -99,6 +99,16 @@ def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]
     return read
 
 
+def _policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path], data: DomainData,
+                    cases_file: Optional[Path], env: Any, specs: list[Any], configs: dict[type, Any]) -> dict[str, Any]:
+    """The :data:`~ppdpp.planner.core.plan.POLICY_OPTIONS` a run gives the factories of ``specs`` (``config``
+    and ``planner`` are each policy's own, given at its build)."""
+    return {"domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
+            "critic_llm": roles.backend("critic"), "planners": planners,
+            "train_examples": _train_examples(domain, data, cases_file), "env": env,
+            "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
+
+
 def _check_planners(paths: list[Path], policy: str = PLANNER_POLICY) -> None:
     """Each ``--planner`` is a saved planner directory (checked before anything loads or is written): for the
     built-in ``planner`` policy one holding its config file, for another trainable policy a directory."""
@@ -351,11 +361,9 @@ def run_rl(command: RLCommand, config: RLConfig, *policy_configs: Any) -> None:
                  config.env, f"ppdpp rl --dry-run: {config.episodes:,} episodes")
         return
     configs = {type(c): c for c in policy_configs}
-    options = {"domain": dom, "seed": config.seed, "agent_llm": roles.backend("agent"),
-               "user_llm": roles.backend("user"), "critic_llm": roles.backend("critic"),
-               "planners": [command.planner], "train_examples": _train_examples(dom, data, command.cases_file),
-               "env": config.env, "config": configs.get(spec.config),
-               "policy_configs": {spec.name: configs[spec.config]} if spec.config in configs else {}}
+    options = _policy_options(dom, config.seed, roles, [command.planner], data, command.cases_file, config.env,
+                              [spec], configs)
+    options["config"] = configs.get(spec.config)
 
     def load_planner(directory: Path) -> Any:
         return spec.build(**options, planner=directory)
@@ -431,11 +439,8 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     meter = meter_for(command)
     roles = _open_roles(dom, command, root, cache="all", meter=meter, concurrency=command.concurrency)
     configs = {type(c): c for c in policy_configs}
-    options = {"domain": dom, "seed": command.seed, "agent_llm": roles.backend("agent"),
-               "user_llm": roles.backend("user"), "critic_llm": roles.backend("critic"),
-               "planners": list(command.planner), "train_examples": _train_examples(dom, data, command.cases_file),
-               "env": env, "policy_configs": {s.name: configs[s.config] for s in (planner_spec, *specs)
-                                               if s.config and s.config in configs}}
+    options = _policy_options(dom, command.seed, roles, list(command.planner), data, command.cases_file, env,
+                              [planner_spec, *specs], configs)
     policies: list[Any] = []
     for path in command.planner:  # each --planner DIR, built by the trainable --planner-policy
         loaded = planner_spec.build(**options, planner=path,

@@ -75,8 +75,8 @@ class PolicySpec:
       sample=False, generator=None)`` (else ``plan`` runs in a worker thread);
     - ``logits(conversations, cases) -> torch.Tensor`` of shape ``(len(conversations), len(domain.strategies))``,
       differentiable, in ``domain.strategy_names`` order (REINFORCE takes ``log_softmax`` of it);
-    - the ``torch.nn.Module`` methods ``parameters()``, ``train()`` and ``eval()``, and a ``head`` submodule when
-      run with ``--head-only`` (``train_backbone=False``: only its parameters are trained);
+    - the ``torch.nn.Module`` methods ``parameters()`` and ``train(mode)`` (``train(False)``: inference mode),
+      and a ``head`` submodule when run with ``--head-only`` (``train_backbone=False``: only its parameters are trained);
     - ``save_pretrained(directory)``, writing a directory the same factory builds it back from (the ``planner``
       option): checkpoints, resume and the run's ``final/`` rely on it.
     """
