@@ -58,3 +58,14 @@ def chat_reply(body: dict, reply: str) -> web.Response:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
     })
+
+
+def assert_same_decision(got, want, tolerance: float = 2e-3, what: str = "plan") -> None:
+    """Two plans made the same decision (strategy and instruction) from distributions that agree within
+    ``tolerance``. Never bit-equality: a batched and a single forward pass, or two thread counts, sum in another
+    order (fp32 differed at the 8th digit on one CPU; bf16 autocast, on CPUs with native bf16, by ~1e-4)."""
+    assert (got.strategy, got.instruction) == (want.strategy, want.instruction), f"{what}: {got} != {want}"
+    assert got.distribution.keys() == want.distribution.keys(), f"{what}: strategy sets differ"
+    gap = max((abs(got.distribution[k] - want.distribution[k]) for k in want.distribution), default=0.0)
+    assert gap <= tolerance and abs(got.probability - want.probability) <= tolerance, (
+        f"{what}: probabilities differ by {gap:.2e} (> {tolerance}): {got} vs {want}")

@@ -25,6 +25,7 @@ from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from ppdpp.simulators.runner import EpisodeJob, run_episodes
 
+from helpers import assert_same_decision
 from scripted_domain import ScriptedAgent, ScriptedCritic, ScriptedTraveller, register
 
 HOLD_S = 10  # a held forward pass gives up after this long: only when the loop was blocked (a regression)
@@ -82,7 +83,7 @@ def test_the_loop_runs_other_coroutines_while_a_planner_forward_pass_runs(planne
     assert [released for *_, released in calls] == [True], "the loop could not release the forward pass"
     assert loop_thread not in {thread for thread, *_ in calls}, "the forward pass ran on the event loop thread"
     del planner.probabilities  # the real pass again
-    assert plan == planner.plan(conversation, cases[0]), "aplan must give plan()'s answer"
+    assert_same_decision(plan, planner.plan(conversation, cases[0]), what="aplan vs plan()")
 
 
 def test_concurrent_requests_share_forward_passes_and_keep_their_own_draws(planner, esc, cases):
@@ -110,8 +111,10 @@ def test_concurrent_requests_share_forward_passes_and_keep_their_own_draws(plann
     assert max(rows for _, rows, _ in calls) >= n - 1, f"the {n} equal requests were not batched: {calls}"
     del planner.probabilities  # the real pass again
     alone = [planner.plan(same, cases[0], sample=True, generator=torch.Generator().manual_seed(i)) for i in range(n)]
-    assert sampled == alone, "each request draws with its own generator, whatever shares its batch"
-    assert greedy == [planner.plan(esc.opening(c), c) for c in cases], "batched greedy plans = plan()"
+    for i, (batched, single) in enumerate(zip(sampled, alone)):  # each request draws with its own generator
+        assert_same_decision(batched, single, what=f"sampled request {i}, batched vs alone")
+    for case, batched in zip(cases, greedy):
+        assert_same_decision(batched, planner.plan(esc.opening(case), case), what=f"greedy plan of {case.id}")
 
 
 def test_padded_batching_answers_every_length_in_one_call_with_plans_close_to_plan(planner, esc, cases):
