@@ -69,3 +69,21 @@ def assert_same_decision(got, want, tolerance: float = 2e-3, what: str = "plan")
     gap = max((abs(got.distribution[k] - want.distribution[k]) for k in want.distribution), default=0.0)
     assert gap <= tolerance and abs(got.probability - want.probability) <= tolerance, (
         f"{what}: probabilities differ by {gap:.2e} (> {tolerance}): {got} vs {want}")
+
+
+def scrape(root_url: str, token: str | None = None) -> "Callable[..., float]":
+    """``GET /metrics`` of a ppdpp server (``root_url`` without ``/v1``), parsed by prometheus_client's own parser;
+    returns ``value(name, **labels)``: the sum of the samples named ``name`` whose labels include ``labels``."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    response = httpx.get(f"{root_url}/metrics", headers=headers, timeout=60)
+    assert response.status_code == 200, f"/metrics: {response.status_code} {response.text[:200]}"
+    assert response.headers["Content-Type"].startswith("text/plain"), response.headers
+    samples = [s for family in text_string_to_metric_families(response.text) for s in family.samples]
+
+    def value(name: str, **labels: str) -> float:
+        return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
+
+    return value

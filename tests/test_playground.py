@@ -23,6 +23,8 @@ from ppdpp.planner.registry.manager import get_domain
 from ppdpp.planner.serving.playground import NO_PLANNER, create_playground_app, playground_agents, read_episodes
 from ppdpp.planner.serving.proxy import BackgroundServer
 
+from helpers import scrape
+
 EVALUATE = ["evaluate", "-d", "negotiation", "--agent", "template", "--user", "rule-based", "--critic", "oracle",
             "--cases", "2", "--baselines", "no-planner,random"]
 
@@ -103,6 +105,17 @@ def test_a_chat_turn_returns_the_reply_the_strategy_and_the_distribution(http, p
                  {"role": "user", "content": "I do not know what to tell them."}]
     again = chat(http, str(planner_dir), follow_up)
     assert again.status_code == 200 and again.json()["strategy"] in esc.strategy_names, again.text
+
+
+def test_metrics_count_the_playgrounds_chat_turns_and_decisions(http, server, planner_dir):
+    before = scrape(server.url)
+    turn = chat(http, str(planner_dir), [{"role": "user", "content": "I lost my keys again."}]).json()
+    after = scrape(server.url)
+    chat_route = {"server": "ui", "route": "/api/chat", "status": "200"}
+    assert after("ppdpp_http_requests_total", **chat_route) - before("ppdpp_http_requests_total", **chat_route) == 1
+    decided = {"strategy": turn["strategy"]}
+    assert after("ppdpp_planner_decisions_total", **decided) - before("ppdpp_planner_decisions_total", **decided) == 1
+    assert after("ppdpp_completion_tokens_total") > before("ppdpp_completion_tokens_total")
 
 
 def test_no_planner_replies_without_a_strategy(http):

@@ -37,7 +37,7 @@ from ppdpp.planner.serving.proxy import BackgroundServer, create_app
 from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
 from ppdpp.plugins.runtime_defaults import strip_role_prefix
 
-from helpers import RecordingBackend
+from helpers import RecordingBackend, scrape
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-5f1c2a"
@@ -300,7 +300,7 @@ def test_the_ppdpp_serve_command(planner_dir, upstream, esc):
                "--planner", str(planner_dir),
                "--upstream", "openai/smollm2", "--api-base", upstream.url, "--upstream-key-env", "UPSTREAM_KEY",
                "--port", "0", "--upstream-retries", "0",
-               "--max-tokens", "8", "--threads", "1"]
+               "--max-tokens", "8", "--threads", "1", "--log-format", "json"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
         line, output = "", []
@@ -330,3 +330,36 @@ def test_the_ppdpp_serve_command(planner_dir, upstream, esc):
         process.terminate()
         rest, _ = process.communicate(timeout=60)
     assert TOKEN not in "".join(output) + rest, "the token must never be logged"
+    logged = [json.loads(line) for line in (''.join(output) + rest).splitlines() if line.startswith("{")]
+    planned = [entry for entry in logged if entry["logger"] == "ppdpp.proxy" and entry["message"].startswith("planned")]
+    assert planned and {"time", "level"} <= planned[0].keys(), f"--log-format json: no JSON log line in {logged}"
+
+
+# ---- metrics ------------------------------------------------------------------------------------------------
+def test_metrics_of_both_servers_move_with_real_requests(client, proxy, upstream, esc):
+    proxy_before = scrape(proxy.url, TOKEN)
+    upstream_root = upstream.url.removesuffix("/v1")
+    upstream_before = scrape(upstream_root)
+    response = client.chat.completions.create(model="m", messages=MESSAGES)
+    strategy = response.model_extra["ppdpp"]["strategy"]
+    assert_openai_error(raw(proxy, "POST", "/v1/chat/completions", content=b"["), 400)
+    raw(proxy, "GET", "/no/such/route/42")
+    after, upstream_after = scrape(proxy.url, TOKEN), scrape(upstream_root)
+
+    def moved(name: str, before=proxy_before, now=after, **labels: str) -> float:
+        return now(name, **labels) - before(name, **labels)
+
+    chat = {"server": "serve", "route": "/v1/chat/completions", "method": "POST"}
+    assert moved("ppdpp_http_requests_total", **chat, status="200") == 1
+    assert moved("ppdpp_http_requests_total", **chat, status="400") == 1
+    assert moved("ppdpp_http_requests_total", route="unmatched", status="404") == 1, "raw paths never become labels"
+    assert moved("ppdpp_http_request_duration_seconds_count", route="/v1/chat/completions") == 2
+    assert moved("ppdpp_planner_decisions_total", strategy=strategy) == 1
+    assert moved("ppdpp_planner_decisions_total") == 1
+    assert moved("ppdpp_planning_duration_seconds_count") == 1 and moved("ppdpp_upstream_duration_seconds_count") == 1
+    assert moved("ppdpp_prompt_tokens_total") == response.usage.prompt_tokens > 0
+    assert moved("ppdpp_completion_tokens_total") == response.usage.completion_tokens > 0
+    upstream_chat = {"server": "serve-llm", "route": "/v1/chat/completions", "status": "200"}
+    assert moved("ppdpp_http_requests_total", upstream_before, upstream_after, **upstream_chat) == 1
+    assert moved("ppdpp_prompt_tokens_total", upstream_before, upstream_after) == response.usage.prompt_tokens
+    assert httpx.get(f"{proxy.url}/metrics", timeout=60).status_code == 401, "/metrics is behind the token"

@@ -37,7 +37,7 @@ from ppdpp.planner.serving.llm_server import serve_llm_in_thread
 from ppdpp.planner.serving.openai_protocol import ServerLimits, estimate_prompt_tokens
 from ppdpp.planner.serving.proxy import BackgroundServer, create_app
 
-from helpers import RecordingBackend
+from helpers import RecordingBackend, scrape
 
 HELLO = [{"role": "user", "content": "Say hello."}]
 MESSAGES = [{"role": "system", "content": "You are a kind listener."},
@@ -192,6 +192,9 @@ def test_a_full_queue_sheds_with_429_and_retry_after_while_health_answers(planne
         assert shed.headers["Retry-After"] == "7" and "2 requests" in error["message"], (shed.headers, error)
         assert not any(f.done() for f in waiting), "the 429 came while the queue was full, at once"
         root = server.url.removesuffix("/v1")
+        metrics = scrape(root)
+        assert metrics("ppdpp_requests_admitted") == 2 and metrics("ppdpp_requests_shed_total") == 1
+        assert metrics("ppdpp_http_requests_total", route="/v1/chat/completions", status="429") == 1
         assert httpx.get(f"{root}/health", timeout=30).status_code == 200, "/health is never shed"
         assert httpx.get(f"{server.url}/models", timeout=30).status_code == 200
         assert held.started == 2, "the shed request never reached the model"
@@ -208,6 +211,8 @@ def test_a_request_past_its_timeout_gets_504_and_the_server_keeps_serving(planne
         error = error_of(post(server.url, {"messages": MESSAGES, "max_tokens": 2}), 504, code="request_timeout")
         assert "0.5 s" in error["message"], error
         assert (held.started, held.cancelled) == (1, 1), "the model call was cancelled"
+        metrics = scrape(server.url.removesuffix("/v1"))
+        assert metrics("ppdpp_request_timeouts_total") == 1 and metrics("ppdpp_requests_admitted") == 0
         held.release.set()
         response = post(server.url, {"messages": MESSAGES, "max_tokens": 2})
         assert response.status_code == 200 and response.json()["choices"][0]["message"]["content"], response.text

@@ -14,7 +14,7 @@ from ppdpp.planner.cli.app import app, console, fail
 from ppdpp.planner.llm import LLMError, open_chat
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.cli.serve import (LimitBodyOption, LimitNOption, LimitPromptOption, LimitQueueOption,
-                                     LimitTokensOption, PortOption, RequestTimeoutOption, RetryAfterOption, one_of,
+                                     LimitTokensOption, LogFormatOption, PortOption, RequestTimeoutOption, RetryAfterOption, one_of,
                                      server_limits, within)
 from ppdpp.planner.serving.llm_server import TOKEN_ENV as LLM_TOKEN_ENV
 from ppdpp.planner.serving.openai_protocol import exposure_warning
@@ -98,10 +98,14 @@ def serve_llm(
     limit_queue: int = LimitQueueOption,
     retry_after: int = RetryAfterOption,
     request_timeout: float = RequestTimeoutOption,
+    log_format: str = LogFormatOption,
 ) -> None:
-    """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions (streaming too), GET /v1/models."""
+    """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions (streaming too), GET /v1/models,
+    GET /metrics."""
     from ppdpp.planner.serving.llm_server import serve_forever
+    from ppdpp.planner.serving.logs import configure_logging
 
+    configure_logging(log_format)
     limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens, limit_prompt_tokens, limit_queue,
                            retry_after, request_timeout)
     warning = exposure_warning(host, token, LLM_TOKEN_ENV)

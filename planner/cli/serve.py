@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -17,6 +16,7 @@ from ppdpp.planner.registry.manager import register_plugin
 from ppdpp.planner.serving.openai_protocol import ServerLimits, exposure_warning
 from ppdpp.planner.serving.proxy import TOKEN_ENV, create_app, serve_forever
 from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
+from ppdpp.planner.serving.logs import LOG_FORMATS, configure_logging
 
 
 def within(**bounds: float) -> Callable[[Any], Any]:
@@ -58,6 +58,8 @@ RetryAfterOption = typer.Option(_DEFAULT_LIMITS.retry_after_s, "--retry-after", 
 RequestTimeoutOption = typer.Option(_DEFAULT_LIMITS.request_timeout_s, "--request-timeout", callback=within(min=0.0),
                                     help="Seconds one request may take; past it the model call is cancelled and "
                                     "the client gets 504 (0 = no limit).")
+LogFormatOption = typer.Option("text", "--log-format", callback=one_of(LOG_FORMATS),
+                               help="Server log lines on stderr: text, or json (one object a line).")
 PortOption = typer.Option(8000, "--port", callback=within(min=0, max=65535),
                           help="Port to bind; 0 picks a free one (printed at start).")
 
@@ -112,8 +114,9 @@ def serve_command(
     limit_queue: int = LimitQueueOption,
     retry_after: int = RetryAfterOption,
     request_timeout: float = RequestTimeoutOption,
+    log_format: str = LogFormatOption,
 ) -> None:
-    """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM."""
+    """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM (and /metrics)."""
     if not upstream.startswith("local/"):  # a model string no provider serves fails before the planner loads
         from ppdpp.planner.llm.api import check_model
 
@@ -143,7 +146,7 @@ def serve_command(
                                          temperature=temperature, max_tokens=max_tokens, **options)
     if dialogue_log is not None:
         register_plugin(JsonlDialogueLog(dialogue_log), name="dialogue_log")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(log_format)
     web_app = create_app(agent, token=token, model_name=model_name, upstream_timeout=upstream_timeout or None,
                          limits=limits)
 
@@ -184,6 +187,7 @@ def ui_command(
                                            help="Seconds per upstream call (0 = none)."),
     threads: Optional[int] = typer.Option(None, "--threads", callback=within(min=1, max=1024),
                                           help="torch CPU threads for the planners."),
+    log_format: str = LogFormatOption,
 ) -> None:
     """Serve the web playground: chat with planned agents (or none) and read evaluation transcripts side by side."""
     from ppdpp.planner.llm import open_chat
@@ -211,7 +215,7 @@ def ui_command(
         raise typer.BadParameter("give --domain (for 'no planner') or at least one --planner", param_hint="--domain")
     llm = open_chat(upstream, **options)
     agents = playground_agents(planners or [], llm, domain=domain, temperature=temperature, max_tokens=max_tokens)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging(log_format)
     web_app = create_playground_app(agents, transcripts=transcripts, host=host,
                                     upstream_timeout=upstream_timeout or None)
     web_app.on_cleanup.append(lambda _app: llm.aclose())

@@ -19,7 +19,7 @@ from aiohttp import web
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.serving.openai_protocol import (
     LIMITS, ServerLimits, backend_error, check_prompt_tokens, completion_json, models_json, openai_app,
-    parse_chat_request, read_json, stream_response,
+    parse_chat_request, read_json, server_metrics, stream_response,
 )
 
 TOKEN_ENV = "PPDPP_LLM_SERVER_TOKEN"
@@ -37,13 +37,17 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     await check_prompt_tokens(backend, req.texts(), limits)
     options = {"temperature": 1.0 if req.temperature is None else req.temperature, "stop": req.stop,
                "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS, "seed": req.seed}
+    metrics = server_metrics(request)
     if req.stream:
         return await stream_response(request, backend.stream(req.texts(), **options), model=name,
-                                     include_usage=req.include_usage, fail=lambda exc: backend_error(exc, name, log))
+                                     include_usage=req.include_usage, fail=lambda exc: backend_error(exc, name, log),
+                                     done=lambda completion: metrics.usage(completion.usage))
     try:
-        completion = await backend.complete(req.texts(), n=req.n, **options)
+        with metrics.upstream_timer():
+            completion = await backend.complete(req.texts(), n=req.n, **options)
     except Exception as exc:  # noqa: BLE001 - 502 for the model's failure, 500 for a bug
         raise backend_error(exc, name, log) from None
+    metrics.usage(completion.usage)
     return web.json_response(completion_json(name, completion))
 
 
@@ -60,7 +64,8 @@ def make_app(backend: ChatBackend, served_name: str | None = None, *, token: str
     """The aiohttp application serving ``backend`` (any model name in requests is accepted). ``token`` turns
     on bearer-token checks; ``limits`` caps the body, ``n``, ``max_tokens``, the prompt's tokens, the requests
     admitted at once and each request's time."""
-    app = openai_app(limits=limits or ServerLimits(), token=token, log=log, server="ppdpp serve-llm")
+    app = openai_app(limits=limits or ServerLimits(), token=token, log=log, server="ppdpp serve-llm",
+                     metrics_name="serve-llm")
     app[_BACKEND] = backend
     app[_NAME] = served_name or backend.model
     app.router.add_post("/v1/chat/completions", _chat_completions)

@@ -26,6 +26,7 @@ from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.base import ChatBackend, ChatStream, Completion, LLMError
 from ppdpp.planner.llm.local import LocalBackend
 from ppdpp.planner.serving.agent import ConversationError, message_text
+from ppdpp.planner.serving.metrics import METRICS, ServerMetrics, attach_metrics
 
 UNSUPPORTED_FIELDS = ("tools", "tool_choice", "functions", "function_call", "audio", "modalities")
 MAX_STOP = 4
@@ -428,7 +429,8 @@ def _auth(token: str | None, open_paths: Sequence[str]) -> Callable[..., Awaitab
     return check
 
 
-def _admission(limits: ServerLimits, log: logging.Logger) -> Callable[..., Awaitable[web.StreamResponse]]:
+def _admission(limits: ServerLimits, log: logging.Logger,
+               metrics: ServerMetrics) -> Callable[..., Awaitable[web.StreamResponse]]:
     admitted = 0
 
     @web.middleware
@@ -444,6 +446,7 @@ def _admission(limits: ServerLimits, log: logging.Logger) -> Callable[..., Await
                            f"(--limit-queue); retry after {limits.retry_after_s} s", type_="rate_limit_error",
                            code="server_busy", headers={"Retry-After": str(limits.retry_after_s)})
         admitted += 1
+        metrics.queue(admitted)
         scope = request[_TIMEOUT] = asyncio.timeout(limits.request_timeout_s)
         try:
             async with scope:
@@ -456,18 +459,27 @@ def _admission(limits: ServerLimits, log: logging.Logger) -> Callable[..., Await
             raise request_timeout_error(limits) from None
         finally:
             admitted -= 1
+            metrics.queue(admitted)
 
     return admit
 
 
-def openai_app(*, limits: ServerLimits, token: str | None, log: logging.Logger, server: str) -> web.Application:
+def openai_app(*, limits: ServerLimits, token: str | None, log: logging.Logger, server: str,
+               metrics_name: str) -> web.Application:
     """An application with the protocol's error format, body limit, bearer-token check (``/health`` is open),
-    admission (``max_queue``, 429) and request timeout; the caller adds its routes. ``server`` names it in 500
-    messages."""
-    app = web.Application(client_max_size=limits.max_body_bytes,
-                          middlewares=[_errors(log, server), _auth(token, ("/health",)), _admission(limits, log)])
+    admission (``max_queue``, 429), request timeout and Prometheus metrics (``GET /metrics``, every series
+    labelled ``server=metrics_name``; :func:`server_metrics` gives them to the handlers); the caller adds its
+    routes. ``server`` names it in 500 messages."""
+    app = web.Application(client_max_size=limits.max_body_bytes)
+    metrics = attach_metrics(app, metrics_name)
+    app.middlewares.extend([_errors(log, server), _auth(token, ("/health",)), _admission(limits, log, metrics)])
     app[LIMITS] = limits
     return app
+
+
+def server_metrics(request: web.Request) -> ServerMetrics:
+    """The metrics of the server answering ``request``."""
+    return request.app[METRICS]
 
 
 def exposure_warning(host: str, token: str | None, token_env: str) -> str | None:

@@ -35,7 +35,9 @@ from ppdpp.planner.policy.baselines import NoPlannerPolicy
 from ppdpp.planner.registry.manager import get_domain
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.serving.agent import ConversationError, PlannedAgent
-from ppdpp.planner.serving.openai_protocol import APIError, ServerLimits, backend_error, openai_app, read_json
+from ppdpp.planner.serving.openai_protocol import (
+    APIError, ServerLimits, backend_error, openai_app, read_json, server_metrics,
+)
 
 NO_PLANNER = "no planner"
 STATIC = Path(__file__).resolve().parent / "static"
@@ -209,16 +211,20 @@ class PlaygroundHandlers:
         if system is not None and not isinstance(system, str):
             raise APIError(400, f"system must be a string, got {type(system).__name__}", param="system")
         conversation = ([{"role": "system", "content": system}] if system and system.strip() else []) + messages
-        agent = self.agents[name]
+        agent, metrics = self.agents[name], server_metrics(request)
         try:
-            prepared = await agent.prepare(conversation)
+            with metrics.planning_timer():
+                prepared = await agent.prepare(conversation)
         except (ConversationError, DomainError) as exc:
             raise APIError(400, str(exc), param="messages") from None
+        metrics.decision(prepared.plan.strategy)
         try:
-            completion = await asyncio.wait_for(agent.llm.complete(prepared.messages, n=1, **agent.call_options()),
-                                                self.upstream_timeout)
+            with metrics.upstream_timer():
+                completion = await asyncio.wait_for(
+                    agent.llm.complete(prepared.messages, n=1, **agent.call_options()), self.upstream_timeout)
         except Exception as exc:  # noqa: BLE001 - 502/504 upstream, 500 a bug; never a crash
             raise backend_error(exc, agent.model, log) from None
+        metrics.usage(completion.usage)
         reply = agent.finish(prepared, list(completion.texts), completion.usage)
         plan = reply.plan
         return web.json_response({"planner": name, "domain": agent.domain.name, "reply": reply.text,
@@ -266,7 +272,7 @@ def create_playground_app(agents: Mapping[str, PlannedAgent], *, transcripts: Pa
             raise ValueError(f"{transcripts}: not a folder (give an evaluation's --out folder)")
         folder = TranscriptFolder(transcript_folder(Path(transcripts)))
     handlers = PlaygroundHandlers(agents, folder, upstream_timeout)
-    app = openai_app(limits=ServerLimits(), token=None, log=log, server="the ppdpp playground")
+    app = openai_app(limits=ServerLimits(), token=None, log=log, server="the ppdpp playground", metrics_name="ui")
     app.middlewares.append(_host_check(LOOPBACK_NAMES if is_loopback(host) else None))
     for path in PAGES:
         app.router.add_get(path, handlers.page)

@@ -28,7 +28,7 @@ from ppdpp.planner.core.plan import Plan
 from ppdpp.planner.serving.agent import ConversationError, PlannedAgent, PreparedTurn, split_conversation
 from ppdpp.planner.serving.openai_protocol import (
     APIError, ChatRequest, ServerLimits, backend_error, check_prompt_tokens, completion_json, models_json,
-    openai_app, parse_chat_request, read_json, stream_response,
+    openai_app, parse_chat_request, read_json, server_metrics, stream_response,
 )
 
 TOKEN_ENV = "PPDPP_PROXY_TOKEN"
@@ -117,19 +117,28 @@ class ProxyHandlers:
         req = parse_chat_request(body, self.limits, ROLES)
         case, context = _case_and_context(body.get("ppdpp"), body.get("user"))
         await check_prompt_tokens(self.agent.llm, req.texts(), self.limits)
-        prepared = await self._prepare(req, case, context)
+        metrics = server_metrics(request)
+        with metrics.planning_timer():
+            prepared = await self._prepare(req, case, context)
+        metrics.decision(prepared.plan.strategy)
         options = self.agent.call_options(**req.options())
         if req.stream:
+            def done(completion: Any) -> None:
+                metrics.usage(completion.usage)
+                self.agent.finish(prepared, list(completion.texts), completion.usage)
+
             return await stream_response(
                 request, self.agent.pieces(prepared.messages, options), model=self.model_name,
                 include_usage=req.include_usage, fail=self._upstream_error, timeout=self.upstream_timeout,
                 headers=plan_headers(prepared.plan), first={"ppdpp": plan_json(self.agent.domain.name, prepared.plan)},
-                done=lambda completion: self.agent.finish(prepared, list(completion.texts), completion.usage))
+                done=done)
         try:
-            completion = await asyncio.wait_for(self.agent.llm.complete(prepared.messages, n=req.n, **options),
-                                                self.upstream_timeout)
+            with metrics.upstream_timer():
+                completion = await asyncio.wait_for(self.agent.llm.complete(prepared.messages, n=req.n, **options),
+                                                    self.upstream_timeout)
         except Exception as exc:  # noqa: BLE001 - 502/504 upstream, 500 a bug; never a crash
             raise self._upstream_error(exc) from None
+        metrics.usage(completion.usage)
         reply = self.agent.finish(prepared, list(completion.texts), completion.usage)
         log.info("planned %s (p=%.3f) for a %d-turn conversation", reply.strategy, reply.probability,
                  len(prepared.conversation))
@@ -163,7 +172,7 @@ def create_app(agent: PlannedAgent, *, token: str | None = None, model_name: str
     if agent.max_tokens > limits.max_tokens:
         raise ValueError(f"the agent's default max_tokens {agent.max_tokens} is over the limit {limits.max_tokens}")
     handlers = ProxyHandlers(agent, model_name or agent.model or "ppdpp", upstream_timeout, limits)
-    app = openai_app(limits=limits, token=token, log=log, server="the ppdpp proxy")
+    app = openai_app(limits=limits, token=token, log=log, server="the ppdpp proxy", metrics_name="serve")
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/v1/models", handlers.models)
     app.router.add_post("/v1/chat/completions", handlers.chat)
