@@ -19,6 +19,7 @@ from ppdpp.planner.core.seeding import derive_seed
 from ppdpp.planner.llm.base import ChatBackend, Completion
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.simulation import Outcome, ScriptedAgent, UserSimulator
+from ppdpp.planner.policy.guardrails import StrategyGuardrails
 from ppdpp.planner.policy.prompting import with_advice
 from ppdpp.simulators.critic import CRITIC_MODES, Critic, CriticMode, OracleCritic, with_honesty
 from ppdpp.simulators.personas import Persona, check_user_personas, persona_for, persona_json, persona_set
@@ -48,6 +49,11 @@ class EnvConfig:
         "help": "User personas after TRIP (Big-Five trait x decision-making style) for an LLM user: none, train "
                 "(40), test (300), all, or a JSON/JSON-lines file; each dialogue gets one from its seed and case "
                 "id (programmatic users ignore them)."})
+    allow_strategies: str = field(default="", metadata={
+        "help": "Guardrail: the only strategies a policy may play, comma-separated (empty: all); a plan outside "
+                "them plays the allowed strategy it gave the highest probability, recorded as a veto."})
+    forbid_strategies: str = field(default="", metadata={
+        "help": "Guardrail: strategies a policy may never play, comma-separated (replaced as above)."})
 
     def __post_init__(self) -> None:
         if self.max_turns < 1:
@@ -121,6 +127,8 @@ class SelfPlayEnv:
         self.user = user
         self.critic = critic
         self.config = config or EnvConfig()
+        guardrails = StrategyGuardrails.of(domain, self.config.allow_strategies, self.config.forbid_strategies)
+        self.guardrails = guardrails if guardrails.active else None  # unknown names fail here, before any play
         self.case: Case | None = None
         self.history: list[Turn] = []
         self.steps: list[StepRecord] = []

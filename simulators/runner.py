@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 
 from ppdpp.planner.core.domain import Case, Turn
 from ppdpp.planner.core.types import Usage
-from ppdpp.planner.core.plan import Policy, aplan
+from ppdpp.planner.core.plan import Plan, Policy, aplan
 from ppdpp.planner.llm.spend import ACTIVE, usd
+from ppdpp.planner.policy.guardrails import guard_plan
 from ppdpp.planner.policy.prompting import advice_of
 from ppdpp.simulators.critic import honesty_metrics
 from ppdpp.simulators.env import SelfPlayEnv, StepRecord
@@ -78,13 +79,15 @@ def _usage_json(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _step_json(record: StepRecord, probability: float, distribution: dict[str, float]) -> dict[str, Any]:
+def _step_json(record: StepRecord, plan: Plan) -> dict[str, Any]:
     j = record.judgement
+    veto = {"vetoed": plan.vetoed, "veto_reason": plan.veto_reason} if plan.vetoed is not None else {}
     return {
         "turn": record.turn,
         "strategy": record.strategy,
-        "probability": probability,
-        "distribution": distribution,
+        **veto,
+        "probability": plan.probability,
+        "distribution": dict(plan.distribution),
         "agent": record.agent_text,
         "user": record.user_text,
         "raw_agent": record.raw_agent,
@@ -111,7 +114,8 @@ async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
     done = False
     while not done:
         states.append(tuple(conversation))
-        plan = await aplan(job.policy, conversation, job.case)
+        plan = guard_plan(env.domain, await aplan(job.policy, conversation, job.case), conversation, job.case,
+                          env.guardrails, {"source": "self-play", "episode_id": job.episode_id})
         plans.append(plan)
         conversation, _reward, terminated, truncated, _info = await env.step(plan.strategy, advice_of(env.domain, plan))
         done = terminated or truncated
@@ -121,6 +125,9 @@ async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
     if success:
         metrics.update(records[-1].judgement.metrics)
     metrics.update(honesty_metrics(records[-1].judgement))  # critic vs exact outcome: on every episode
+    vetoes = sum(p.vetoed is not None for p in plans)
+    if vetoes:  # absent = 0 in the report's mean; reports of runs without guardrails keep their columns
+        metrics["vetoes"] = float(vetoes)
     usage = Usage()
     for record in records:
         for part in record.usage.values():
@@ -141,7 +148,7 @@ async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
         "parse_failures": result.parse_failures, "usage": _usage_json(usage), "wall_s": round(wall, 4),
         "user_persona": result.persona,
         "opening": [{"speaker": t.speaker, "text": t.text} for t in opening],
-        "steps": [_step_json(r, p.probability, dict(p.distribution)) for r, p in zip(records, plans)],
+        "steps": [_step_json(r, p) for r, p in zip(records, plans)],
     }
     return result
 

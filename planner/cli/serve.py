@@ -115,6 +115,11 @@ def serve_command(
     retry_after: int = RetryAfterOption,
     request_timeout: float = RequestTimeoutOption,
     log_format: str = LogFormatOption,
+    allow_strategies: str = typer.Option("", "--allow-strategies", show_default=False,
+                                         help="Guardrail: the only strategies the planner may choose, "
+                                         "comma-separated (default: all)."),
+    forbid_strategies: str = typer.Option("", "--forbid-strategies", show_default=False,
+                                          help="Guardrail: strategies the planner may never choose, comma-separated."),
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM (and /metrics)."""
     if not upstream.startswith("local/"):  # a model string no provider serves fails before the planner loads
@@ -143,7 +148,9 @@ def serve_command(
     if upstream_retries is not None:
         options["max_retries"] = upstream_retries
     agent = PlannedAgent.from_pretrained(planner, upstream, domain=domain, reminder=reminder,
-                                         temperature=temperature, max_tokens=max_tokens, **options)
+                                         temperature=temperature, max_tokens=max_tokens,
+                                         allow_strategies=allow_strategies, forbid_strategies=forbid_strategies,
+                                         **options)
     if dialogue_log is not None:
         register_plugin(JsonlDialogueLog(dialogue_log), name="dialogue_log")
     configure_logging(log_format)

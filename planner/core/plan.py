@@ -20,6 +20,8 @@ class Plan:
     instruction: str
     probability: float
     distribution: dict[str, float]
+    vetoed: str | None = None  # the strategy the policy chose, when a guardrail or hook replaced it
+    veto_reason: str = ""  # why it was replaced (empty when it was not)
 
 
 @runtime_checkable

@@ -71,6 +71,16 @@ def strategy_prompt(
     ``agent_messages`` when there is a case, else it adds the instruction to the client's messages."""
 
 
+@hookspec(firstresult=True)
+def veto_strategy(
+    domain: Domain, case: Case | None, conversation: list[Turn], plan: Plan, context: dict[str, Any],
+) -> str | None:
+    """Veto the planned strategy: return the name of the strategy to use instead (one the run's guardrails
+    allow), or ``None`` to accept ``plan``. The first implementation that returns a name wins. The veto is
+    recorded in the plan (``vetoed``, ``veto_reason``), the transcript, the proxy's response and its metrics.
+    Runs in PlannedAgent, ``ppdpp serve`` and self-play, after the allow/forbid guardrails."""
+
+
 @hookspec
 def after_response(
     domain: Domain, case: Case | None, conversation: list[Turn], plan: Plan, reply: AgentReply,

@@ -40,6 +40,13 @@ def strategy_prompt(domain: Domain, case: Case | None, conversation: Sequence[Tu
     return messages
 
 
+def veto_strategy(domain: Domain, case: Case | None, conversation: Sequence[Turn], plan: Plan,
+                  context: dict[str, Any] | None = None) -> str | None:
+    """The replacement strategy the first ``veto_strategy`` implementation names, or ``None``."""
+    return get_plugin_manager().hook.veto_strategy(domain=domain, case=case, conversation=list(conversation),
+                                                   plan=plan, context=dict(context or {}))
+
+
 def after_response(domain: Domain, case: Case | None, conversation: Sequence[Turn], plan: Plan,
                    reply: AgentReply, context: dict[str, Any] | None = None) -> None:
     """Run every ``after_response`` implementation on ``reply`` (which they may change in place)."""

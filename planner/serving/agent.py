@@ -1,7 +1,7 @@
 """PlannedAgent: any chat LLM made proactive by a policy planner, for use in an existing chatbot.
 
-Each reply: the ``before_plan`` hooks may change what the planner reads; the planner picks a strategy; the
-``strategy_prompt`` hook puts its instruction into the messages (default: the domain's ``agent_messages`` when
+Each reply: the ``before_plan`` hooks may change what the planner reads; the planner picks a strategy (within
+the agent's guardrails, and the ``veto_strategy`` hooks may replace it); the ``strategy_prompt`` hook puts its instruction into the messages (default: the domain's ``agent_messages`` when
 there is a case, else the client's own messages plus the instruction, see :mod:`ppdpp.plugins.runtime_defaults`);
 the LLM answers; the ``after_response`` hooks may post-process or log the reply.
 
@@ -25,6 +25,7 @@ from ppdpp.planner.core.domain import Case, Domain, DomainError, Message, Turn
 from ppdpp.planner.core.types import AgentReply, Usage
 from ppdpp.planner.llm.base import ChatBackend, ChatStream
 from ppdpp.planner.core.plan import Plan, Policy, aplan
+from ppdpp.planner.policy.guardrails import StrategyGuardrails, guard_plan
 
 ConversationItem = Union[Turn, Mapping[str, Any]]
 SYSTEM_ROLES = ("system", "developer")
@@ -120,7 +121,8 @@ class PlannedAgent:
     ``temperature`` and ``max_tokens`` are the defaults for each call."""
 
     def __init__(self, domain: Domain, planner: Policy, llm: ChatBackend, *, reminder: bool = True,
-                 temperature: float = 0.0, max_tokens: int = 256) -> None:
+                 temperature: float = 0.0, max_tokens: int = 256,
+                 guardrails: StrategyGuardrails | None = None) -> None:
         names = getattr(planner, "strategy_names", None)
         if names is not None and list(names) != domain.strategy_names:
             raise DomainError(f"the planner's strategies {list(names)} are not those of domain {domain.name!r} "
@@ -131,14 +133,18 @@ class PlannedAgent:
         self.reminder = reminder
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.guardrails = guardrails
 
     @classmethod
     def from_pretrained(cls, planner_dir: str | Path, llm: ChatBackend | str, *, domain: Domain | str | None = None,
                         reminder: bool = True, temperature: float = 0.0, max_tokens: int = 256,
+                        allow_strategies: str | Sequence[str] | None = None,
+                        forbid_strategies: str | Sequence[str] | None = None,
                         **llm_options: Any) -> "PlannedAgent":
         """An agent from a saved planner directory (``ppdpp sft`` / ``ppdpp rl`` output) and an LLM: a
         backend, or a model string opened with ``open_chat(llm, **llm_options)``. The domain defaults to the
-        one the planner was trained for (its plugin must be installed)."""
+        one the planner was trained for (its plugin must be installed). ``allow_strategies`` /
+        ``forbid_strategies`` (names, or ``"A,B"``) are the guardrails (docs/policies.md#guardrails)."""
         from ppdpp.planner.registry.manager import get_domain
         from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
@@ -149,7 +155,9 @@ class PlannedAgent:
             from ppdpp.planner.llm import open_chat
 
             llm = open_chat(llm, **llm_options)
-        return cls(dom, planner, llm, reminder=reminder, temperature=temperature, max_tokens=max_tokens)
+        guardrails = StrategyGuardrails.of(dom, allow_strategies, forbid_strategies)
+        return cls(dom, planner, llm, reminder=reminder, temperature=temperature, max_tokens=max_tokens,
+                   guardrails=guardrails if guardrails.active else None)
 
     @property
     def model(self) -> str:
@@ -166,7 +174,8 @@ class PlannedAgent:
         turns, system_prompt = split_conversation(conversation)
         context = dict(context or {})
         state = runtime_hooks.before_plan(self.domain, turns, case, context)
-        plan = await self._plan(state.conversation, state.case)
+        plan = guard_plan(self.domain, await self._plan(state.conversation, state.case), state.conversation,
+                          state.case, self.guardrails, context)
         messages = runtime_hooks.strategy_prompt(self.domain, case, turns, plan, system_prompt=system_prompt,
                                                  reminder=self.reminder, context=context)
         return PreparedTurn(turns, case, plan, messages, context)

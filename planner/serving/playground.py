@@ -218,6 +218,8 @@ class PlaygroundHandlers:
         except (ConversationError, DomainError) as exc:
             raise APIError(400, str(exc), param="messages") from None
         metrics.decision(prepared.plan.strategy)
+        if prepared.plan.vetoed is not None:
+            metrics.veto(prepared.plan.vetoed, prepared.plan.strategy)
         try:
             with metrics.upstream_timer():
                 completion = await asyncio.wait_for(
@@ -229,7 +231,8 @@ class PlaygroundHandlers:
         plan = reply.plan
         return web.json_response({"planner": name, "domain": agent.domain.name, "reply": reply.text,
                                   "strategy": plan.strategy, "instruction": plan.instruction,
-                                  "probability": plan.probability, "distribution": plan.distribution})
+                                  "probability": plan.probability, "distribution": plan.distribution,
+                                  "vetoed": plan.vetoed, "veto_reason": plan.veto_reason or None})
 
     def _folder(self) -> TranscriptFolder:
         if self.transcripts is None:

@@ -7,7 +7,8 @@ A chatbot that points its OpenAI base URL here gets the upstream model's replies
   and error format as ``ppdpp serve-llm``), plus an optional ``"ppdpp": {"case": {"id": ..., "fields":
   {...}}, "dialogue_id": ...}``. The response is the OpenAI one plus ``"ppdpp": {"domain", "strategy",
   "instruction", "probability", "distribution"}`` (in the first chunk when streaming) and the headers
-  ``X-PPDPP-Strategy`` / ``X-PPDPP-Probability``. Streamed replies pass the upstream's pieces on as they come.
+  ``X-PPDPP-Strategy`` / ``X-PPDPP-Probability``; ``"vetoed"`` / ``"veto_reason"`` name the strategy the
+  planner chose when a guardrail or a ``veto_strategy`` hook replaced it (else ``null``). Streamed replies pass the upstream's pieces on as they come.
 - ``POST /v1/ppdpp/dialogue_end``: ``{"messages", "outcome", "dialogue_id", "case"}`` runs the
   ``dialogue_end`` hooks. ``GET /v1/models`` lists the one model served. ``GET /health`` needs no token.
 """
@@ -71,7 +72,8 @@ def _conversation(messages: list[Any]) -> list[Any]:
 def plan_json(domain: str, plan: Plan) -> dict[str, Any]:
     """The ``ppdpp`` field of a response."""
     return {"domain": domain, "strategy": plan.strategy, "instruction": plan.instruction,
-            "probability": plan.probability, "distribution": plan.distribution}
+            "probability": plan.probability, "distribution": plan.distribution,
+            "vetoed": plan.vetoed, "veto_reason": plan.veto_reason or None}
 
 
 def plan_headers(plan: Plan) -> dict[str, str]:
@@ -121,6 +123,8 @@ class ProxyHandlers:
         with metrics.planning_timer():
             prepared = await self._prepare(req, case, context)
         metrics.decision(prepared.plan.strategy)
+        if prepared.plan.vetoed is not None:
+            metrics.veto(prepared.plan.vetoed, prepared.plan.strategy)
         options = self.agent.call_options(**req.options())
         if req.stream:
             def done(completion: Any) -> None:
