@@ -37,6 +37,7 @@ from rich.table import Table
 
 from ppdpp.planner import Turn, get_domain
 from ppdpp.planner.policy.policy_planner import PolicyPlanner
+from ppdpp.planner.policy.planner_onnx import export_onnx, onnx_forward
 from ppdpp.planner.toolkit.datafiles import resolve_data_dir
 
 VARIANTS = ("fp32", "bf16", "int8", "compile", "onnx", "onnx-int8")
@@ -64,32 +65,18 @@ def batched(planner: PolicyPlanner, forward: Callable[[torch.Tensor, torch.Tenso
     return out
 
 
-def onnx_forward(planner: PolicyPlanner, folder: Path, threads: int, quantize: bool):
-    """An ONNX Runtime session of ``planner`` (exported with dynamic batch and length), as a forward function."""
-    import onnxruntime as ort
-
+def onnx_session(planner: PolicyPlanner, folder: Path, threads: int, quantize: bool):
+    """An ONNX Runtime session of ``planner`` (``export_onnx``: dynamic batch and length), as a forward function."""
     path = folder / "planner.onnx"
     if not path.exists():
-        example = planner.collate([planner.encode([Turn("user", "hello there")])])
-        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"},
-                "logits": {0: "batch"}}
-        with torch.no_grad():
-            torch.onnx.export(planner, example, str(path), input_names=["input_ids", "attention_mask"],
-                              output_names=["logits"], dynamic_axes=axes, dynamo=False, opset_version=17)
+        export_onnx(planner, path)
     if quantize:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         quantized = folder / "planner.int8.onnx"
         quantize_dynamic(str(path), str(quantized), weight_type=QuantType.QInt8)
         path = quantized
-    options = ort.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-    def forward(ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0])
-
-    return forward
+    return onnx_forward(path, threads)
 
 
 def build(name: str, base: PolicyPlanner, max_length: int, threads: int, folder: Path) -> tuple[PolicyPlanner, Probs]:
@@ -102,7 +89,7 @@ def build(name: str, base: PolicyPlanner, max_length: int, threads: int, folder:
     if name == "compile":
         compiled = torch.compile(planner, dynamic=True)
         return planner, lambda inputs: batched(planner, compiled, inputs)
-    forward = onnx_forward(planner, folder, threads, quantize=name == "onnx-int8")
+    forward = onnx_session(planner, folder, threads, quantize=name == "onnx-int8")
     return planner, lambda inputs: batched(planner, forward, inputs)
 
 

@@ -95,8 +95,8 @@ def test_rl_killed_at_each_point_resumes_to_the_uninterrupted_run(tmp_path):
     ids = transcript_ids(run)
     assert sorted(ids) == list(range(RL_EPISODES)), f"each episode exactly once, got {sorted(ids)}"
     assert sorted(ids) == sorted(transcript_ids(straight))
-    assert_same_tensors(tensors(straight / "final" / "head.safetensors"), tensors(run / "final" / "head.safetensors"),
-                        "final planner head")
+    assert_same_tensors(tensors(straight / "final" / "model.safetensors"), tensors(run / "final" / "model.safetensors"),
+                        "final planner weights")
     assert json.loads((run / "curve.json").read_text()) == json.loads((straight / "curve.json").read_text())
     leftovers = [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     assert not leftovers, f"a killed checkpoint write left {leftovers}"
@@ -130,8 +130,8 @@ def test_sft_killed_at_each_point_resumes_to_the_uninterrupted_run(tmp_path, dat
         "every step once, with the same loss"
     assert b["state"]["evaluations"] == a["state"]["evaluations"]
     assert_same_tensors(a["model"], b["model"], "final weights")
-    assert_same_tensors(tensors(straight / "best" / "head.safetensors"), tensors(run / "best" / "head.safetensors"),
-                        "best planner head")
+    assert_same_tensors(tensors(straight / "best" / "model.safetensors"), tensors(run / "best" / "model.safetensors"),
+                        "best planner weights")
     assert json.loads((run / "metrics.json").read_text())["test"] == \
         json.loads((straight / "metrics.json").read_text())["test"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import math
 
 import pytest
@@ -145,9 +146,9 @@ def test_save_load_round_trip_gives_identical_distributions(planner, examples, t
         planner.head.weight.add_(torch.randn_like(planner.head.weight) * 0.5)
     planner.save_pretrained(tmp_path / "p")
     meta = json.loads((tmp_path / "p" / CONFIG_FILE).read_text())
-    assert meta["format_version"] == 1 and meta["domain"] == "emotional_support"
+    assert meta["format_version"] == 2 and meta["domain"] == "emotional_support"
     assert list(meta["strategies"]) == planner.strategy_names and meta["planner"]["max_length"] == 64
-    assert (tmp_path / "p" / ENCODER_DIR / "model.safetensors").is_file()
+    assert (tmp_path / "p" / "model.safetensors").is_file() and (tmp_path / "p" / "config.json").is_file()
     loaded = PolicyPlanner.from_pretrained(tmp_path / "p", inference_dtype=planner.inference_dtype)
     assert not loaded.training
     assert loaded.domain is planner.domain, "the registered domain is attached on load"
@@ -199,8 +200,13 @@ def test_lora_trains_only_adapters_and_round_trips(domain, examples, tmp_path):
     lora.save_pretrained(tmp_path / "lora")
     adapter = tmp_path / "lora" / ADAPTER_DIR
     assert (adapter / "adapter_config.json").is_file() and not (tmp_path / "lora" / ENCODER_DIR).exists()
-    assert sum(f.stat().st_size for f in adapter.iterdir()) < 2_000_000, "only the adapter is saved"
-    loaded = PolicyPlanner.from_pretrained(tmp_path / "lora")
+    assert sum(f.stat().st_size for f in adapter.iterdir()) < 2_000_000, "the adapter folder holds the adapter only"
+    merged = PolicyPlanner.from_pretrained(tmp_path / "lora")
+    shutil.rmtree(tmp_path / "lora" / ADAPTER_DIR)  # the merged weights alone give the same planner
+    from_merged = PolicyPlanner.from_pretrained(tmp_path / "lora")
+    for a, b in zip(distributions(merged, examples), distributions(from_merged, examples)):
+        assert a == pytest.approx(b, abs=1e-4)
+    loaded = merged
     assert loaded.config.lora and loaded.config.lora_r == 4
     for a, b in zip(distributions(lora, examples), distributions(loaded, examples)):
         assert a == pytest.approx(b, abs=1e-6)

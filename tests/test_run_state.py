@@ -164,8 +164,8 @@ DAMAGE = {
     "newer planner.json": (lambda run: _rewrite_json(latest_state(run).parent / "planner" / "planner.json",
                                                      format_version=7),
                            r"planner\.json: format_version 7 is not supported.*delete it to replay"),
-    "truncated head": (lambda run: (latest_state(run).parent / "planner" / "head.safetensors").write_bytes(b"\x10"),
-                       r"head\.safetensors: not the head of this planner.*delete it to replay"),
+    "truncated weights": (lambda run: (latest_state(run).parent / "planner" / "model.safetensors")
+                          .write_bytes(b"\x10"), r"model\.safetensors: cannot be read.*delete it to replay"),
     "missing transcripts": (lambda run: (run / "transcripts.jsonl").unlink(),
                             r"transcripts\.jsonl is missing, but the checkpoint has trained on 8 episodes: restore"),
     "corrupt middle line": (lambda run: _set_transcript_line(run, 2, '{"episode": 2, "ca'),

@@ -44,12 +44,17 @@ from ppdpp.planner.core.plan import Plan
 from ppdpp.planner.llm.batching import MicroBatcher
 from ppdpp.planner.policy.planner_inference import INFERENCE_MODES, Forward, Inference, Int8Forward, resolve_inference
 
-FORMAT_VERSION = 1
-CONFIG_FILE = "planner.json"
-HEAD_FILE = "head.safetensors"
-ENCODER_DIR = "encoder"  # full fine-tuning: the whole encoder (Hugging Face format, safetensors)
-ADAPTER_DIR = "adapter"  # LoRA: only the adapter (peft format); the backbone is loaded from config.backbone
-TOKENIZER_DIR = "tokenizer"
+FORMAT_VERSION = 2  # 2: a standard transformers sequence-classification folder; 1: ppdpp's own layout (still read)
+READABLE_VERSIONS = (1, 2)
+CONFIG_FILE = "planner.json"  # ppdpp's own metadata: domain, strategies, roles, PlannerConfig, format version
+MODEL_FILE = "model.safetensors"  # format 2: encoder.* (the backbone, LoRA merged) and classifier.* (the head)
+HF_CONFIG_FILE = "config.json"  # format 2: the backbone's transformers config with id2label/label2id, auto_map
+MODELING_FILE = "modeling_ppdpp.py"  # format 2: the class auto_map names (planner/policy/modeling_ppdpp.py)
+CARD_FILE = "README.md"  # format 2: the model card (Hub metadata header)
+ADAPTER_DIR = "adapter"  # LoRA: the adapter too (peft format), so that training continues exactly
+HEAD_FILE = "head.safetensors"  # format 1 only
+ENCODER_DIR = "encoder"  # format 1 only: the whole encoder
+TOKENIZER_DIR = "tokenizer"  # format 1 only (format 2 keeps the tokenizer files at the top)
 
 Pooling = Literal["mean", "cls"]
 
@@ -359,31 +364,61 @@ class PolicyPlanner(nn.Module):
         return worker
 
     # ---- save and load --------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write a self-describing directory (replaced atomically): ``planner.json`` (config, domain,
-        strategies, format version), ``head.safetensors``, ``tokenizer/``, and ``encoder/`` (full weights)
-        or ``adapter/`` (LoRA: only the adapter, peft format)."""
+    def input_text(self, conversation: Sequence[Turn], case: Case | None = None) -> str:
+        """The planner's input as one string, for tools that tokenize text themselves (a transformers
+        ``pipeline("text-classification")`` over the saved folder): turns joined by the tokenizer's separator
+        token, which it reads back as that token. Its tokens are :meth:`encode`'s whenever the dialogue fits in
+        ``max_length``; a longer one is cut by ppdpp from the left, which a pipeline does not do, so the kept
+        tokens are decoded (close, not always identical: check ``encode`` when it matters)."""
+        ids = self.encode(conversation, case)
+        body = ids[len(self._before): len(ids) - len(self._after)]
+        return self.tokenizer.decode(body, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
+    def save_pretrained(self, directory: str | Path, *, card: str | None = None) -> Path:
+        """Write a standard transformers sequence-classification folder (replaced atomically): ``config.json``
+        (the backbone's config, ``id2label``/``label2id`` = the strategies, ``auto_map`` to ``modeling_ppdpp.py``),
+        ``model.safetensors`` (the encoder, LoRA merged, and the head), the tokenizer files, ppdpp's own
+        ``planner.json`` and a model card ``README.md`` (``card``: the card's text, else a fresh one; see
+        :mod:`.model_card`). A LoRA planner also keeps ``adapter/`` so that training continues exactly."""
+        from ppdpp.planner.policy import planner_checkpoint
+
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
-            self.encoder.save_pretrained(tmp / (ADAPTER_DIR if self.config.lora else ENCODER_DIR))
-            self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
-            save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, tmp / HEAD_FILE)
-            write_json(tmp / CONFIG_FILE, {
+            planner_checkpoint.write(self, tmp, meta={
                 "format_version": FORMAT_VERSION,
                 "domain": self.space.domain,
                 "strategies": self.space.strategies,
                 "agent_role": self.space.agent_role,
                 "user_role": self.space.user_role,
                 "planner": asdict(self.config),
-            })
+            }, card=card)
         return directory
+
+    def push_to_hub(self, repo_id: str, *, private: bool = False, token: str | None = None,
+                    commit_message: str = "Upload ppdpp planner", card: str | None = None) -> str:
+        """Save the planner (format 2, with its card) to a temporary folder and upload it to the Hugging Face Hub
+        repository ``repo_id`` (created when missing); returns the commit URL. ``token``: else
+        huggingface_hub's own login. To upload a run's folder as it is (its card has the run's sections), use
+        ``ppdpp planner push DIR REPO``."""
+        import tempfile
+
+        from ppdpp.planner.policy import planner_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="ppdpp-push-") as tmp:
+            folder = self.save_pretrained(Path(tmp) / "planner", card=card)
+            return planner_checkpoint.push_folder(folder, repo_id, private=private, token=token,
+                                                  commit_message=commit_message)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, domain: Domain | None = None,
-                        inference_dtype: str = "auto") -> "PolicyPlanner":
-        """Load a planner written by :meth:`save_pretrained` (in eval mode). The strategies are checked against
-        ``domain`` or, when not given, the registered domain of that name if there is one."""
-        directory = Path(directory)
+                        inference_dtype: str = "auto", revision: str | None = None) -> "PolicyPlanner":
+        """Load a planner written by :meth:`save_pretrained` (in eval mode), from a folder or, when no such
+        folder exists, a Hugging Face Hub repository (``org/name``, through huggingface_hub: its cache, offline
+        mode and token apply). The strategies are checked against ``domain`` or, when not given, the registered
+        domain of that name if there is one. Folders in format 1 (``encoder/``, ``head.safetensors``) load too."""
+        from ppdpp.planner.policy import planner_checkpoint
+
+        directory = planner_checkpoint.local_folder(directory, revision)
         meta = _read_meta(directory)
         space = StrategySpace(meta["domain"], dict(meta["strategies"]), meta["agent_role"], meta["user_role"])
         if domain is None:
@@ -402,28 +437,14 @@ class PolicyPlanner(nn.Module):
         if unknown:
             raise PlannerFormatError(f"{directory / CONFIG_FILE}: unknown planner field(s) {unknown}")
         config = PlannerConfig(**meta["planner"])
-        if config.lora:
-            from peft import PeftModel
-
-            encoder = PeftModel.from_pretrained(_load_encoder(config.backbone), str(directory / ADAPTER_DIR),
-                                                is_trainable=True)
-        else:
-            encoder_dir = _require(directory / ENCODER_DIR)
-            try:
-                encoder = _load_encoder(encoder_dir)
-            except (OSError, ValueError, RuntimeError) as exc:  # e.g. a truncated model.safetensors
-                raise PlannerFormatError(f"{encoder_dir}: the encoder cannot be loaded ({type(exc).__name__}: "
-                                         f"{str(exc).strip()[:200]}); {SAVE_AGAIN}") from None
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(str(_require(directory / TOKENIZER_DIR)))
+        read = planner_checkpoint.read_v1 if meta["format_version"] == 1 else planner_checkpoint.read
+        encoder, tokenizer, head = read(directory, config)
         planner = cls(domain if domain is not None else space, config, encoder=encoder, tokenizer=tokenizer,
                       inference_dtype=inference_dtype)
-        head_file = _require(directory / HEAD_FILE)
         try:
-            planner.head.load_state_dict(load_file(str(head_file)))
-        except Exception as exc:  # truncated, foreign or of another shape: name the file
-            raise PlannerFormatError(f"{head_file}: not the head of this planner ({type(exc).__name__}: "
+            planner.head.load_state_dict(head)
+        except Exception as exc:  # of another shape: name the folder
+            raise PlannerFormatError(f"{directory}: the head is not this planner's ({type(exc).__name__}: "
                                      f"{str(exc).strip()[:200]}); {SAVE_AGAIN}") from None
         return planner.eval()
 
@@ -502,9 +523,9 @@ def _read_meta(directory: Path) -> dict[str, Any]:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else exc.reason
         raise PlannerFormatError(f"{where}: not valid JSON ({reason}), e.g. cut short; {SAVE_AGAIN}") from None
     version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise PlannerFormatError(
-            f"{path}: format_version {version!r} is not supported (this ppdpp reads version {FORMAT_VERSION}): "
+            f"{path}: format_version {version!r} is not supported (this ppdpp reads versions {READABLE_VERSIONS}): "
             "load it with the ppdpp version that wrote it, or train the planner again")
     for key, kind in (("domain", str), ("strategies", dict), ("agent_role", str), ("user_role", str),
                       ("planner", dict)):
