@@ -205,7 +205,7 @@ def test_lora_trains_only_adapters_and_round_trips(domain, examples, tmp_path):
     shutil.rmtree(tmp_path / "lora" / ADAPTER_DIR)  # the merged weights alone give the same planner
     from_merged = PolicyPlanner.from_pretrained(tmp_path / "lora")
     for a, b in zip(distributions(merged, examples), distributions(from_merged, examples)):
-        assert a == pytest.approx(b, abs=1e-4)
+        assert a == pytest.approx(b, abs=2e-3)  # merged weights round differently from base + adapter in bf16
     loaded = merged
     assert loaded.config.lora and loaded.config.lora_r == 4
     for a, b in zip(distributions(lora, examples), distributions(loaded, examples)):
