@@ -5,6 +5,7 @@ builds (``planner/llm/prefill.py``: new tokens written in place). Also checks th
 Usage::
 
     python benchmarks/decode_step.py --model smollm2 --rows 1,16 --context 64,512,900 --threads 1 [--attention sdpa]
+        [--clock cpu]
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from ppdpp.planner.llm.models import resolve_local_model
 from ppdpp.planner.llm.prefill import reserved_cache
 
 
-def step_cost(model, rows: int, context: int, steps: int, reserved: bool) -> tuple[float, list[torch.Tensor]]:
-    """Seconds per decoding step after a ``context``-token prompt, and each step's last logits."""
+def step_cost(model, rows: int, context: int, steps: int, reserved: bool,
+              clock=time.perf_counter) -> tuple[float, list[torch.Tensor]]:
+    """Seconds per decoding step after a ``context``-token prompt (by ``clock``), and each step's last logits."""
     from transformers import DynamicCache
 
     generator = torch.Generator().manual_seed(rows * 10_000 + context)
@@ -45,12 +47,12 @@ def step_cost(model, rows: int, context: int, steps: int, reserved: bool) -> tup
             cache = DynamicCache(ddp_cache_data=[(k.clone(), v.clone()) for k, v in kv])
         token = torch.randint(100, 1000, (rows, 1), generator=generator)
         logits = []
-        start = time.perf_counter()
+        start = clock()
         for i in range(steps):
             out = model(input_ids=token, past_key_values=cache, attention_mask=mask[:, : context + i + 1],
                         position_ids=torch.full((rows, 1), context + i), use_cache=True)
             logits.append(out.logits[:, -1].float())
-        return (time.perf_counter() - start) / steps, logits
+        return (clock() - start) / steps, logits
 
 
 def main() -> None:
@@ -61,6 +63,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (with --threads 1, the work done, "
+                             "far less stretched than wall time on a machine shared with other jobs)")
     parser.add_argument("--attention", choices=("backend", "sdpa"), default="backend",
                         help="backend: the local backend's CPU attention (grouped-query SDPA); sdpa: transformers'")
     args = parser.parse_args()
@@ -73,13 +78,14 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(prepare_weights(source, dtype), dtype=dtype).eval()
     if args.attention == "backend":
         use_cpu_attention(model)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     table = Table("rows", "context tokens", "DynamicCache ms/step", "reserved ms/step", "saved", "max |logit diff|",
                   title=f"{source.name}, {dtype}, {model.config._attn_implementation} attention, "
-                        f"{torch.get_num_threads()} thread(s), {args.steps} steps")
+                        f"{torch.get_num_threads()} thread(s), {args.steps} steps, {args.clock} clock")
     for rows in (int(r) for r in args.rows.split(",")):
         for context in (int(c) for c in args.context.split(",")):
-            plain, plain_logits = step_cost(model, rows, context, args.steps, reserved=False)
-            reserved, reserved_logits = step_cost(model, rows, context, args.steps, reserved=True)
+            plain, plain_logits = step_cost(model, rows, context, args.steps, reserved=False, clock=clock)
+            reserved, reserved_logits = step_cost(model, rows, context, args.steps, reserved=True, clock=clock)
             diff = max(float((a - b).abs().max()) for a, b in zip(plain_logits, reserved_logits))
             table.add_row(str(rows), str(context), f"{1000 * plain:.1f}", f"{1000 * reserved:.1f}",
                           f"{100 * (1 - reserved / plain):.0f}%", f"{diff:.2g}")

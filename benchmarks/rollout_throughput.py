@@ -3,7 +3,8 @@
 Same local model (agent, user and critic), same cases, same seeds, no response cache. The share of wall time
 spent outside the model is ``1 - (time the model's worker spent in generate/score) / wall time``: planner
 forward passes, prompt building, post-processing, judging and asyncio overhead (the model's busy time is
-measured by timing the local backend's batch function).
+measured by timing the local backend's batch function). "CPU s" is the process's CPU time over the rollout
+(``time.process_time``): the work done, which a machine shared with other jobs stretches far less than wall time.
 
 Usage::
 
@@ -61,15 +62,15 @@ async def measure(args, domain, cases, concurrency: int) -> dict[str, float]:
         config = EnvConfig(max_turns=args.max_turns, max_tokens=args.max_tokens)
         make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, config)
         jobs = [EpisodeJob(f"d{i}", case, RandomPolicy(domain, seed=i), seed=i) for i, case in enumerate(cases)]
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         results = await run_episodes(jobs, make_env, concurrency=concurrency, progress=False)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
         sizes = list(llm.batch_sizes)
     finally:
         await llm.aclose()
         local.prefilled_cache = prefill_function
     exchanges = sum(r.turns for r in results)
-    return {"concurrency": concurrency, "wall_s": wall, "dialogues_per_hour": len(results) * 3600 / wall,
+    return {"concurrency": concurrency, "wall_s": wall, "cpu_s": cpu, "dialogues_per_hour": len(results) * 3600 / wall,
             "exchanges_per_hour": exchanges * 3600 / wall, "exchanges": exchanges,
             "outside_model": max(0.0, 1 - busy["seconds"] / wall),
             "prefill": prefill["seconds"] / max(busy["seconds"], 1e-9), "mean_batch": sum(sizes) / max(len(sizes), 1)}
@@ -98,12 +99,12 @@ def main() -> None:
     cases = domain.load_cases(args.split, resolve_data_dir(args.data_dir))[: args.dialogues]
     rows = [asyncio.run(measure(args, domain, cases, int(c))) for c in args.concurrency.split(",")]
     base = rows[0]["dialogues_per_hour"]
-    table = Table("concurrent dialogues", "wall s", "dialogues/h", "exchanges/h", "speed-up", "outside model",
+    table = Table("concurrent dialogues", "wall s", "CPU s", "dialogues/h", "exchanges/h", "speed-up", "outside model",
                   "prefill share of model time", "mean batch rows",
                   title=f"{args.model}, {args.domain}: {len(cases)} dialogues, <= {args.max_turns} exchanges, "
                         f"{args.max_tokens} tokens/reply, critic {args.critic_mode} n={args.critic_samples}")
     for r in rows:
-        table.add_row(str(r["concurrency"]), f"{r['wall_s']:.0f}", f"{r['dialogues_per_hour']:.0f}",
+        table.add_row(str(r["concurrency"]), f"{r['wall_s']:.0f}", f"{r['cpu_s']:.0f}", f"{r['dialogues_per_hour']:.0f}",
                       f"{r['exchanges_per_hour']:.0f}", f"{r['dialogues_per_hour'] / base:.1f}x",
                       f"{100 * r['outside_model']:.1f}%", f"{100 * r['prefill']:.0f}%", f"{r['mean_batch']:.1f}")
     Console(width=160).print(table)

@@ -111,6 +111,24 @@ def test_a_single_seed_report_has_the_comparisons_too(tmp_path):
     assert all(c["n"] == 6 for c in report["comparisons"]) and report["policies"][0]["per_seed"] == []
     assert "paired comparisons" in result.output and "no-planner - random" in result.output
     assert "…" not in result.output, "nothing is cut at 80 columns"
+    # the domain's headline metric (negotiation: SL) is compared too, as the policy rows' means differ
+    assert report["headline_metrics"] == ["sl"] and "SL diff" in result.output
+    sl = {p["policy"]: p["metrics"]["sl"]["mean"] for p in report["policies"]}
+    for c in report["comparisons"]:
+        row = c["metrics"]["sl"]
+        assert row["difference"] == pytest.approx(sl[c["a"]] - sl[c["b"]])
+        assert row["low"] <= row["difference"] <= row["high"] and 0 < row["p_value"] <= 1
+    # strategy use: none without a planner; one strategy for majority, whose KL from the humans is -ln(its share)
+    human = report["human_strategies"]
+    assert human["split"] == "train" and human["examples"] > 0
+    assert sum(human["distribution"].values()) == pytest.approx(1.0)
+    use = {p["policy"]: p["strategies"] for p in report["policies"]}
+    assert use["no-planner"]["decisions"] == 0 and use["no-planner"]["entropy_nats"] is None
+    (picked,) = [k for k, v in use["majority"]["distribution"].items() if v > 0]
+    assert use["majority"]["entropy_nats"] == pytest.approx(0.0)
+    assert use["majority"]["kl_from_human_nats"] == pytest.approx(-math.log(human["distribution"][picked]))
+    assert use["random"]["decisions"] > 0 and use["random"]["entropy_nats"] > 0
+    assert "KL human nats" in result.output
 
 
 def test_bad_seeds_are_refused_clearly():

@@ -118,10 +118,11 @@ def fail(status: int, message: str = "try later") -> web.Response:
 @pytest.mark.slow  # a subprocess or real back-off waits: kept out of the fast tier
 def test_retries_rate_limit_server_error_and_timeout_then_succeeds():
     script = ["ok", 429, 500, "hang", "ok"]  # the first call warms litellm up (its first call is slow)
+    released = asyncio.Event()
 
     async def handle(i, body, request):
         if script[i] == "hang":
-            await asyncio.sleep(5)  # longer than the backend's timeout
+            await released.wait()  # until the test ends: past the backend's timeout however loaded the machine
         if isinstance(script[i], int):
             return fail(script[i])
         return web.json_response(ok_body(f"answer {i}"))
@@ -131,6 +132,7 @@ def test_retries_rate_limit_server_error_and_timeout_then_succeeds():
             backend = api(url, timeout=2.0, max_retries=3, backoff_s=0.01)
             await backend.complete(HELLO, max_tokens=4)
             completion = await backend.complete(HELLO, max_tokens=4)
+            released.set()
             return completion, len(seen)
 
     completion, requests = asyncio.run(run())

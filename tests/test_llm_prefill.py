@@ -105,12 +105,14 @@ def test_long_stored_pasts_bound_a_group_as_well():
 
 def submit_together(backend, conversations: list[list[dict[str, str]]], max_tokens: int) -> list[str]:
     """Queue all requests while the model's worker is held, so that they are sure to run as one batch."""
-    gate = threading.Event()
-    held = backend.engine.batcher.submit_job(gate.wait)
+    gate, holding = threading.Event(), threading.Event()
+    held = backend.engine.batcher.submit_job(lambda: holding.set() or gate.wait())
+    assert holding.wait(timeout=120), "the worker never took the holding job"
 
     async def together():
         tasks = [asyncio.ensure_future(backend.complete(m, max_tokens=max_tokens)) for m in conversations]
-        await asyncio.sleep(0.2)  # the tasks submit on the loop's next turn
+        while backend.engine.batcher.pending() < len(conversations):  # all queued while the worker is held
+            await asyncio.sleep(0.001)  # a poll, not a guess at how long submitting takes
         gate.set()
         return await asyncio.gather(*tasks)
 

@@ -177,17 +177,21 @@ async def stub(handle: Callable[[dict, web.Request], Awaitable[web.Response]]) -
 def test_evaluation_retries_an_upstream_slower_than_the_timeout(data_dir, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     slow = {"left": CASES, "seen": 0}  # each dialogue's first request comes too late
+    released = asyncio.Event()
 
     async def handle(body: dict, request: web.Request) -> web.Response:
         slow["seen"] += 1
         if slow["left"] > 0:
             slow["left"] -= 1
-            await asyncio.sleep(6)  # well past the backend's timeout
+            await released.wait()  # hangs until the evaluation is over: past any timeout, however loaded the machine
         return reply("I can pay $100 for it, cash today.")
 
     async def run() -> EvaluationReport:
         async with stub(handle) as url:
-            return await evaluate(url, tmp_path, data_dir, timeout=2.0, max_retries=3, backoff_s=0.05)
+            try:
+                return await evaluate(url, tmp_path, data_dir, timeout=2.0, max_retries=3, backoff_s=0.05)
+            finally:
+                released.set()
 
     report = asyncio.run(run())
     assert_every_case_once(report, tmp_path)

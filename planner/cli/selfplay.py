@@ -426,7 +426,9 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     records them all."""
     from ppdpp.planner.cli.options import record_resolved, resolved
     from ppdpp.planner.training.tracking import open_trackers
-    from ppdpp.simulators.evaluate import NamedPolicy, evaluate_over_seeds, evaluate_policies, report_table
+    from ppdpp.simulators.evaluate import (
+        NamedPolicy, evaluate_over_seeds, evaluate_policies, human_strategies, report_table,
+    )
 
     dom = plugin_registry.get_domain(command.domain)
     planner_spec = trainable_spec(command.planner_policy, "--planner-policy", dom.name)
@@ -460,17 +462,19 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
         return
     record_resolved(command.out / "config.json", command, env, *policy_configs)
 
+    human = human_strategies(dom, root)  # the human agents' strategy use in the training data: the KL's reference
+
     async def run() -> Any:
         try:
             if command.seeds:
                 return await evaluate_over_seeds(dom, policies, eval_cases, lambda: roles.make_env(env),
                                                  command.seeds, split=_split_label(command),
                                                  concurrency=command.concurrency, out_dir=command.out,
-                                                 models=roles.names)
+                                                 models=roles.names, human=human)
             return await evaluate_policies(dom, policies, eval_cases, lambda: roles.make_env(env),
                                            split=_split_label(command), seed=command.seed,
                                            concurrency=command.concurrency,
-                                           out_dir=command.out, models=roles.names)
+                                           out_dir=command.out, models=roles.names, human=human)
         finally:
             await roles.aclose()
 

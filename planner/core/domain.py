@@ -100,6 +100,9 @@ class Domain(ABC):
         strategies: ordered mapping strategy name -> natural-language instruction for the agent LLM.
         critic_samples: how many critic samples PPDPP draws per judgement.
         data_folder: the domain's folder under the data root (``--data-dir``); ``None`` = the domain's name.
+        headline_metrics: the outcome metrics (keys of ``Judgement.metrics``) that an evaluation's paired
+            comparisons test besides SR, reward and AT; ``None`` (the default) = every metric the episodes
+            report, with those of :meth:`no_outcome_metrics` (negotiation: ``sl``).
     """
 
     name: ClassVar[str]
@@ -110,6 +113,7 @@ class Domain(ABC):
     max_turns: ClassVar[int] = 8
     critic_samples: ClassVar[int] = 10
     data_folder: ClassVar[str | None] = None
+    headline_metrics: ClassVar[tuple[str, ...] | None] = None
 
     # ---- strategy set -------------------------------------------------------------------------------
     @property

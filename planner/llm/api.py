@@ -1,8 +1,9 @@
 """API chat models through litellm: any provider litellm knows, or any OpenAI-compatible server (``api_base=``).
 
-We run our own bounded retry loop (exponential backoff with jitter on 429, 408, 5xx, timeouts and dropped
-connections, or the server's ``Retry-After`` on 429/503; each failed attempt is one line on the
-``ppdpp.llm.api`` logger; litellm's and the OpenAI SDK's hidden retries are switched off), limit concurrency with a
+We run our own bounded retries with tenacity (exponential backoff with jitter on 429, 408, 5xx, timeouts and
+dropped connections, or the server's ``Retry-After`` on 429/503; each failed attempt is one line on the
+``ppdpp.llm.api`` logger; an error that cannot succeed on retry fails at once; litellm's and the OpenAI SDK's
+hidden retries are switched off), limit concurrency with a
 semaphore, ask for ``n`` samples in one request where the provider supports it (else ``n`` parallel requests),
 stream replies piece by piece (``stream``; retries cover opening the stream, not a stream that breaks off),
 and account tokens and cost (``litellm.completion_cost`` where the price is known, else ``None``).
@@ -21,6 +22,8 @@ import time
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator, Sequence
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
@@ -246,28 +249,39 @@ class APIBackend(ChatBackend):
             params["api_base"] = self.api_base
         if self._api_key:
             params["api_key"] = self._api_key
-        attempts, attempt = self.max_retries + 1, 0
-        while True:
-            attempt += 1
-            try:
-                async with self._semaphore():
-                    return await asyncio.wait_for(litellm.acompletion(**params), self.timeout)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - classified just below
-                if not is_retryable(exc):
-                    raise LLMError(
-                        f"{self.model}: request failed and is not retryable "
-                        f"({self._describe(exc)})"
-                    ) from None
-                if attempt == attempts:
-                    raise LLMError(
-                        f"{self.model}: gave up after {attempts} attempts; last error: {self._failure(exc)}"
-                    ) from None
-                wait, why = self._wait(attempt, exc)
-                log.warning("%s: attempt %d/%d %s; retrying in %.2fs (%s)", self.model, attempt, attempts,
-                            self._failure(exc), wait, why)
-                await asyncio.sleep(wait)
+        attempts = self.max_retries + 1
+        waits: dict[int, str] = {}  # attempt number -> why its wait is what it is, for the log line
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            seconds, waits[state.attempt_number] = self._wait(state.attempt_number, exc or Exception())
+            return seconds
+
+        def log_retry(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome is not None else None
+            seconds = state.next_action.sleep if state.next_action is not None else 0.0
+            log.warning("%s: attempt %d/%d %s; retrying in %.2fs (%s)", self.model, state.attempt_number, attempts,
+                        self._failure(exc or Exception()), seconds, waits.pop(state.attempt_number, "backoff"))
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(attempts), wait=wait, before_sleep=log_retry, reraise=True,
+            retry=retry_if_exception(lambda exc: isinstance(exc, Exception) and is_retryable(exc)))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with self._semaphore():
+                        return await asyncio.wait_for(litellm.acompletion(**params), self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified just below
+            if not is_retryable(exc):
+                raise LLMError(
+                    f"{self.model}: request failed and is not retryable ({self._describe(exc)})"
+                ) from None
+            raise LLMError(
+                f"{self.model}: gave up after {attempts} attempts; last error: {self._failure(exc)}"
+            ) from None
+        raise AssertionError("unreachable: tenacity returns the result or raises")  # pragma: no cover
 
     def _describe(self, exc: BaseException) -> str:
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):

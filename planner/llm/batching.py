@@ -93,32 +93,45 @@ class MicroBatcher(Generic[R, T]):
             self._cond.notify_all()
         return future
 
+    def _now(self) -> float:
+        """The clock the gathering rule reads (a test replaces it with virtual time)."""
+        return time.monotonic()
+
+    def _wait(self, timeout: float | None) -> None:
+        """Wait, holding ``_cond``, until notified or ``timeout`` seconds of :meth:`_now` pass."""
+        self._cond.wait(timeout)
+
+    def pending(self) -> int:
+        """Requests and jobs queued and not yet taken by the worker."""
+        with self._cond:
+            return len(self._queue)
+
     def _take_batch(self) -> list[tuple[R | _Job, Future]] | None:
         """The next job alone, or the next requests that fit in one batch; ``None`` once closed and empty."""
         with self._cond:
             while not self._queue:
                 if self._closed:
                     return None
-                self._cond.wait()
+                self._wait(None)
             first = self._queue.popleft()
             if isinstance(first[0], _Job):
                 return [first]
             batch, rows = [first], self._rows(first[0])
-            start = time.monotonic()
+            start = self._now()
             deadline = start + self.max_wait_s
             while rows < self.max_batch_size:
                 if not self._queue:
-                    left = deadline - time.monotonic()
+                    left = deadline - self._now()
                     if left <= 0 or self._closed:
                         break
-                    self._cond.wait(left)
+                    self._wait(left)
                     continue
                 item, future = self._queue[0]
                 if isinstance(item, _Job) or rows + self._rows(item) > self.max_batch_size:
                     break
                 batch.append(self._queue.popleft())
                 rows += self._rows(item)
-                deadline = min(time.monotonic() + self.max_wait_s, start + GATHER_LIMIT * self.max_wait_s)
+                deadline = min(self._now() + self.max_wait_s, start + GATHER_LIMIT * self.max_wait_s)
             return batch
 
     def _work(self) -> None:

@@ -1,13 +1,16 @@
 """Classification scores for strategy prediction: accuracy, macro-F1, per-class F1, confusion matrix.
 
-Macro-F1 averages over the classes that occur in the gold labels or the predictions (as scikit-learn's default
-does), so a strategy that never occurs and is never predicted (CIMA's ``Others``) does not count as a zero.
+Computed by scikit-learn (``sklearn.metrics``). Macro-F1 averages over the classes that occur in the gold labels
+or the predictions (scikit-learn's default), so a strategy that never occurs and is never predicted (CIMA's
+``Others``) does not count as a zero; an undefined precision or recall (no prediction, no gold label) is 0.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
+
+from sklearn import metrics as sk
 
 
 @dataclass(frozen=True)
@@ -36,19 +39,19 @@ class Scores:
         return asdict(self)
 
 
-def _ratio(num: float, den: float) -> float:
-    return num / den if den else 0.0
+def _check_labels(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> None:
+    known = set(labels)
+    for g, p in zip(gold, predicted, strict=True):
+        if g not in known or p not in known:
+            raise ValueError(f"label {g if g not in known else p!r} is not one of {list(labels)}")
 
 
 def confusion_matrix(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
     """Counts of (gold, predicted) pairs over ``labels``; an unknown label is an error."""
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = [[0] * len(labels) for _ in labels]
-    for g, p in zip(gold, predicted, strict=True):
-        if g not in index or p not in index:
-            raise ValueError(f"label {g if g not in index else p!r} is not one of {list(labels)}")
-        matrix[index[g]][index[p]] += 1
-    return matrix
+    _check_labels(gold, predicted, labels)
+    if not gold:
+        return [[0] * len(labels) for _ in labels]
+    return sk.confusion_matrix(list(gold), list(predicted), labels=list(labels)).tolist()
 
 
 def score(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> Scores:
@@ -56,17 +59,16 @@ def score(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) 
     if len(gold) != len(predicted):
         raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
     matrix = confusion_matrix(gold, predicted, labels)
-    per_class: dict[str, ClassScores] = {}
-    for i, label in enumerate(labels):
-        tp = matrix[i][i]
-        support = sum(matrix[i])
-        predicted_count = sum(row[i] for row in matrix)
-        precision, recall = _ratio(tp, predicted_count), _ratio(tp, support)
-        per_class[label] = ClassScores(precision, recall, _ratio(2 * precision * recall, precision + recall), support)
-    present = [i for i, label in enumerate(labels) if matrix[i][i] or sum(matrix[i]) or sum(r[i] for r in matrix)]
-    macro = _ratio(sum(per_class[labels[i]].f1 for i in present), len(present))
-    correct = sum(matrix[i][i] for i in range(len(labels)))
-    return Scores(_ratio(correct, len(gold)), macro, per_class, list(labels), matrix, len(gold))
+    if not gold:
+        empty = {label: ClassScores(0.0, 0.0, 0.0, 0) for label in labels}
+        return Scores(0.0, 0.0, empty, list(labels), matrix, 0)
+    y_true, y_pred = list(gold), list(predicted)
+    precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=list(labels),
+                                                                        zero_division=0)
+    per_class = {label: ClassScores(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
+                 for i, label in enumerate(labels)}
+    macro = float(sk.f1_score(y_true, y_pred, average="macro", zero_division=0))
+    return Scores(float(sk.accuracy_score(y_true, y_pred)), macro, per_class, list(labels), matrix, len(gold))
 
 
 def mean_scores(runs: Sequence[Scores]) -> Scores:
