@@ -243,3 +243,50 @@ def test_majority_beside_a_cases_file_comes_from_the_planners_record(sft_run, da
     assert [p["policy"] for p in report["policies"]][-1] == "majority"
     transcript = (tmp_path / "ev" / "transcripts" / "majority.jsonl").read_text(encoding="utf-8")
     assert max(counts, key=counts.get) in transcript
+
+
+# ---- #28 item 1: a user's file that yields no SFT example, and where each split came from ---------------------
+def _converted_cb(data_dir: Path, path: Path, n: int) -> Path:
+    """``n`` cb-test scenarios as ``ppdpp data convert craigslistbargain`` writes them: no labelled dialog."""
+    rows = [json.loads(line) for line in
+            (data_dir / "craigslistbargain" / "cb-test.txt").read_text(encoding="utf-8").splitlines()[:n]]
+    path.write_text("".join(json.dumps({**row, "dialog": [], "transcript": row["dialog"]}) + "\n" for row in rows),
+                    encoding="utf-8")
+    return path
+
+
+def test_sft_on_a_file_without_labels_is_an_error_not_a_run_on_the_shared_data(data_dir, tmp_path, capsys):
+    converted = _converted_cb(data_dir, tmp_path / "converted.jsonl", 5)
+    code, out = _run(capsys, ["sft", "-d", "negotiation", "--train-file", str(converted), "--data-dir", str(data_dir),
+                              "--out", str(tmp_path / "run")])
+    assert code == 2, out
+    assert f"--train-file {converted} gives no SFT examples: its 5 case(s) have no agent turn with a strategy label" \
+        in out and "ppdpp evaluate --cases-file" in out, out
+    assert not (tmp_path / "run").exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    code, out = _run(capsys, ["sft", "-d", "negotiation", "--train-file", str(empty), "--train-splits", "train",
+                              "--out", str(tmp_path / "run")])
+    assert code == 2 and f"--train-file {empty} gives no SFT examples: it holds no rows" in out, out
+
+
+def test_each_split_says_where_it_came_from_when_files_mix_with_the_shared_data(data_dir, tmp_path):
+    from ppdpp.planner.training.sft import SFTConfig, load_sft_data
+
+    lines = (data_dir / "craigslistbargain" / "cb-train.txt").read_text(encoding="utf-8").splitlines()[:30]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("\n".join(lines) + '\n{"bad": 1}\n', encoding="utf-8")
+    config = SFTConfig("negotiation", train_splits=("train", "valid"), train_file=str(mine), skip_bad_rows=True)
+    data = load_sft_data(get_domain("negotiation"), config, data_dir)
+    assert data.mixed and data.skipped == [f"{mine}:31: missing field 'item_name'"]
+    folder = data_dir / "craigslistbargain"
+    from_file = len(get_domain("negotiation").sft_examples_file(mine, skip_bad_rows=True).examples)
+    assert data.source_lines() == [
+        f"train: {len(data.train)} examples: {from_file} from --train-file {mine} + "
+        f"{len(data.train) - from_file} from 75% of the dialogues of the valid split of {folder}",
+        f"valid: {len(data.select)} examples: the other 25% of the dialogues of the valid split of {folder}",
+        f"test: {len(data.test)} examples: the test split of {folder}"]
+    alone = load_sft_data(get_domain("negotiation"), SFTConfig("negotiation", train_file=str(mine),
+                                                               valid_file=str(mine), test_file=str(mine),
+                                                               skip_bad_rows=True), data_dir)
+    assert not alone.mixed and alone.sources["test"] == f"{from_file} examples: --test-file {mine}"

@@ -7,13 +7,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from ppdpp.planner.core.domain import Domain, DomainError
 
 T = TypeVar("T")
 
 DATA_DIR_ENV = "PPDPP_DATA_DIR"
+SHOWN_SKIPS = 10  # skipped rows named on screen one by one; all of them go to the run folder's SKIPPED_ROWS_FILE
+SKIPPED_ROWS_FILE = "skipped_rows.txt"
 SHARED_DATA_README = "https://github.com/ppdpp/ppdpp/blob/main/docs/data.md"
 
 
@@ -120,6 +122,24 @@ def read_good_rows(path: Path, build: Callable[[int, dict[str, Any]], T], *,
                 raise
             skipped.append(str(exc))
     return built, skipped
+
+
+def skipped_lines(skipped: Sequence[str], out_dir: Path | None = None) -> list[str]:
+    """What to print about the rows skipped under ``--skip-bad-rows``: a count, then the first
+    :data:`SHOWN_SKIPS` messages (each naming file:line) one per line; with ``out_dir`` every message is
+    written to ``out_dir/skipped_rows.txt`` and the count line says so."""
+    if not skipped:
+        return []
+    where = ""
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / SKIPPED_ROWS_FILE).write_text("".join(f"{m}\n" for m in skipped), encoding="utf-8")
+        where = f"; all of them in {out_dir / SKIPPED_ROWS_FILE}"
+    lines = [f"skipped {len(skipped)} bad row(s) (--skip-bad-rows){where}:"]
+    lines += [f"  {message}" for message in skipped[:SHOWN_SKIPS]]
+    if len(skipped) > SHOWN_SKIPS:
+        lines.append(f"  ... and {len(skipped) - SHOWN_SKIPS} more")
+    return lines
 
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
