@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ppdpp.planner.cli.app import DataDirOption, app, console, data_app, fail
@@ -31,6 +32,8 @@ def list_plugins() -> None:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         doms = sorted(d for d, owner in owners.items() if owner == name)
         table.add_row(name, plugin_registry.plugin_source(name), ", ".join(hooks), ", ".join(doms))
+    for name, (source, error) in sorted(plugin_registry.failed_plugins().items()):
+        table.add_row(name, source, f"[red]failed to load:[/] {escape(error)}", "")
     console.print(table)
     policies = Table("policy", "domains", "trainable", "settings", "what it does",
                      caption="trainable: ppdpp rl --policy NAME trains it; evaluate plays it with --planner DIR "

@@ -1,0 +1,77 @@
+"""What a new user meets first on their own data (#28): one test per numbered item of the issue that is not
+covered next to its code (item 1: tests/test_user_data.py; the documented commands: test_documented_commands.py).
+Each test gives the failing input and checks the clear error or the corrected output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ppdpp.planner.cli import main
+
+
+def _run(capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, str]:
+    """``ppdpp ARGS`` in this process: (exit code, what it printed)."""
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out = capsys.readouterr()
+    return exited.value.code, out.out + out.err
+
+
+# ---- item 2: the default baselines are those the roles can run --------------------------------------------------
+GROUNDED = ["evaluate", "-d", "negotiation", "--agent", "template", "--user", "rule-based", "--critic", "oracle",
+            "--cases", "2", "--max-turns", "2"]
+
+
+def test_default_baselines_leave_out_llm_with_a_scripted_agent_and_say_why(tmp_path, capsys):
+    code, out = _run(capsys, [*GROUNDED, "--out", str(tmp_path / "ev")])
+    assert code == 0, out
+    assert "--baselines auto leaves out llm: the llm baseline asks the agent's LLM to plan, but the agent is " \
+           "scripted" in out, out
+    import json
+
+    assert json.loads((tmp_path / "ev" / "config.json").read_text(encoding="utf-8"))["baselines"] == [
+        "no-planner", "random", "majority"]
+
+
+def test_an_explicit_llm_baseline_with_a_scripted_agent_is_still_an_error(tmp_path, capsys):
+    code, out = _run(capsys, [*GROUNDED, "--baselines", "random,llm", "--out", str(tmp_path / "ev")])
+    assert code == 2 and "leave llm out of --baselines" in out, out
+
+
+# ---- item 6: a third-party plugin that fails to import ---------------------------------------------------------
+def _broken_plugin(root: Path) -> Path:
+    """A distribution ``broken-plugin`` whose ``ppdpp`` entry point raises on import."""
+    (root / "broken_ppdpp_plugin.py").write_text("import not_a_module_anywhere  # noqa\n", encoding="utf-8")
+    info = root / "broken_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n", encoding="utf-8")
+    (info / "entry_points.txt").write_text("[ppdpp]\nbroken = broken_ppdpp_plugin\n", encoding="utf-8")
+    return root
+
+
+def _ppdpp(*args: str, pythonpath: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "PPDPP_PLUGINS"}
+    environment.update(COLUMNS="250", PYTHONPATH=str(pythonpath), **env)
+    return subprocess.run([sys.executable, "-c", "from ppdpp.planner.cli import main; main()", *args],
+                          capture_output=True, text=True, env=environment, timeout=300)
+
+
+def test_a_broken_third_party_plugin_is_a_warning_and_listed_with_its_error(tmp_path):
+    site = _broken_plugin(tmp_path)
+    stats = _ppdpp("data", "stats", "-d", "tutoring", pythonpath=site)
+    assert stats.returncode == 0, stats.stdout + stats.stderr
+    warning = [line for line in stats.stderr.splitlines() if "broken" in line]
+    assert warning == ["warning: plugin 'broken' (broken_ppdpp_plugin) failed to load: ModuleNotFoundError: No "
+                       "module named 'not_a_module_anywhere'; left out (`ppdpp plugins` lists it)"], stats.stderr
+    listing = _ppdpp("plugins", pythonpath=site)
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("│ broken"))
+    assert "broken-plugin 1.0" in row and "failed to load: ModuleNotFoundError" in row, listing.stdout
+    asked = _ppdpp("data", "stats", "-d", "tutoring", pythonpath=site, PPDPP_PLUGINS="broken")
+    assert asked.returncode == 2 and "plugin 'broken' (broken_ppdpp_plugin) failed to load" in asked.stdout, \
+        asked.stdout + asked.stderr
