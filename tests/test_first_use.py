@@ -75,3 +75,48 @@ def test_a_broken_third_party_plugin_is_a_warning_and_listed_with_its_error(tmp_
     asked = _ppdpp("data", "stats", "-d", "tutoring", pythonpath=site, PPDPP_PLUGINS="broken")
     assert asked.returncode == 2 and "plugin 'broken' (broken_ppdpp_plugin) failed to load" in asked.stdout, \
         asked.stdout + asked.stderr
+
+
+# ---- item 7: the unconverted CraigslistBargain release as --cases-file ---------------------------------------
+def test_an_unconverted_release_as_cases_file_says_which_converter_to_run(tmp_path, capsys):
+    release = tmp_path / "test.json"
+    release.write_text('[\n  {"uuid": "C_1", "scenario": {"kbs": []}, "events": []}\n]\n', encoding="utf-8")
+    for extra in ([], ["--skip-bad-rows"]):
+        code, out = _run(capsys, [*GROUNDED, "--baselines", "random", "--cases-file", str(release), *extra,
+                                  "--out", str(tmp_path / "ev")])
+        assert code == 2, out
+        assert f"{release} is one JSON list, not JSON lines (one object per line); if it is the original " \
+               f"CraigslistBargain release, convert it first: ppdpp data convert craigslistbargain {release}" in out
+
+
+# ---- item 8: a typo in a role name -----------------------------------------------------------------------------
+@pytest.mark.parametrize("role,typo,closest", [("--user", "persna", "persona"), ("--critic", "orcale", "oracle")])
+def test_a_role_typo_names_the_closest_role_and_the_domains_roles(role, typo, closest, tmp_path, capsys):
+    args = {"--agent": "template", "--user": "persona", "--critic": "oracle", role: typo}
+    code, out = _run(capsys, ["evaluate", "-d", "roleplay", *[x for kv in args.items() for x in kv],
+                              "--baselines", "random", "--out", str(tmp_path / "ev")])
+    assert code == 2, out
+    assert f"{role} {typo}: did you mean {closest!r}? {typo!r} is neither a {role[2:]} of domain 'roleplay' " \
+           f"({closest}) nor a model (local/<name>" in out, out
+    assert "--api-base" not in out  # evaluate has no such option
+
+
+# ---- item 9: a wrong CSV column is one header error -------------------------------------------------------------
+def test_a_wrong_csv_column_is_reported_once_as_a_header_problem(data_dir, tmp_path, capsys):
+    import csv
+
+    source = data_dir / "roleplay" / "synthetic-persona-chat-valid.csv"
+    with open(source, encoding="utf-8", newline="") as fh:
+        rows = [row for _, row in zip(range(5), csv.DictReader(fh))]
+    path = tmp_path / "chats.csv"
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        renamed = [{("user 2 persona" if k == "user 2 personas" else k): v for k, v in row.items()} for row in rows]
+        writer = csv.DictWriter(fh, fieldnames=list(renamed[0]))
+        writer.writeheader()
+        writer.writerows(renamed)
+    code, out = _run(capsys, ["evaluate", "-d", "roleplay", "--agent", "template", "--user", "persona", "--critic",
+                              "oracle", "--baselines", "random", "--cases-file", str(path), "--skip-bad-rows",
+                              "--out", str(tmp_path / "ev")])
+    assert code == 2, out
+    assert f"{path}:1: the CSV header has no column 'user 2 personas' (is it 'user 2 persona'?)" in out, out
+    assert out.count("user 2 personas") == 1 and "skipped" not in out, out

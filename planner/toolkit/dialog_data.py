@@ -39,6 +39,7 @@ class DialogDataDomain(Domain):
     dataset_name: ClassVar[str]
     id_prefix: ClassVar[str]
     case_fields: ClassVar[dict[str, FieldKind]]
+    document_hint: ClassVar[str] = ""  # what to do with a cases file that is one JSON list ({path}: the file)
 
     def __init__(self) -> None:
         self._cases: dict[tuple[str, str | None], list[Case]] = {}
@@ -59,7 +60,9 @@ class DialogDataDomain(Domain):
                 case_id = row.get("id") if isinstance(row.get("id"), str) and row["id"] else None
                 return self._case(row, path, lineno, case_id or f"{self.id_prefix}-{path.stem}-{lineno}", cell_of)
 
-            cases, skipped = read_good_rows(path, build, skip_bad_rows=skip_bad_rows)
+            cases, skipped = read_good_rows(path, build, skip_bad_rows=skip_bad_rows,
+                                            document_hint=self.document_hint.format(path=path),
+                                            columns=[*self.case_fields, "dialog"])
             self._files[key] = CasesFromFile(cases, skipped)
         return self._files[key]
 

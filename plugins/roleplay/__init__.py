@@ -154,7 +154,7 @@ class RoleplayDomain(Domain):
     def load_cases_file(self, path: Path, *, skip_bad_rows: bool = False) -> CasesFromFile:
         path = Path(path)
         cases, skipped = read_good_rows(path, lambda n, row: self._labelled(self._file_case(row, path, n)),
-                                        skip_bad_rows=skip_bad_rows)
+                                        skip_bad_rows=skip_bad_rows, columns=CSV_COLUMNS)
         return CasesFromFile(cases, skipped)
 
     def sft_examples_file(self, path: Path, *, skip_bad_rows: bool = False) -> ExamplesFromFile:
