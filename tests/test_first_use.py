@@ -120,3 +120,16 @@ def test_a_wrong_csv_column_is_reported_once_as_a_header_problem(data_dir, tmp_p
     assert code == 2, out
     assert f"{path}:1: the CSV header has no column 'user 2 personas' (is it 'user 2 persona'?)" in out, out
     assert out.count("user 2 personas") == 1 and "skipped" not in out, out
+
+
+# ---- item 10: one resolution and one wording of where the data comes from --------------------------------------
+def test_data_stats_and_evaluate_say_the_same_source(data_dir, tmp_path, capsys):
+    expected = f"bundled cases (no cima/ in {tmp_path})"
+    code, out = _run(capsys, ["data", "stats", "-d", "tutoring", "--data-dir", str(tmp_path)])
+    assert code == 0 and f"tutoring from {expected}" in out, out
+    code, out = _run(capsys, ["evaluate", "-d", "tutoring", "--agent", "template", "--user", "scripted", "--critic",
+                              "oracle", "--baselines", "random", "--cases", "1", "--max-turns", "1", "--data-dir",
+                              str(tmp_path), "--out", str(tmp_path / "ev")])
+    assert code == 0 and f"from the test split of {expected}" in out, out
+    code, out = _run(capsys, ["data", "stats", "-d", "tutoring", "--data-dir", str(data_dir)])
+    assert code == 0 and f"tutoring from {data_dir / 'cima'}" in out, out

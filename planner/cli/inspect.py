@@ -17,7 +17,7 @@ from ppdpp.planner.cli.app import DataDirOption, app, console, data_app, fail
 from ppdpp.planner.core.atomic import write_atomic
 from ppdpp.planner.core.domain import SPLITS
 from ppdpp.planner.registry import manager as plugin_registry
-from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.toolkit.datafiles import domain_data
 
 SHOWN_SKIPS = 10  # skipped examples named one by one; the rest are counted
 
@@ -58,8 +58,9 @@ def data_stats(
 ) -> None:
     """Per-split dialogue and labelled agent-turn counts, and agent turns per strategy."""
     dom = plugin_registry.get_domain(domain)
-    root = resolve_data_dir(data_dir)
-    console.print(f"[bold]{dom.name}[/] from {root or 'bundled cases'}")
+    data = domain_data(dom, data_dir)  # the resolution and wording evaluate, rl and sft use
+    root = data.data_dir
+    console.print(f"[bold]{dom.name}[/] from {data.source}", highlight=False, soft_wrap=True)
     per_split = {split: (dom.load_cases(split, root), dom.sft_examples(split, root)) for split in SPLITS}
     summary = Table("split", "dialogues", "labelled agent turns")
     for split, (cases, examples) in per_split.items():
