@@ -133,3 +133,20 @@ def test_data_stats_and_evaluate_say_the_same_source(data_dir, tmp_path, capsys)
     assert code == 0 and f"from the test split of {expected}" in out, out
     code, out = _run(capsys, ["data", "stats", "-d", "tutoring", "--data-dir", str(data_dir)])
     assert code == 0 and f"tutoring from {data_dir / 'cima'}" in out, out
+
+
+# ---- item 11: checkpoint.pt is kept only until the run completes -----------------------------------------------
+SMALL_SFT = ["sft", "-d", "tutoring", "--epochs", "1", "--batch-size", "8", "--max-train-examples", "8",
+             "--max-select-examples", "4", "--max-test-examples", "4", "--max-length", "32", "--train-splits", "train"]
+
+
+def test_a_completed_sft_run_keeps_no_checkpoint_unless_asked(data_dir, tmp_path, capsys):
+    code, out = _run(capsys, [*SMALL_SFT, "--out", str(tmp_path / "run")])
+    assert code == 0, out
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert (tmp_path / "run" / "metrics.json").is_file() and (tmp_path / "run" / "best" / "planner.json").is_file()
+    code, out = _run(capsys, [*SMALL_SFT, "--out", str(tmp_path / "run"), "--resume"])
+    assert code == 2 and "has finished (metrics.json); its checkpoint.pt was removed when it completed " \
+                          "(--keep-checkpoint keeps it)" in out, out
+    code, out = _run(capsys, [*SMALL_SFT, "--out", str(tmp_path / "kept"), "--keep-checkpoint"])
+    assert code == 0 and (tmp_path / "kept" / "checkpoint.pt").is_file(), out

@@ -2,7 +2,7 @@
 
 A run directory holds ``config.json`` (the settings), ``checkpoint.pt`` (model, optimizer, scheduler and RNG
 state, the step counter and the evaluations so far; rewritten atomically after every evaluation and every
-``checkpoint_every`` steps), ``best/`` (the planner with the best selection macro-F1, see
+``checkpoint_every`` steps; removed when the run completes unless ``keep_checkpoint``), ``best/`` (the planner with the best selection macro-F1, see
 :meth:`PolicyPlanner.save_pretrained`) and, once training has finished, ``metrics.json`` (test scores of the
 planner and of the majority and random baselines).
 
@@ -97,6 +97,9 @@ class SFTConfig:
         "help": "Selection (valid) examples from this file instead of the valid split."})
     test_file: str | None = field(default=None, metadata={
         "help": "Test examples from this file instead of the test split."})
+    keep_checkpoint: bool = field(default=False, metadata={
+        "help": "Keep checkpoint.pt (model, optimizer and RNG state, about 2/3 of the run folder) after the run "
+                "completes; by default it is removed then (best/ and metrics.json stay)."})
     skip_bad_rows: bool = field(default=False, metadata={
         "help": "Skip a bad row of --train-file/--valid-file/--test-file with a warning instead of stopping."})
     report_to: tuple[str, ...] = report_to_field()
@@ -127,11 +130,12 @@ class SFTConfig:
             raise ValueError(f"invalid SFTConfig: {'; '.join(problems)}")
 
     def resume_key(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the interrupted one (all but ``max_steps`` and
-        ``report_to``)."""
+        """The settings a resumed run must share with the interrupted one (all but ``max_steps``,
+        ``report_to`` and ``keep_checkpoint``)."""
         out = asdict(self)
         out.pop("max_steps")
         out.pop("report_to")
+        out.pop("keep_checkpoint")
         out["train_splits"] = list(self.train_splits)
         return out
 
@@ -464,6 +468,9 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
 
     out = Path(out_dir)
     checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.is_file() and (out / METRICS_FILE).is_file():
+        raise SFTError(f"nothing to resume: the run in {out} has finished ({METRICS_FILE}); its {CHECKPOINT_FILE} "
+                       "was removed when it completed (--keep-checkpoint keeps it)")
     if resume and not checkpoint.is_file():
         raise SFTError(f"nothing to resume: {checkpoint} does not exist (a run stopped before its first checkpoint "
                        "has nothing to keep): run the same command without --resume to start it over")
@@ -584,4 +591,6 @@ def _finish(out: Path, domain: Domain, data: SFTData, state: _State, total_steps
                   "last_losses_mean": (sum(state.losses[-20:]) / len(state.losses[-20:])) if state.losses else None},
     }
     write_json(out / METRICS_FILE, metrics)
+    if not config.keep_checkpoint:  # the run is complete: best/ and metrics.json are what it leaves
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return SFTResult(out, state.step, total_steps, True, best_eval, test, metrics)
