@@ -150,3 +150,29 @@ def test_a_completed_sft_run_keeps_no_checkpoint_unless_asked(data_dir, tmp_path
                           "(--keep-checkpoint keeps it)" in out, out
     code, out = _run(capsys, [*SMALL_SFT, "--out", str(tmp_path / "kept"), "--keep-checkpoint"])
     assert code == 0 and (tmp_path / "kept" / "checkpoint.pt").is_file(), out
+
+
+# ---- item 3: every skipped row named, one wording, skipped only when asked -------------------------------------
+def test_every_skipped_row_is_named_first_ten_on_screen_all_in_the_run_folder(data_dir, tmp_path, capsys):
+    lines = (data_dir / "cima" / "cima-test.txt").read_text(encoding="utf-8").splitlines()[:3]
+    path = tmp_path / "lessons.jsonl"
+    path.write_text("\n".join(lines + ['{"sentence": "x"}'] * 12) + "\n", encoding="utf-8")
+    code, out = _run(capsys, ["evaluate", "-d", "tutoring", "--agent", "template", "--user", "scripted", "--critic",
+                              "oracle", "--baselines", "random", "--max-turns", "1", "--cases-file", str(path),
+                              "--skip-bad-rows", "--out", str(tmp_path / "ev")])
+    assert code == 0, out
+    assert f"skipped 12 bad row(s) (--skip-bad-rows); all of them in {tmp_path / 'ev' / 'skipped_rows.txt'}:" in out
+    named = [line.strip() for line in out.splitlines() if line.startswith(f"  {path}:")]
+    assert named == [f"{path}:{n}: missing field 'strategy'" for n in range(4, 14)] and "... and 2 more" in out, out
+    kept = (tmp_path / "ev" / "skipped_rows.txt").read_text(encoding="utf-8").splitlines()
+    assert kept == [f"{path}:{n}: missing field 'strategy'" for n in range(4, 16)]
+
+
+def test_sft_reports_skipped_rows_once(data_dir, tmp_path, capsys):
+    lines = (data_dir / "cima" / "cima-train.txt").read_text(encoding="utf-8").splitlines()[:8]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + '\n{"sentence": "x"}\n', encoding="utf-8")
+    code, out = _run(capsys, [*SMALL_SFT[:-2], "--train-file", str(path), "--skip-bad-rows",
+                              "--out", str(tmp_path / "run")])  # train_splits auto reads the file twice
+    assert code == 0, out
+    assert out.count("skipped 1 bad row(s)") == 1 and f"  {path}:9: missing field 'strategy'" in out, out

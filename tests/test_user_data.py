@@ -72,7 +72,8 @@ def test_roleplay_evaluates_a_37_row_csv_skipping_the_bad_row(data_dir, tmp_path
     code, out = _run(capsys, [*EVAL_ROLEPLAY, "--cases-file", str(cases), "--skip-bad-rows", "--cases", "2",
                               "--out", str(out_dir)])
     assert code == 0, out
-    assert f"skipped 1 bad row(s) of {cases}" in out and "field 'user 2 personas'" in out, out
+    assert f"skipped 1 bad row(s) (--skip-bad-rows); all of them in {out_dir / 'skipped_rows.txt'}:" in out, out
+    assert f"  {cases}:{_row_line(cases, 5)}: field 'user 2 personas'" in out, out
     assert f"roleplay: 2 case(s) from {cases}" in out, out
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     assert report["split"] == "my-personas.csv" and len(report["cases"]) == 2
@@ -137,12 +138,15 @@ def test_dialog_data_reads_csv_cells_and_saved_datasets(data_dir, tmp_path):
 
 # ---- role-play splits by fraction ----------------------------------------------------------------------------
 def test_roleplay_splits_a_37_row_file_by_fraction(data_dir, tmp_path):
-    _persona_csv(data_dir, tmp_path / SPC_CSV, 37, blank=30)
-    domain = RoleplayDomain()
+    path = _persona_csv(data_dir, tmp_path / SPC_CSV, 37, blank=30)
+    with pytest.raises(DomainError, match=f"{path}:{_row_line(path, 30)}: field 'user 2 personas'"):
+        RoleplayDomain().load_cases("train", tmp_path)  # a bad row is skipped only when asked
+    domain = RoleplayDomain(skip_bad_rows=True)
     sizes = {split: len(domain.load_cases(split, tmp_path)) for split in ("train", "valid", "test")}
     assert sizes == {"train": 29, "valid": 3, "test": 4}, "rows 30-33 are valid; the unreadable row 31 is skipped"
     (skipped,) = domain.skipped.values()
-    assert len(skipped) == 1 and "data row 31" in skipped[0] and "'user 2 personas'" in skipped[0]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{path}:{_row_line(path, 30)}: field 'user 2 personas'"), \
+        skipped
 
 
 def test_split_rows_are_fractions_deterministic_per_seed():

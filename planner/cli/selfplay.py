@@ -16,7 +16,7 @@ import typer
 
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console, fail
-from ppdpp.planner.toolkit.datafiles import DomainData, domain_data
+from ppdpp.planner.toolkit.datafiles import DomainData, domain_data, skipped_lines
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
 from ppdpp.planner.training.tracking import check_report_to, report_to_field
 from ppdpp.planner.cli.cost import STOPPED_BY_BUDGET, dry_run_field, max_cost_field, meter_for, price_field
@@ -65,14 +65,15 @@ def trainable_spec(name: str, option: str, domain: str) -> PolicySpec:
 
 
 def _pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int], cases_file: Optional[Path],
-                skip_bad_rows: bool) -> list[Case]:
-    """The cases to play: those of ``cases_file``, else of ``split`` in the domain's data; says which."""
+                skip_bad_rows: bool, out: Optional[Path] = None) -> list[Case]:
+    """The cases to play: those of ``cases_file``, else of ``split`` in the domain's data; says which. Skipped
+    rows: the first few named on screen, all of them in ``out``/skipped_rows.txt."""
     if cases_file is not None:
         read = domain.load_cases_file(cases_file, skip_bad_rows=skip_bad_rows)
         cases, source = read.cases, str(cases_file)
-        if read.skipped:
-            console.print(f"[yellow]warning:[/] skipped {len(read.skipped)} bad row(s) of {cases_file} "
-                          f"(--skip-bad-rows); first: {read.skipped[0]}", highlight=False, soft_wrap=True)
+        for line in skipped_lines(read.skipped, out):
+            console.print(line, style=None if line.startswith(" ") else "yellow", markup=False, highlight=False,
+                          soft_wrap=True)
     else:
         cases, source = domain.load_cases(split, data.data_dir), f"the {split} split of {data.source}"  # type: ignore[arg-type]
     if not cases:
@@ -355,7 +356,8 @@ def run_rl(command: RLCommand, config: RLConfig, *policy_configs: Any) -> None:
     root = data.data_dir
     command = replace(command, data_dir=root)  # the run records the data it read (none: bundled cases)
     _check_planners([command.planner], spec.name)
-    train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows)
+    train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows,
+                              command.out)
     meter = meter_for(command)
     roles = _open_roles(dom, command, root, cache=True, meter=meter,  # bad model strings fail here, before any
                         concurrency=config.concurrency)               # model loads
@@ -439,7 +441,8 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     _check_planners(command.planner, planner_spec.name)
     auto = command.baselines == (AUTO,)
     specs = [plugin_registry.get_policy(name, dom.name) for name in (BASELINES if auto else command.baselines)]
-    eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows)
+    eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows,
+                             command.out)
     meter = meter_for(command)
     roles = _open_roles(dom, command, root, cache="all", meter=meter, concurrency=command.concurrency)
     configs = {type(c): c for c in policy_configs}
