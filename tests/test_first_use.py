@@ -176,3 +176,18 @@ def test_sft_reports_skipped_rows_once(data_dir, tmp_path, capsys):
                               "--out", str(tmp_path / "run")])  # train_splits auto reads the file twice
     assert code == 0, out
     assert out.count("skipped 1 bad row(s)") == 1 and f"  {path}:9: missing field 'strategy'" in out, out
+
+
+# ---- item 4: the role-play metrics are always in the table ------------------------------------------------------
+def test_roleplay_facts_revealed_is_shown_as_zero_when_no_episode_succeeded(tmp_path, capsys):
+    import json
+
+    code, out = _run(capsys, ["evaluate", "-d", "roleplay", "--agent", "template", "--user", "persona", "--critic",
+                              "oracle", "--baselines", "no-planner", "--cases", "2", "--max-turns", "1",
+                              "--out", str(tmp_path / "ev")])
+    assert code == 0, out
+    report = json.loads((tmp_path / "ev" / "report.json").read_text(encoding="utf-8"))
+    (policy,) = report["policies"]
+    assert policy["successes"] == 0, "one exchange cannot reveal two facts"
+    assert policy["metrics"]["facts_revealed"]["mean"] == 0.0
+    assert "FACTS_REVEALED" in out.replace("\n", "").replace("│", "").replace(" ", "") or "FACTS_REVE" in out, out

@@ -296,6 +296,11 @@ class RoleplayDomain(Domain):
         metrics = {"facts_revealed": float(len(majority)), "in_character": 1.0 - broke / len(verdicts)}
         return Judgement(reward, success, list(samples), parsed, metrics)
 
+    def no_outcome_metrics(self) -> dict[str, float]:
+        """An episode that never succeeded revealed too few facts to count: ``facts_revealed`` 0, so that the
+        report always has the column (docs/simulators.md defines it)."""
+        return {"facts_revealed": 0.0}
+
     def sample_reward(self, verdict: RoleplayVerdict, n_facts: int) -> float:
         """``2 f - 1`` (``f`` = fraction of facts revealed), minus the character penalty, clipped to [-1, 1]."""
         reward = 2 * len(verdict.revealed) / n_facts - 1
