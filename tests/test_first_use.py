@@ -191,3 +191,20 @@ def test_roleplay_facts_revealed_is_shown_as_zero_when_no_episode_succeeded(tmp_
     assert policy["successes"] == 0, "one exchange cannot reveal two facts"
     assert policy["metrics"]["facts_revealed"]["mean"] == 0.0
     assert "FACTS_REVEALED" in out.replace("\n", "").replace("│", "").replace(" ", "") or "FACTS_REVE" in out, out
+
+
+# ---- item 5: DialogDataDomain from the docs alone ----------------------------------------------------------------
+def test_the_dialog_data_domain_worked_example_runs_and_prints_what_the_docs_say(tmp_path):
+    import re
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "domains.md").read_text(encoding="utf-8")
+    match = re.search(r"<!-- worked example: DialogDataDomain -->\n```python\n(.*?)```\n\nIt prints\n\n```text\n"
+                      r"(.*?)```", page, re.S)
+    assert match, "docs/domains.md lost its DialogDataDomain worked example"
+    script = tmp_path / "helpdesk.py"
+    script.write_text(match.group(1), encoding="utf-8")
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                            cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == match.group(2), f"docs/domains.md says it prints:\n{match.group(2)}\nit prints:\n" \
+                                            f"{result.stdout}"
