@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 from ppdpp.planner.core.atomic import write_atomic
 from ppdpp.simulators.report import EvaluationReport
+from ppdpp.simulators.statistics import Estimate
 
 
 def report_table(report: EvaluationReport) -> Any:
@@ -126,7 +127,7 @@ def _main_table(report: EvaluationReport) -> Any:
         per_seed = (" ".join(f"{row['sr']:.2f}" for row in p.per_seed) + f" ({p.seed_std.get('sr', 0.0):.2f})",)
         rows.append((p.policy, (
             str(p.sr), *(per_seed if seeded else ()), str(p.at), str(p.reward),
-            *(str(p.metrics[m]) if m in p.metrics else "-" for m in metric_names),
+            *(str(p.metrics.get(m, Estimate(0.0, 0.0, 0.0))) for m in metric_names),  # none: 0, as counted
             " ".join(f"{v:.2f}" for v in p.success_by_turn),
             *_strategy_cells(p),
             f"{p.critic_parse_failures}/{p.critic_samples}"

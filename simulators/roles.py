@@ -9,13 +9,14 @@ agent's model, else the user's, else ``oracle`` when neither is an LLM.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ppdpp.planner.core.domain import Domain, DomainError
 from ppdpp.planner.core.simulation import SimulatorSpec, UserSimulator
-from ppdpp.planner.llm.base import ChatBackend
+from ppdpp.planner.llm.base import ChatBackend, LLMError
 from ppdpp.planner.registry.manager import get_simulator, simulators
 from ppdpp.simulators.critic import ORACLE, OracleCritic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
@@ -68,6 +69,8 @@ def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: s
         spec = get_simulator(domain.name, role, name) if name else None  # type: ignore[arg-type]
         if spec is not None:
             specs[role] = spec
+        elif name and "/" not in name and _closest(domain, role, name):  # a typo of a programmatic role
+            raise DomainError(_unknown_role(domain, role, name))
     if user is None:
         if "agent" in specs:
             raise DomainError(f"--agent {agent} is programmatic: name a --user, a model or one of "
@@ -82,5 +85,31 @@ def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: s
     models = [name for role, name in names.items() if role not in specs and name != ORACLE]
     roles = Roles(domain, names, specs=specs, options={"data_dir": data_dir})
     for model in dict.fromkeys(models):
-        roles.backends[model] = open_chat(model)
+        try:
+            roles.backends[model] = open_chat(model)
+        except LLMError as exc:
+            if "/" in model or not str(exc).startswith("unknown model"):
+                raise
+            role = next(r for r, n in names.items() if n == model)
+            raise DomainError(_unknown_role(domain, role, model)) from None
     return roles
+
+
+def _role_names(domain: Domain, role: str) -> list[str]:
+    return [s.name for s in simulators(domain.name) if s.role == role] + ([ORACLE] if role == "critic" else [])
+
+
+def _closest(domain: Domain, role: str, name: str) -> str | None:
+    close = difflib.get_close_matches(name, _role_names(domain, role), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_role(domain: Domain, role: str, name: str) -> str:
+    """The error for ``--ROLE NAME`` that is neither a programmatic role of ``domain`` nor a model: the closest
+    role name, the domain's roles, and how a model is named."""
+    known = _role_names(domain, role)
+    close = _closest(domain, role, name)
+    hint = f"did you mean {close!r}? " if close else ""
+    return (f"--{role} {name}: {hint}{name!r} is neither a {role} of domain {domain.name!r} "
+            f"({', '.join(known) or 'none registered'}) nor a model (local/<name>, see `ppdpp models list`, or a "
+            f"litellm model string naming its provider, e.g. openai/gpt-4o-mini)")

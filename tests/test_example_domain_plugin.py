@@ -26,6 +26,11 @@ STRATEGIES = {"logical_appeal", "emotion_appeal", "credibility_appeal", "foot_in
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
+    return install_example(tmp_path_factory)
+
+
+def install_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin installed with ``pip --target`` into a fresh folder, which is returned."""
     source = tmp_path_factory.mktemp("src") / "domain_plugin"
     shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     target = tmp_path_factory.mktemp("site")

@@ -104,7 +104,7 @@ def test_rl_killed_at_each_point_resumes_to_the_uninterrupted_run(tmp_path):
 
 SFT_ARGS = ["--domain", "emotional_support", "--epochs", "2", "--batch-size", "4", "--max-train-examples", "24",
             "--max-select-examples", "8", "--max-test-examples", "8", "--max-length", "32", "--checkpoint-every", "2",
-            "--train-splits", "train", "--threads", "1"]
+            "--train-splits", "train", "--threads", "1", "--keep-checkpoint"]
 # 12 steps, evaluated (and best/ written) at steps 6 and 12, checkpointed every 2 steps. sft.best:1 kills after
 # the first best/ (step 6, before its checkpoint); sft.step:3 after step 7; sft.checkpoint:2 while writing step 10's.
 SFT_KILLS = ["sft.best:1", "sft.step:3", "sft.checkpoint:2"]

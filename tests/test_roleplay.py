@@ -134,17 +134,20 @@ def test_missing_csv_says_what_to_get(tmp_path: Path) -> None:
 
 def test_missing_column_is_named(tmp_path: Path) -> None:
     write_csv(tmp_path, [{"user 1 personas": "a", "user 2 personas": "b"}], ["user 1 personas", "user 2 personas"])
-    with pytest.raises(DomainError, match="missing column.*'Best Generated Conversation'"):
+    with pytest.raises(DomainError, match=r":1: the CSV header has no column.*'Best Generated Conversation'"):
         RoleplayDomain().load_cases("train", tmp_path)
 
 
-def test_unreadable_row_is_skipped_and_counted_naming_the_row(tmp_path: Path) -> None:
-    write_csv(tmp_path, [csv_row(), csv_row("User 1: Hello?\nUser 1: Anyone?")])
-    domain = RoleplayDomain()
+def test_unreadable_row_is_an_error_or_skipped_when_asked_naming_file_and_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, [csv_row(), csv_row("User 1: Hello?\nUser 1: Anyone?")])
+    with pytest.raises(DomainError, match=r"synthetic-persona-chat-valid\.csv:\d+: the conversation needs turns of "
+                                          r"both.*fix or remove that row"):
+        RoleplayDomain().load_cases("train", tmp_path)
+    domain = RoleplayDomain(skip_bad_rows=True)
     assert len(domain.load_cases("train", tmp_path)) == 1, "the other row is still read"
     (skipped,) = domain.skipped.values()
     assert len(skipped) == 1
-    assert re.search(r"data row 2 \(ending on line \d+\): the conversation needs turns of both", skipped[0])
+    assert re.search(r"synthetic-persona-chat-valid\.csv:\d+: the conversation needs turns of both", skipped[0])
 
 
 def test_bad_bundled_lines_name_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -72,7 +72,8 @@ def test_roleplay_evaluates_a_37_row_csv_skipping_the_bad_row(data_dir, tmp_path
     code, out = _run(capsys, [*EVAL_ROLEPLAY, "--cases-file", str(cases), "--skip-bad-rows", "--cases", "2",
                               "--out", str(out_dir)])
     assert code == 0, out
-    assert f"skipped 1 bad row(s) of {cases}" in out and "field 'user 2 personas'" in out, out
+    assert f"skipped 1 bad row(s) (--skip-bad-rows); all of them in {out_dir / 'skipped_rows.txt'}:" in out, out
+    assert f"  {cases}:{_row_line(cases, 5)}: field 'user 2 personas'" in out, out
     assert f"roleplay: 2 case(s) from {cases}" in out, out
     report = json.loads((out_dir / "report.json").read_text(encoding="utf-8"))
     assert report["split"] == "my-personas.csv" and len(report["cases"]) == 2
@@ -137,12 +138,15 @@ def test_dialog_data_reads_csv_cells_and_saved_datasets(data_dir, tmp_path):
 
 # ---- role-play splits by fraction ----------------------------------------------------------------------------
 def test_roleplay_splits_a_37_row_file_by_fraction(data_dir, tmp_path):
-    _persona_csv(data_dir, tmp_path / SPC_CSV, 37, blank=30)
-    domain = RoleplayDomain()
+    path = _persona_csv(data_dir, tmp_path / SPC_CSV, 37, blank=30)
+    with pytest.raises(DomainError, match=f"{path}:{_row_line(path, 30)}: field 'user 2 personas'"):
+        RoleplayDomain().load_cases("train", tmp_path)  # a bad row is skipped only when asked
+    domain = RoleplayDomain(skip_bad_rows=True)
     sizes = {split: len(domain.load_cases(split, tmp_path)) for split in ("train", "valid", "test")}
     assert sizes == {"train": 29, "valid": 3, "test": 4}, "rows 30-33 are valid; the unreadable row 31 is skipped"
     (skipped,) = domain.skipped.values()
-    assert len(skipped) == 1 and "data row 31" in skipped[0] and "'user 2 personas'" in skipped[0]
+    assert len(skipped) == 1 and skipped[0].startswith(f"{path}:{_row_line(path, 30)}: field 'user 2 personas'"), \
+        skipped
 
 
 def test_split_rows_are_fractions_deterministic_per_seed():
@@ -243,3 +247,50 @@ def test_majority_beside_a_cases_file_comes_from_the_planners_record(sft_run, da
     assert [p["policy"] for p in report["policies"]][-1] == "majority"
     transcript = (tmp_path / "ev" / "transcripts" / "majority.jsonl").read_text(encoding="utf-8")
     assert max(counts, key=counts.get) in transcript
+
+
+# ---- #28 item 1: a user's file that yields no SFT example, and where each split came from ---------------------
+def _converted_cb(data_dir: Path, path: Path, n: int) -> Path:
+    """``n`` cb-test scenarios as ``ppdpp data convert craigslistbargain`` writes them: no labelled dialog."""
+    rows = [json.loads(line) for line in
+            (data_dir / "craigslistbargain" / "cb-test.txt").read_text(encoding="utf-8").splitlines()[:n]]
+    path.write_text("".join(json.dumps({**row, "dialog": [], "transcript": row["dialog"]}) + "\n" for row in rows),
+                    encoding="utf-8")
+    return path
+
+
+def test_sft_on_a_file_without_labels_is_an_error_not_a_run_on_the_shared_data(data_dir, tmp_path, capsys):
+    converted = _converted_cb(data_dir, tmp_path / "converted.jsonl", 5)
+    code, out = _run(capsys, ["sft", "-d", "negotiation", "--train-file", str(converted), "--data-dir", str(data_dir),
+                              "--out", str(tmp_path / "run")])
+    assert code == 2, out
+    assert f"--train-file {converted} gives no SFT examples: its 5 case(s) have no agent turn with a strategy label" \
+        in out and "ppdpp evaluate --cases-file" in out, out
+    assert not (tmp_path / "run").exists()
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n", encoding="utf-8")
+    code, out = _run(capsys, ["sft", "-d", "negotiation", "--train-file", str(empty), "--train-splits", "train",
+                              "--out", str(tmp_path / "run")])
+    assert code == 2 and f"--train-file {empty} gives no SFT examples: it holds no rows" in out, out
+
+
+def test_each_split_says_where_it_came_from_when_files_mix_with_the_shared_data(data_dir, tmp_path):
+    from ppdpp.planner.training.sft import SFTConfig, load_sft_data
+
+    lines = (data_dir / "craigslistbargain" / "cb-train.txt").read_text(encoding="utf-8").splitlines()[:30]
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("\n".join(lines) + '\n{"bad": 1}\n', encoding="utf-8")
+    config = SFTConfig("negotiation", train_splits=("train", "valid"), train_file=str(mine), skip_bad_rows=True)
+    data = load_sft_data(get_domain("negotiation"), config, data_dir)
+    assert data.mixed and data.skipped == [f"{mine}:31: missing field 'item_name'"]
+    folder = data_dir / "craigslistbargain"
+    from_file = len(get_domain("negotiation").sft_examples_file(mine, skip_bad_rows=True).examples)
+    assert data.source_lines() == [
+        f"train: {len(data.train)} examples: {from_file} from --train-file {mine} + "
+        f"{len(data.train) - from_file} from 75% of the dialogues of the valid split of {folder}",
+        f"valid: {len(data.select)} examples: the other 25% of the dialogues of the valid split of {folder}",
+        f"test: {len(data.test)} examples: the test split of {folder}"]
+    alone = load_sft_data(get_domain("negotiation"), SFTConfig("negotiation", train_file=str(mine),
+                                                               valid_file=str(mine), test_file=str(mine),
+                                                               skip_bad_rows=True), data_dir)
+    assert not alone.mixed and alone.sources["test"] == f"{from_file} examples: --test-file {mine}"

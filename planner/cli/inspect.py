@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ppdpp.planner.cli.app import DataDirOption, app, console, data_app, fail
 from ppdpp.planner.core.atomic import write_atomic
 from ppdpp.planner.core.domain import SPLITS
 from ppdpp.planner.registry import manager as plugin_registry
-from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.toolkit.datafiles import domain_data
 
 SHOWN_SKIPS = 10  # skipped examples named one by one; the rest are counted
 
@@ -31,6 +32,8 @@ def list_plugins() -> None:
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
         doms = sorted(d for d, owner in owners.items() if owner == name)
         table.add_row(name, plugin_registry.plugin_source(name), ", ".join(hooks), ", ".join(doms))
+    for name, (source, error) in sorted(plugin_registry.failed_plugins().items()):
+        table.add_row(name, source, f"[red]failed to load:[/] {escape(error)}", "")
     console.print(table)
     policies = Table("policy", "domains", "trainable", "settings", "what it does",
                      caption="trainable: ppdpp rl --policy NAME trains it; evaluate plays it with --planner DIR "
@@ -55,8 +58,9 @@ def data_stats(
 ) -> None:
     """Per-split dialogue and labelled agent-turn counts, and agent turns per strategy."""
     dom = plugin_registry.get_domain(domain)
-    root = resolve_data_dir(data_dir)
-    console.print(f"[bold]{dom.name}[/] from {root or 'bundled cases'}")
+    data = domain_data(dom, data_dir)  # the resolution and wording evaluate, rl and sft use
+    root = data.data_dir
+    console.print(f"[bold]{dom.name}[/] from {data.source}", highlight=False, soft_wrap=True)
     per_split = {split: (dom.load_cases(split, root), dom.sft_examples(split, root)) for split in SPLITS}
     summary = Table("split", "dialogues", "labelled agent turns")
     for split, (cases, examples) in per_split.items():

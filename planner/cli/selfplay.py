@@ -16,7 +16,7 @@ import typer
 
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console, fail
-from ppdpp.planner.toolkit.datafiles import DomainData, domain_data
+from ppdpp.planner.toolkit.datafiles import DomainData, domain_data, skipped_lines
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
 from ppdpp.planner.training.tracking import check_report_to, report_to_field
 from ppdpp.planner.cli.cost import STOPPED_BY_BUDGET, dry_run_field, max_cost_field, meter_for, price_field
@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` sta
     from ppdpp.simulators.roles import Roles
 
 BASELINES = ("no-planner", "random", "majority", "llm")
+AUTO = "auto"  # --baselines auto: BASELINES less those that cannot run with the given roles
 """The policies ``ppdpp evaluate`` plays by default; any policy a plugin registers can be named instead."""
 
 PLANNER_POLICY = "planner"
@@ -64,14 +65,15 @@ def trainable_spec(name: str, option: str, domain: str) -> PolicySpec:
 
 
 def _pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int], cases_file: Optional[Path],
-                skip_bad_rows: bool) -> list[Case]:
-    """The cases to play: those of ``cases_file``, else of ``split`` in the domain's data; says which."""
+                skip_bad_rows: bool, out: Optional[Path] = None) -> list[Case]:
+    """The cases to play: those of ``cases_file``, else of ``split`` in the domain's data; says which. Skipped
+    rows: the first few named on screen, all of them in ``out``/skipped_rows.txt."""
     if cases_file is not None:
         read = domain.load_cases_file(cases_file, skip_bad_rows=skip_bad_rows)
         cases, source = read.cases, str(cases_file)
-        if read.skipped:
-            console.print(f"[yellow]warning:[/] skipped {len(read.skipped)} bad row(s) of {cases_file} "
-                          f"(--skip-bad-rows); first: {read.skipped[0]}", highlight=False, soft_wrap=True)
+        for line in skipped_lines(read.skipped, out):
+            console.print(line, style=None if line.startswith(" ") else "yellow", markup=False, highlight=False,
+                          soft_wrap=True)
     else:
         cases, source = domain.load_cases(split, data.data_dir), f"the {split} split of {data.source}"  # type: ignore[arg-type]
     if not cases:
@@ -250,7 +252,9 @@ class EvaluateCommand:
     planner_policy: str = field(default=PLANNER_POLICY, metadata={
         "help": "The trainable policy that plays each --planner directory (planner = the PPDPP planner)."})
     baselines: tuple[str, ...] = field(default=BASELINES, metadata={
-        "help": "Registered policies to play besides the planners ('' for none; `ppdpp plugins` lists them)."})
+        "help": f"Registered policies to play besides the planners ('' for none; `ppdpp plugins` lists them). "
+                f"auto = {', '.join(BASELINES)}, less those the given roles cannot run (the run says which and "
+                "why).", "cli_default": (AUTO,)})
     split: Split = field(default="test", metadata={"help": "Which cases to play."})
     cases: Optional[int] = field(default=None, metadata={
         "help": "Only the first N cases of the split (none = all).", "min": 1})
@@ -277,11 +281,11 @@ class EvaluateCommand:
             raise ValueError(f"seeds must be at least 0, got {','.join(map(str, self.seeds))}")
         self.report_to = check_report_to(self.report_to)
         known = plugin_registry.policies()
-        unknown = [name for name in self.baselines if name not in known]
+        unknown = [name for name in self.baselines if name not in known and self.baselines != (AUTO,)]
         if unknown:
             raise ValueError(f"unknown polic{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
                              f"registered: {', '.join(known)}")
-        trained = [name for name in self.baselines if known[name].trainable]
+        trained = [name for name in self.baselines if name in known and known[name].trainable]
         if trained:
             what = "is a trainable policy" if len(trained) == 1 else "are trainable policies"
             raise ValueError(f"{', '.join(trained)} {what}, played from a saved directory: pass it as --planner DIR "
@@ -352,7 +356,8 @@ def run_rl(command: RLCommand, config: RLConfig, *policy_configs: Any) -> None:
     root = data.data_dir
     command = replace(command, data_dir=root)  # the run records the data it read (none: bundled cases)
     _check_planners([command.planner], spec.name)
-    train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows)
+    train_cases = _pick_cases(dom, config.split, data, command.cases, command.cases_file, command.skip_bad_rows,
+                              command.out)
     meter = meter_for(command)
     roles = _open_roles(dom, command, root, cache=True, meter=meter,  # bad model strings fail here, before any
                         concurrency=config.concurrency)               # model loads
@@ -436,8 +441,10 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
     root = data.data_dir
     command = replace(command, data_dir=root)  # config.json records the data it read (none: bundled cases)
     _check_planners(command.planner, planner_spec.name)
-    specs = [plugin_registry.get_policy(name, dom.name) for name in command.baselines]
-    eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows)
+    auto = command.baselines == (AUTO,)
+    specs = [plugin_registry.get_policy(name, dom.name) for name in (BASELINES if auto else command.baselines)]
+    eval_cases = _pick_cases(dom, command.split, data, command.cases, command.cases_file, command.skip_bad_rows,
+                             command.out)
     meter = meter_for(command)
     roles = _open_roles(dom, command, root, cache="all", meter=meter, concurrency=command.concurrency)
     configs = {type(c): c for c in policy_configs}
@@ -448,11 +455,22 @@ def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any)
         loaded = planner_spec.build(**options, planner=path,
                                     config=configs.get(planner_spec.config))  # type: ignore[arg-type]
         policies.append(NamedPolicy(loaded, _planner_name(path, planner_spec.name)))
+    left_out = []
     for spec in specs:
-        policy = spec.build(**options, planner=None, config=configs.get(spec.config))  # type: ignore[arg-type]
+        try:
+            policy = spec.build(**options, planner=None, config=configs.get(spec.config))  # type: ignore[arg-type]
+        except DomainError as exc:
+            if not auto:
+                raise
+            reason = str(exc).removesuffix(f": leave {spec.name} out of --baselines")
+            console.print(f"--baselines auto leaves out {spec.name}: {reason}", highlight=False, soft_wrap=True)
+            left_out.append(spec.name)
+            continue
         if getattr(policy, "source", None):
             console.print(f"{spec.name}: {policy.source}", highlight=False, soft_wrap=True)
         policies.append(policy)
+    if auto:
+        command = replace(command, baselines=tuple(s.name for s in specs if s.name not in left_out))
     if not policies:
         raise DomainError("nothing to evaluate: give --planner and/or --baselines")
     if command.dry_run:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
 from ppdpp.planner.cli.presets import preset_field, preset_values
-from ppdpp.planner.toolkit.datafiles import domain_data
+from ppdpp.planner.toolkit.datafiles import domain_data, skipped_lines
 from ppdpp.planner.training.metrics import Scores
 from ppdpp.planner.registry.manager import get_domain
 
@@ -116,7 +116,7 @@ def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     import torch
 
     from ppdpp.planner.cli.options import resolved
-    from ppdpp.planner.training.sft import train_sft
+    from ppdpp.planner.training.sft import load_sft_data, train_sft
 
     if command.threads:
         torch.set_num_threads(command.threads)
@@ -126,12 +126,19 @@ def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     command = replace(command, out=command.out or Path("runs") / f"sft-{dom.name}", data_dir=root)
     out_dir = command.out
     assert out_dir is not None
-    files = [f"{split} from {name}" for split, name in
-             (("train", config.train_file), ("valid", config.valid_file), ("test", config.test_file)) if name]
-    console.print(f"[bold]sft {dom.name}[/] on {', '.join(config.train_splits)} from {data.source}"
-                  f"{''.join(f'; {f}' for f in files)} -> {out_dir}")
+    sft_data = load_sft_data(dom, config, root)
+    console.print(f"[bold]sft {dom.name}[/] -> {out_dir}", highlight=False, soft_wrap=True)
+    for line in sft_data.source_lines():
+        console.print(f"  {line}", highlight=False, soft_wrap=True)
+    if sft_data.mixed:
+        console.print(f"[yellow]note:[/] this run mixes your files with {data.source} (the lines above say which "
+                      "split is which); give --train-file, --valid-file and --test-file to use your files only",
+                      highlight=False, soft_wrap=True)
+    for line in skipped_lines(sft_data.skipped, out_dir):
+        console.print(line, style=None if line.startswith(" ") else "yellow", markup=False, highlight=False,
+                      soft_wrap=True)
     result = train_sft(config, out_dir, data_dir=root, resume=command.resume,
-                       run_settings=resolved(command, config))  # written when the run starts
+                       run_settings=resolved(command, config), data=sft_data)  # written when the run starts
     if not result.finished:
         console.print(f"stopped at step {result.step}/{result.total_steps}; continue with --resume")
         return

@@ -5,6 +5,11 @@ load can be restricted with the ``PPDPP_PLUGINS`` environment variable (or the C
 comma-separated list of entry-point names, e.g. ``PPDPP_PLUGINS=charity``; a name that no installed plugin has
 is an error. This mirrors simonw/llm, where ``LLM_LOAD_PLUGINS`` never unloads the default plugins.
 
+A third-party plugin that fails to import does not break the commands that do not need it (as in simonw/llm):
+it is left out with a one-line warning on the ``ppdpp.plugins`` logger, ``ppdpp plugins`` lists it with its
+error (:meth:`PluginRegistry.failed`), and an unknown domain names it. One selected by name in
+``PPDPP_PLUGINS`` / ``--plugins`` is asked for, so its failure is an error.
+
 :class:`PluginRegistry` is the manager as an object (tests and embedders may build their own); the module
 functions (:func:`get_domain`, :func:`get_backend`, ...) act on the process-wide one, :data:`REGISTRY`.
 """
@@ -79,6 +84,7 @@ class PluginRegistry:
         self._only = _names(only)
         self._pm: pluggy.PluginManager | None = None
         self._sources: dict[str, str] = {}  # plugin name -> where it came from, for `ppdpp plugins`
+        self._failed: dict[str, tuple[str, str]] = {}  # plugin name -> (where it came from, why it did not load)
         self._domains: tuple[frozenset[tuple[str, int]], dict[str, Domain], dict[str, str]] | None = None
 
     # ---- loading ------------------------------------------------------------------------------------------
@@ -87,6 +93,7 @@ class PluginRegistry:
         self._only = _names(names)
         self._pm = None
         self._domains = None
+        self._failed = {}
 
     def _allowed(self) -> set[str] | None:
         return self._only if self._only is not None else _names(os.environ.get(PLUGINS_ENV, ""))
@@ -117,10 +124,21 @@ class PluginRegistry:
             try:
                 plugin = ep.load()
             except Exception as exc:  # a broken third-party plugin must say who it is
-                raise PluginError(f"plugin {ep.name!r} ({ep.value}) failed to load: {exc}") from exc
+                error = f"plugin {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+                if is_built_in(ep) or (allowed is not None and ep.name in allowed):
+                    raise PluginError(error) from exc
+                self._failed[ep.name] = (f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value,
+                                         f"{type(exc).__name__}: {exc}")
+                log.warning("warning: %s; left out (`ppdpp plugins` lists it)", error)
+                continue
             pm.register(plugin, name=ep.name)
             self._sources[ep.name] = f"{ep.dist.name} {ep.dist.version}" if ep.dist else ep.value
         return pm
+
+    def failed(self) -> dict[str, tuple[str, str]]:
+        """The third-party plugins that failed to load: name -> (where it came from, the error)."""
+        self.pm  # noqa: B018  (loading is what finds them)
+        return dict(self._failed)
 
     def register(self, plugin: object, name: str | None = None) -> str:
         """Register a plugin object in-process (tests, notebooks); it takes part like an installed one."""
@@ -173,9 +191,10 @@ class PluginRegistry:
         """The domain called ``name``, or an error that lists the known ones."""
         known = self.domains()
         if name not in known:
+            failed = "".join(f"; plugin {p!r} failed to load ({error})" for p, (_, error) in self.failed().items())
             raise DomainError(
                 f"unknown domain {name!r}; known domains: {', '.join(sorted(known)) or '(none loaded)'}"
-                f" (is its plugin installed, and not excluded by {PLUGINS_ENV}?)"
+                f" (is its plugin installed, and not excluded by {PLUGINS_ENV}?){failed}"
             )
         return known[name]
 
@@ -289,6 +308,7 @@ converters = REGISTRY.converters
 get_converter = REGISTRY.get_converter
 policies = REGISTRY.policies
 get_policy = REGISTRY.get_policy
+failed_plugins = REGISTRY.failed
 
 
 def get_plugin_manager() -> pluggy.PluginManager:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from ppdpp.planner.core.domain import Domain, DomainError
 
 T = TypeVar("T")
 
 DATA_DIR_ENV = "PPDPP_DATA_DIR"
+SHOWN_SKIPS = 10  # skipped rows named on screen one by one; all of them go to the run folder's SKIPPED_ROWS_FILE
+SKIPPED_ROWS_FILE = "skipped_rows.txt"
 SHARED_DATA_README = "https://github.com/ppdpp/ppdpp/blob/main/docs/data.md"
 
 
@@ -104,13 +107,19 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read_good_rows(path: Path, build: Callable[[int, dict[str, Any]], T], *,
-                   skip_bad_rows: bool) -> tuple[list[T], list[str]]:
+                   skip_bad_rows: bool, document_hint: str = "",
+                   columns: Sequence[str] = ()) -> tuple[list[T], list[str]]:
     """``build(line, row)`` for every row of :func:`read_rows`; a bad row (unreadable, or ``build`` raised
     :class:`DomainError`) aborts, or with ``skip_bad_rows`` is skipped: its message goes into the returned
-    list (the caller reports the count)."""
+    list (the caller reports the count). A JSON file that is one list (not JSON lines) is an error whatever
+    ``skip_bad_rows`` says, followed by ``document_hint`` (e.g. the converter to run). A CSV whose header lacks
+    one of ``columns`` is one error about the header, before any row is read."""
+    if _json_document(Path(path)):
+        raise DomainError(f"{path} is one JSON list, not JSON lines (one object per line)"
+                          f"{'; ' + document_hint if document_hint else ''}")
     built: list[T] = []
     skipped: list[str] = []
-    for lineno, row in _rows(Path(path)):
+    for lineno, row in _rows(Path(path), columns):
         try:
             if isinstance(row, DomainError):
                 raise row
@@ -122,14 +131,41 @@ def read_good_rows(path: Path, build: Callable[[int, dict[str, Any]], T], *,
     return built, skipped
 
 
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
+def skipped_lines(skipped: Sequence[str], out_dir: Path | None = None) -> list[str]:
+    """What to print about the rows skipped under ``--skip-bad-rows``: a count, then the first
+    :data:`SHOWN_SKIPS` messages (each naming file:line) one per line; with ``out_dir`` every message is
+    written to ``out_dir/skipped_rows.txt`` and the count line says so."""
+    if not skipped:
+        return []
+    where = ""
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / SKIPPED_ROWS_FILE).write_text("".join(f"{m}\n" for m in skipped), encoding="utf-8")
+        where = f"; all of them in {out_dir / SKIPPED_ROWS_FILE}"
+    lines = [f"skipped {len(skipped)} bad row(s) (--skip-bad-rows){where}:"]
+    lines += [f"  {message}" for message in skipped[:SHOWN_SKIPS]]
+    if len(skipped) > SHOWN_SKIPS:
+        lines.append(f"  ... and {len(skipped) - SHOWN_SKIPS} more")
+    return lines
+
+
+def _json_document(path: Path) -> bool:
+    """True when ``path`` is a JSON-lines candidate whose first non-blank character opens a list."""
+    if not path.is_file() or path.suffix.lower() == ".csv":
+        return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        head = fh.read(4096).lstrip()
+    return head.startswith("[")
+
+
+def _rows(path: Path, columns: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
     if path.is_dir():
         yield from _read_saved_dataset(path)
         return
     if not path.is_file():
         raise DomainError(f"{path}: no such file (expected JSON lines, CSV, or a folder saved by datasets)")
     if path.suffix.lower() == ".csv":
-        yield from _read_csv(path)
+        yield from _read_csv(path, columns)
         return
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -147,11 +183,17 @@ def _json_object(line: str, path: Path, lineno: int) -> dict[str, Any] | DomainE
     return obj
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
+def _read_csv(path: Path, columns: Sequence[str] = ()) -> Iterator[tuple[int, dict[str, Any] | DomainError]]:
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None:  # reads the header
             return
+        missing = [c for c in columns if c not in reader.fieldnames]
+        if missing:
+            close = {c: difflib.get_close_matches(c, reader.fieldnames, n=1, cutoff=0.6) for c in missing}
+            named = ", ".join(f"{c!r}" + (f" (is it {close[c][0]!r}?)" if close[c] else "") for c in missing)
+            raise DomainError(f"{path}:1: the CSV header has no column {named}; its columns: "
+                              f"{', '.join(repr(f) for f in reader.fieldnames)}")
         start = reader.line_num + 1
         for row in reader:
             yield start, row if None not in row else DomainError(

@@ -29,16 +29,22 @@ FieldKind = type | tuple[type, ...]
 class DialogDataDomain(Domain):
     """A :class:`Domain` whose cases are read from PPDPP-style dialogue files, cached per (split, data dir).
 
-    Subclasses set ``dataset_file`` (relative to the data dir, with ``{split}``), ``dataset_name`` (what
-    to obtain), ``id_prefix`` (case ids are ``<prefix>-<split>-<index>``) and ``case_fields`` (field name
-    -> JSON type); they may override :meth:`check_fields` for checks across fields. The domain's folder under
-    the data root is the first part of ``dataset_file`` unless ``data_folder`` says otherwise.
+    Subclasses set ``dataset_file`` (relative to the data root, with ``{split}`` for train, valid and test),
+    ``dataset_name`` (what to obtain), ``id_prefix`` (case ids are ``<prefix>-<split>-<index>``) and
+    ``case_fields`` (field name -> :data:`FieldKind`: ``str``, ``int``, ``float``, ``list``, ``dict`` or a
+    tuple such as ``(int, float)``; a bool is never a number); they may override :meth:`check_fields` for
+    checks across fields. The domain's folder under the data root is the first part of ``dataset_file``
+    unless ``data_folder`` says otherwise. ``bundled_file`` is the JSON-lines file of the cases used without
+    a data dir (the same objects plus ``"id"`` and ``"split"``), shipped in the plugin's package; ``None`` =
+    ``ppdpp.data/<name>.jsonl``, the built-in domains' own. docs/domains.md has a worked example.
     """
 
     dataset_file: ClassVar[str]
     dataset_name: ClassVar[str]
     id_prefix: ClassVar[str]
     case_fields: ClassVar[dict[str, FieldKind]]
+    bundled_file: ClassVar[str | Path | None] = None
+    document_hint: ClassVar[str] = ""  # what to do with a cases file that is one JSON list ({path}: the file)
 
     def __init__(self) -> None:
         self._cases: dict[tuple[str, str | None], list[Case]] = {}
@@ -59,7 +65,9 @@ class DialogDataDomain(Domain):
                 case_id = row.get("id") if isinstance(row.get("id"), str) and row["id"] else None
                 return self._case(row, path, lineno, case_id or f"{self.id_prefix}-{path.stem}-{lineno}", cell_of)
 
-            cases, skipped = read_good_rows(path, build, skip_bad_rows=skip_bad_rows)
+            cases, skipped = read_good_rows(path, build, skip_bad_rows=skip_bad_rows,
+                                            document_hint=self.document_hint.format(path=path),
+                                            columns=[*self.case_fields, "dialog"])
             self._files[key] = CasesFromFile(cases, skipped)
         return self._files[key]
 
@@ -70,7 +78,7 @@ class DialogDataDomain(Domain):
     def data_path(self, split: Split, data_dir: Path | None) -> Path:
         """The file that holds ``split``: the real dataset under ``data_dir``, else the bundled cases."""
         if data_dir is None:
-            return bundled_path(self.name)
+            return Path(self.bundled_file) if self.bundled_file is not None else bundled_path(self.name)
         return Path(data_dir) / self.dataset_file.format(split=split)
 
     def load_cases(self, split: Split, data_dir: Path | None) -> list[Case]:
@@ -107,7 +115,8 @@ class DialogDataDomain(Domain):
         path = self.data_path(split, data_dir)
         bundled = data_dir is None
         what = (
-            f"the {self.name} cases bundled with ppdpp (reinstall the package)"
+            (f"the {self.name} cases bundled with ppdpp (reinstall the package)" if self.bundled_file is None
+             else f"the {self.name} cases its plugin ships (bundled_file)")
             if bundled
             else f"the {split} split of {self.dataset_name} ({Path(self.dataset_file.format(split=split)).name})"
         )

@@ -2,7 +2,7 @@
 
 A run directory holds ``config.json`` (the settings), ``checkpoint.pt`` (model, optimizer, scheduler and RNG
 state, the step counter and the evaluations so far; rewritten atomically after every evaluation and every
-``checkpoint_every`` steps), ``best/`` (the planner with the best selection macro-F1, see
+``checkpoint_every`` steps; removed when the run completes unless ``keep_checkpoint``), ``best/`` (the planner with the best selection macro-F1, see
 :meth:`PolicyPlanner.save_pretrained`) and, once training has finished, ``metrics.json`` (test scores of the
 planner and of the majority and random baselines).
 
@@ -14,7 +14,6 @@ Class imbalance: class-weighted cross-entropy with weights proportional to ``1/s
 
 from __future__ import annotations
 
-import logging
 import math
 import resource
 import time
@@ -29,7 +28,7 @@ from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import remove_stale_temporaries, write_atomic, write_json
 from ppdpp.planner.core.faults import kill_point
 from ppdpp.planner.policy.baselines import MajorityPolicy, RandomPolicy
-from ppdpp.planner.core.domain import SPLITS, Domain, DomainError, SFTExample
+from ppdpp.planner.core.domain import SPLITS, Domain, DomainError, ExamplesFromFile, SFTExample
 from ppdpp.planner.core.hardware import pick_dtype
 from ppdpp.planner.core.seeding import forked_torch_rng, torch_generator
 from ppdpp.planner.training.metrics import Scores, mean_scores, score
@@ -98,6 +97,9 @@ class SFTConfig:
         "help": "Selection (valid) examples from this file instead of the valid split."})
     test_file: str | None = field(default=None, metadata={
         "help": "Test examples from this file instead of the test split."})
+    keep_checkpoint: bool = field(default=False, metadata={
+        "help": "Keep checkpoint.pt (model, optimizer and RNG state, about 2/3 of the run folder) after the run "
+                "completes; by default it is removed then (best/ and metrics.json stay)."})
     skip_bad_rows: bool = field(default=False, metadata={
         "help": "Skip a bad row of --train-file/--valid-file/--test-file with a warning instead of stopping."})
     report_to: tuple[str, ...] = report_to_field()
@@ -128,11 +130,12 @@ class SFTConfig:
             raise ValueError(f"invalid SFTConfig: {'; '.join(problems)}")
 
     def resume_key(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the interrupted one (all but ``max_steps`` and
-        ``report_to``)."""
+        """The settings a resumed run must share with the interrupted one (all but ``max_steps``,
+        ``report_to`` and ``keep_checkpoint``)."""
         out = asdict(self)
         out.pop("max_steps")
         out.pop("report_to")
+        out.pop("keep_checkpoint")
         out["train_splits"] = list(self.train_splits)
         return out
 
@@ -145,6 +148,13 @@ class SFTData:
     select: list[SFTExample]
     test: list[SFTExample]
     select_source: str
+    sources: dict[str, str] = field(default_factory=dict)
+    mixed: bool = False  # some splits from the user's files, the others from the domain's data
+    skipped: list[str] = field(default_factory=list)  # the bad rows of the user's files skipped (skip_bad_rows)
+
+    def source_lines(self) -> list[str]:
+        """One line per split: where it came from and how many examples (the run's header and config.json)."""
+        return [f"{split}: {text}" for split, text in self.sources.items()]
 
 
 @dataclass
@@ -188,15 +198,40 @@ def _subsample(examples: list[SFTExample], limit: int | None, seed: int) -> list
 
 def split_examples(domain: Domain, split: str, data_dir: Path | None, file: str | None = None,
                    skip_bad_rows: bool = False) -> list[SFTExample]:
-    """The SFT examples of ``split``: from ``file`` when given (skipped rows reported on the ``ppdpp.data``
-    logger), else from the domain's data under ``data_dir`` (``None``: its bundled cases)."""
+    """The SFT examples of ``split``: from ``file`` when given (see :func:`file_examples`), else from the
+    domain's data under ``data_dir`` (``None``: its bundled cases)."""
     if file is None:
         return domain.sft_examples(split, data_dir)  # type: ignore[arg-type]
+    return file_examples(domain, split, file, skip_bad_rows).examples
+
+
+def file_examples(domain: Domain, split: str, file: str, skip_bad_rows: bool = False) -> ExamplesFromFile:
+    """The SFT examples of the user's ``file`` standing in for ``split``, and the messages of the rows skipped;
+    a file that yields no example is an :class:`SFTError` naming it and saying why."""
     read = domain.sft_examples_file(Path(file), skip_bad_rows=skip_bad_rows)
+    if not read.examples:
+        raise SFTError(f"--{split}-file {file} gives no SFT examples: {_why_no_examples(domain, Path(file), read)}")
+    return read
+
+
+def _why_no_examples(domain: Domain, path: Path, read: ExamplesFromFile) -> str:
+    """Why a user's file gave no SFT example: no rows, every row skipped, or rows without strategy labels."""
     if read.skipped:
-        logging.getLogger("ppdpp.data").warning("skipped %d bad row(s) of %s (skip_bad_rows); first: %s",
-                                                len(read.skipped), file, read.skipped[0])
-    return read.examples
+        return f"all of its rows were skipped as bad ({len(read.skipped)})"
+    try:
+        cases = len(domain.load_cases_file(path).cases)
+    except DomainError:
+        cases = None
+    if cases == 0:
+        return "it holds no rows"
+    return (f"{'its ' + str(cases) if cases else 'its'} case(s) have no agent turn with a strategy label after the "
+            "first turn (SFT learns the label of each such turn; a file written by `ppdpp data convert` has none: "
+            "label the turns (docs/data.md), or give the file to `ppdpp evaluate --cases-file` instead)")
+
+
+def data_source(domain: Domain, data_dir: Path | None) -> str:
+    """Where the domain's splits are read from: its folder under ``data_dir``, or the bundled cases."""
+    return str(Path(data_dir) / domain.folder_name) if data_dir is not None else "the cases bundled with ppdpp"
 
 
 def label_counts(examples: Sequence[SFTExample]) -> dict[str, int]:
@@ -209,27 +244,58 @@ def label_counts(examples: Sequence[SFTExample]) -> dict[str, int]:
 
 def load_sft_data(domain: Domain, config: SFTConfig, data_dir: Path | None) -> SFTData:
     """Training, selection and test examples for ``config`` (see the module docstring); ``train_file``,
-    ``valid_file`` and ``test_file`` stand in for the splits they name."""
-    def examples(split: str) -> list[SFTExample]:
-        return split_examples(domain, split, data_dir, getattr(config, f"{split}_file"), config.skip_bad_rows)
+    ``valid_file`` and ``test_file`` stand in for the splits they name. ``SFTData.sources`` says, per split,
+    where its examples came from and how many."""
+    shared = data_source(domain, data_dir)
+    skipped: list[str] = []
+
+    def examples(split: str) -> tuple[list[SFTExample], str]:
+        file = getattr(config, f"{split}_file")
+        where = f"--{split}-file {file}" if file is not None else f"the {split} split of {shared}"
+        if file is None:
+            return domain.sft_examples(split, data_dir), where  # type: ignore[arg-type]
+        read = file_examples(domain, split, file, config.skip_bad_rows)
+        skipped.extend(read.skipped)
+        return read.examples, where
 
     train: list[SFTExample] = []
-    valid = examples("valid")
+    train_parts: list[str] = []
+    valid, valid_where = examples("valid")
     select, source = valid, "valid" if config.valid_file is None else str(config.valid_file)
+    select_where = valid_where
     if "train" in config.train_splits:
-        train += examples("train")
+        part, where = examples("train")
+        train += part
+        train_parts.append(f"{len(part)} from {where}")
     if "valid" in config.train_splits:
         rest, select = split_holdout(valid, config.holdout_fraction, config.seed)
         train += rest
+        share = 1 - config.holdout_fraction
+        train_parts.append(f"{len(rest)} from {share:.0%} of the dialogues of {valid_where}")
+        select_where = f"the other {config.holdout_fraction:.0%} of the dialogues of {valid_where}"
         source = f"held-out {config.holdout_fraction:.0%} of {'valid' if config.valid_file is None else source} dialogues"
+    full_train = len(train)
     train = _subsample(train, config.max_train_examples, config.seed)
+    full_select = len(select)
     select = _subsample(select, config.max_select_examples, config.seed + 1)
-    test = _subsample(examples("test"), config.max_test_examples, config.seed + 2)
+    test, test_where = examples("test")
+    full_test = len(test)
+    test = _subsample(test, config.max_test_examples, config.seed + 2)
     for name, part, split in (("training", train, "train"), ("selection", select, "valid"), ("test", test, "test")):
         if not part:
             where = getattr(config, f"{split}_file") or data_dir or "the bundled cases"
             raise SFTError(f"domain {domain.name!r} has no {name} examples in {where}")
-    return SFTData(train, select, test, source)
+
+    def line(kept: int, full: int, parts: str) -> str:
+        sample = f" (a random {kept} of {full})" if kept < full else ""
+        return f"{kept} examples{sample}: {parts}"
+
+    sources = {"train": line(len(train), full_train, " + ".join(train_parts)),
+               "valid": line(len(select), full_select, select_where),
+               "test": line(len(test), full_test, test_where)}
+    files = [config.train_file, config.valid_file, config.test_file]
+    mixed = any(files) and not all(files)
+    return SFTData(train, select, test, source, sources, mixed, list(dict.fromkeys(skipped)))
 
 
 def auto_train_splits(domain: Domain, data_dir: Path | None, train_file: str | None = None,
@@ -381,33 +447,37 @@ def _load_checkpoint(path: Path, planner: PolicyPlanner, optimizer: torch.optim.
 
 def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None = None, resume: bool = False,
               domain: Domain | None = None, on_step: StepHook | None = None, progress: bool = True,
-              run_settings: dict[str, Any] | None = None) -> SFTResult:
+              run_settings: dict[str, Any] | None = None, data: SFTData | None = None) -> SFTResult:
     """Train, select on the selection set by macro-F1, and (when all epochs are done) score the best planner
     and the baselines on test. ``resume`` continues from ``out_dir/checkpoint.pt`` at the saved step.
     ``on_step(step, example_indices, loss)`` is called after every optimizer step. Training seeds a fork of
     torch's global generators: the caller's generator state is the same after the call as before.
-    ``run_settings`` (e.g. the command line's resolved settings) go into ``config.json`` when the run starts."""
+    ``run_settings`` (e.g. the command line's resolved settings) go into ``config.json`` when the run starts.
+    ``data``: the examples :func:`load_sft_data` read for ``config`` (none = read them here)."""
     with forked_torch_rng():
         return _train_sft(config, out_dir, data_dir=data_dir, resume=resume, domain=domain, on_step=on_step,
-                          progress=progress, run_settings=run_settings)
+                          progress=progress, run_settings=run_settings, data=data)
 
 
 def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None, resume: bool,
                domain: Domain | None, on_step: StepHook | None, progress: bool,
-               run_settings: dict[str, Any] | None) -> SFTResult:
+               run_settings: dict[str, Any] | None, data: SFTData | None = None) -> SFTResult:
     from transformers import get_linear_schedule_with_warmup
 
     from ppdpp.planner.registry.manager import get_domain
 
     out = Path(out_dir)
     checkpoint = out / CHECKPOINT_FILE
+    if resume and not checkpoint.is_file() and (out / METRICS_FILE).is_file():
+        raise SFTError(f"nothing to resume: the run in {out} has finished ({METRICS_FILE}); its {CHECKPOINT_FILE} "
+                       "was removed when it completed (--keep-checkpoint keeps it)")
     if resume and not checkpoint.is_file():
         raise SFTError(f"nothing to resume: {checkpoint} does not exist (a run stopped before its first checkpoint "
                        "has nothing to keep): run the same command without --resume to start it over")
     if not resume and (checkpoint.exists() or (out / METRICS_FILE).exists()):
         raise SFTError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     domain = domain or get_domain(config.domain)
-    data = load_sft_data(domain, config, data_dir)
+    data = data or load_sft_data(domain, config, data_dir)
 
     torch.manual_seed(config.seed)
     planner = PolicyPlanner(domain, config.planner)
@@ -434,7 +504,8 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
         write_json(out / CONFIG_FILE, {**(run_settings or {}), **config.resume_key(), "max_steps": config.max_steps,
                                        "data": {
             "train_examples": len(data.train), "select_examples": len(data.select),
-            "test_examples": len(data.test), "select_source": data.select_source,
+            "test_examples": len(data.test), "select_source": data.select_source, "sources": data.sources,
+            "skipped_rows": len(data.skipped),
             "train_label_counts": label_counts(data.train)}})
     tracker = open_trackers(config.report_to, out, out.name)
     if not resume:
@@ -520,4 +591,6 @@ def _finish(out: Path, domain: Domain, data: SFTData, state: _State, total_steps
                   "last_losses_mean": (sum(state.losses[-20:]) / len(state.losses[-20:])) if state.losses else None},
     }
     write_json(out / METRICS_FILE, metrics)
+    if not config.keep_checkpoint:  # the run is complete: best/ and metrics.json are what it leaves
+        (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return SFTResult(out, state.step, total_steps, True, best_eval, test, metrics)

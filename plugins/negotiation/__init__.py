@@ -149,6 +149,8 @@ class NegotiationDomain(DialogDataDomain):
     critic_samples = 10
 
     dataset_file = "craigslistbargain/cb-{split}.txt"
+    document_hint = ("if it is the original CraigslistBargain release, convert it first: ppdpp data convert "
+                     "craigslistbargain {path} (docs/data.md)")
     dataset_name = "CraigslistBargain as processed by PPDPP"
     id_prefix = "cb"
     case_fields = {

@@ -10,8 +10,9 @@ personas`` and ``user 2 personas``, one fact per line, and ``Best Generated Conv
 / ``User 2: ...``). It is one split; we cut it by :data:`SPLIT_FRACTIONS` of its rows (:func:`split_rows`):
 80 % train, 10 % valid, 10 % test, in file order by default (rows 1-800 / 801-900 / 901-1000 of the 1,000-row
 file), or shuffled by a seeded permutation with ``RoleplayDomain(split_seed=...)``. A row that cannot be read
-(no personas, a conversation without both speakers: nothing to label) is skipped, counted in
-:attr:`RoleplayDomain.skipped` and logged, without moving the other rows between splits. Case ids are
+(no personas, a conversation without both speakers: nothing to label) is an error naming ``file:line`` (the
+line the row starts on), or, with ``RoleplayDomain(skip_bad_rows=True)``, skipped, with its message in
+:attr:`RoleplayDomain.skipped`, without moving the other rows between splits. Case ids are
 ``roleplay-<split>-<index within split>``. A user's file (``--cases-file``) holds the same three columns (CSV,
 JSON lines, or a folder saved by ``datasets``), or the bundled format below without ``split``. Conversation lines are read
 leniently: markdown around the speaker (``*User 1:*``, ``* User 2: ... *``) is dropped, so are blank lines,
@@ -40,7 +41,6 @@ character counts as in character; a sample whose facts cannot be read does not p
 from __future__ import annotations
 
 import csv
-import logging
 import random
 import re
 from dataclasses import dataclass
@@ -61,7 +61,6 @@ CSV_COLUMNS = ("user 1 personas", "user 2 personas", "Best Generated Conversatio
 BUNDLED_FIELDS = ("agent_persona", "user_persona", "conversation")
 SPLIT_FRACTIONS: dict[str, float] = {"train": 0.8, "valid": 0.1, "test": 0.1}
 """The share of the CSV's data rows in each split (valid and test rounded, train the rest)."""
-log = logging.getLogger("ppdpp.data")
 
 
 def split_rows(n_rows: int, seed: int | None = None) -> dict[str, list[int]]:
@@ -120,7 +119,8 @@ class RoleplayDomain(Domain):
     user_role = "User 2"
     strategies = ACTS
 
-    def __init__(self, min_facts: int = 2, character_penalty: float = 1.0, split_seed: int | None = None) -> None:
+    def __init__(self, min_facts: int = 2, character_penalty: float = 1.0, split_seed: int | None = None,
+                 skip_bad_rows: bool = False) -> None:
         if min_facts < 1:
             raise DomainError(f"roleplay min_facts must be at least 1, got {min_facts}")
         if character_penalty < 0:
@@ -128,6 +128,7 @@ class RoleplayDomain(Domain):
         self.min_facts = min_facts
         self.character_penalty = character_penalty
         self.split_seed = split_seed
+        self.skip_bad_rows = skip_bad_rows
         self.skipped: dict[Path, list[str]] = {}  # CSV -> the messages of the rows skipped as unreadable
         self._splits: dict[Path | None, dict[str, list[Case]]] = {}  # data dir -> split -> labelled cases
         self._examples: dict[tuple[Path | None, str], list[SFTExample]] = {}
@@ -154,7 +155,7 @@ class RoleplayDomain(Domain):
     def load_cases_file(self, path: Path, *, skip_bad_rows: bool = False) -> CasesFromFile:
         path = Path(path)
         cases, skipped = read_good_rows(path, lambda n, row: self._labelled(self._file_case(row, path, n)),
-                                        skip_bad_rows=skip_bad_rows)
+                                        skip_bad_rows=skip_bad_rows, columns=CSV_COLUMNS)
         return CasesFromFile(cases, skipped)
 
     def sft_examples_file(self, path: Path, *, skip_bad_rows: bool = False) -> ExamplesFromFile:
@@ -176,8 +177,12 @@ class RoleplayDomain(Domain):
             reader = csv.DictReader(fh)
             missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
-                raise DomainError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
-            rows = [(row, reader.line_num) for row in reader]
+                raise DomainError(f"{path}:1: the CSV header has no column(s) "
+                                  f"{', '.join(repr(c) for c in missing)}")
+            rows, start = [], reader.line_num + 1
+            for row in reader:  # each row with the line it starts on (cells span lines)
+                rows.append((row, start))
+                start = reader.line_num + 1
         cases: dict[str, list[Case]] = {split: [] for split in SPLITS}
         skipped: list[str] = []
         for split, indices in split_rows(len(rows), self.split_seed).items():
@@ -185,15 +190,16 @@ class RoleplayDomain(Domain):
                 row, line = rows[index]
                 try:
                     cases[split].append(self._case(
-                        f"roleplay-{split}-{len(cases[split])}", f"{path}: data row {index + 1} (ending on line {line})",
+                        f"roleplay-{split}-{len(cases[split])}", f"{path}:{line}",
                         _facts(row[CSV_COLUMNS[0]] or ""), _facts(row[CSV_COLUMNS[1]] or ""),
                         parse_conversation(row[CSV_COLUMNS[2]] or ""),
                     ))
                 except DomainError as exc:
+                    if not self.skip_bad_rows:
+                        raise DomainError(f"{exc}; fix or remove that row of the data dir's CSV (or give your rows "
+                                          "with --cases-file FILE, where --skip-bad-rows skips bad ones)") from None
                     skipped.append(str(exc))
         self.skipped[path] = skipped
-        if skipped:
-            log.warning("skipped %d unreadable row(s) of %s; first: %s", len(skipped), path, skipped[0])
         return cases
 
     def _bundled(self) -> dict[str, list[Case]]:
@@ -289,6 +295,11 @@ class RoleplayDomain(Domain):
         success = len(majority) >= self.min_facts and 2 * broke <= len(verdicts)
         metrics = {"facts_revealed": float(len(majority)), "in_character": 1.0 - broke / len(verdicts)}
         return Judgement(reward, success, list(samples), parsed, metrics)
+
+    def no_outcome_metrics(self) -> dict[str, float]:
+        """An episode that never succeeded revealed too few facts to count: ``facts_revealed`` 0, so that the
+        report always has the column (docs/simulators.md defines it)."""
+        return {"facts_revealed": 0.0}
 
     def sample_reward(self, verdict: RoleplayVerdict, n_facts: int) -> float:
         """``2 f - 1`` (``f`` = fraction of facts revealed), minus the character penalty, clipped to [-1, 1]."""

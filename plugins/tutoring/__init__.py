@@ -81,7 +81,7 @@ class TutoringDomain(Domain):
     def _read_file(self, path: Path, skip_bad_rows: bool) -> tuple[list[tuple[Case, str]], list[str]]:
         return read_good_rows(
             path, lambda n, row: self._instance(row, path, n, f"cima-{path.stem}-{n}", cell_of),
-            skip_bad_rows=skip_bad_rows)
+            skip_bad_rows=skip_bad_rows, columns=("sentence", "target", "dialog"))
 
     def background(self, case: Case) -> str:
         return f'The Student is learning to translate "{case.fields["sentence"]}" into Italian.'
