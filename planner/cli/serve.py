@@ -77,8 +77,8 @@ def server_limits(body_bytes: int, n: int, max_tokens: int, prompt_tokens: int =
 
 @app.command("serve")
 def serve_command(
-    planner: Path = typer.Option(..., "--planner", help="A saved planner directory (ppdpp sft/rl output).",
-                                 exists=True, file_okay=False),
+    planner: Path = typer.Option(..., "--planner", help="A saved planner folder (ppdpp sft/rl output), or a Hugging "
+                                 "Face Hub repository org/name."),
     upstream: str = typer.Option(..., "--upstream", help="The LLM that writes the replies, e.g. local/smollm2, "
                                  "gpt-4o-mini, or openai/<name> with --api-base."),
     api_base: Optional[str] = typer.Option(None, "--api-base", help="Base URL of an OpenAI-compatible upstream."),
@@ -122,6 +122,11 @@ def serve_command(
                                           help="Guardrail: strategies the planner may never choose, comma-separated."),
 ) -> None:
     """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM (and /metrics)."""
+    from ppdpp.planner.policy.planner_checkpoint import is_hub_id
+
+    if not planner.is_dir() and not is_hub_id(planner):
+        raise typer.BadParameter(f"{planner} is neither a saved planner folder nor a Hub repository (org/name)",
+                                 param_hint="--planner")
     if not upstream.startswith("local/"):  # a model string no provider serves fails before the planner loads
         from ppdpp.planner.llm.api import check_model
 
