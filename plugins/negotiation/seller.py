@@ -63,7 +63,7 @@ from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.simulation import Outcome, UserSimulator
 from ppdpp.planner.toolkit.parsing import find_prices
 from ppdpp.plugins.negotiation import NO_DEAL_REWARD, format_price, sale_to_list_ratio
-from ppdpp.plugins.negotiation.acts import ActClassifier, classifier_for, read_buyer
+from ppdpp.plugins.negotiation.acts import NONCOMMITTAL, ActClassifier, classifier_for, read_buyer
 
 BOTTOM_RANGE = (0.65, 0.80)
 """The hidden bottom price is ``listing * U(*BOTTOM_RANGE)``."""
@@ -221,6 +221,18 @@ class RuleBasedSeller(UserSimulator):
             return Outcome(True, ratio, {"sl": ratio}, final=True, detail=f"deal at {money(state.deal_price)}")
         detail = "the Seller walked away" if state.walked_away else f"no deal yet; asking {money(state.ask)}"
         return Outcome(False, NO_DEAL_REWARD, {"sl": 0.0}, final=state.walked_away, detail=detail)
+
+    def read_strategy(self, case: Case, history: Sequence[Turn], text: str) -> str | None:
+        """The act the Seller acts on (:func:`~ppdpp.plugins.negotiation.acts.read_buyer`): *agree* only for an
+        unambiguous acceptance, *counter* for any priced bid (:meth:`realised_as`); ``None`` for a
+        noncommittal turn."""
+        act = read_buyer(text, case, self.classifier).act
+        return None if act == NONCOMMITTAL else self.realised_as(act)
+
+    def realised_as(self, strategy: str) -> str:
+        """A *propose* is realised when read as a priced bid, *counter* (the classifier does not tell a first
+        bid from a later one, and the Seller concedes the same to both)."""
+        return "counter" if strategy == "propose" else strategy
 
     # ---- the rules ----------------------------------------------------------------------------------------
     def replay(self, history: Sequence[Turn], case: Case | None = None) -> SellerState:
