@@ -10,10 +10,14 @@ Modes (``Critic(backend, mode=...)``):
     found it at least as accurate as PPDPP's ``sampled`` in every domain with Qwen2.5-Coder-1.5B and tied
     for the best mean accuracy, at one call instead of ten, with every backend (docs/selfplay.md).
 ``majority``
-    ``n`` samples at temperature 1.1; each is judged on its own, the samples vote on success (a tie counts as
-    no success), and within the winning side the most frequent parsed answer wins (PPDPP's own rule for
-    prices: the modal deal price). The domain then judges the samples that gave that answer, so reward and
-    metrics come from the modal answer rather than the mean of all samples.
+    ``n`` samples at temperature 1.1; each is judged on its own and the samples vote on success. A side wins
+    only with a quorum: more than half of ALL ``n`` samples, unparsable ones included (so one parsable
+    "deal" among ten samples, nine unparsable, is no success). Within the winning side the most frequent
+    parsed answer wins (PPDPP's own rule for prices: the modal deal price); the domain then judges the
+    samples that gave that answer, so reward and metrics come from the modal answer rather than the mean of
+    all samples. Without a quorum the result is no success (judged from the modal failure answer, else from
+    all samples) and its metrics carry ``critic_quorum_failed: 1.0``, which the evaluation report averages
+    over episodes (the share of dialogues whose last verdict had no quorum).
 ``likelihood``
     Scores each of ``domain.critic_choices(case)`` as the assistant's reply with the backend's
     ``score_choices`` (total log-likelihood) and judges the best one. Where the domain's answer is open
@@ -30,7 +34,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, Sequence, get_args
 
-from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
+from ppdpp.planner.core.domain import QUORUM_FAILED, Case, Domain, Judgement, Turn
 from ppdpp.planner.core.simulation import Outcome, UserSimulator
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.core.types import Usage
@@ -129,17 +133,19 @@ def majority_judgement(domain: Domain, case: Case, samples: Sequence[str]) -> Ju
     singles = [domain.judge(case, [s]) for s in samples]
     parsed = [j.parsed[0] if j.parsed else None for j in singles]
     votes = [(s, p, j.success) for s, p, j in zip(samples, parsed, singles) if p is not None]
-    if not votes:
-        judgement = domain.judge(case, list(samples))
-        return replace(judgement, samples=list(samples), parsed=parsed)
     successes = sum(ok for _, _, ok in votes)
-    winning_side = successes > len(votes) - successes
+    winning_side = successes * 2 > len(samples)
+    quorum = winning_side or (len(votes) - successes) * 2 > len(samples)
     side = [(s, p) for s, p, ok in votes if ok == winning_side]
-    counts = Counter(_answer_key(p) for _, p in side)
-    top_key = max(counts, key=lambda k: (counts[k], -[_answer_key(p) for _, p in side].index(k)))
-    chosen = [s for s, p in side if _answer_key(p) == top_key]
-    judgement = domain.judge(case, chosen)
-    return replace(judgement, samples=list(samples), parsed=parsed)
+    if side:
+        counts = Counter(_answer_key(p) for _, p in side)
+        top_key = max(counts, key=lambda k: (counts[k], -[_answer_key(p) for _, p in side].index(k)))
+        judgement = domain.judge(case, [s for s, p in side if _answer_key(p) == top_key])
+    else:
+        judgement = domain.judge(case, list(samples))
+    metrics = judgement.metrics if quorum else {**judgement.metrics, QUORUM_FAILED: 1.0}
+    return replace(judgement, success=judgement.success and quorum, samples=list(samples), parsed=parsed,
+                   metrics=metrics)
 
 
 # ---- judging by the exact outcome ------------------------------------------------------------------------
@@ -177,7 +183,8 @@ HONESTY_PREFIXES = ("oracle_", "critic_")
 
 
 def honesty_metrics(judgement: Judgement) -> dict[str, float]:
-    """The metrics :func:`with_honesty` added to ``judgement`` (empty when there was no exact outcome)."""
+    """The metrics :func:`with_honesty` added to ``judgement`` (empty when there was no exact outcome), and
+    :data:`QUORUM_FAILED` where the critic's vote had no quorum."""
     return {k: v for k, v in judgement.metrics.items() if k.startswith(HONESTY_PREFIXES)}
 
 

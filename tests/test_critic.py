@@ -76,6 +76,22 @@ def test_majority_mode_on_negotiation_takes_the_modal_deal_side():
     assert j.success and j.reward == pytest.approx(expected), "3 deal samples beat 2; $300 is the modal price"
 
 
+def test_majority_mode_needs_a_quorum_of_all_samples():
+    """One parsable "deal" among ten samples (nine unparsable) is no deal, and the failed quorum is reported;
+    six deals of ten is a quorum."""
+    domain = get_domain("negotiation")
+    lone = judge(Critic(Answers(["They have reached a deal at $300."] + ["Hmm."] * 9), "majority", samples=10),
+                 domain).judgement
+    assert not lone.success and lone.parse_failures == 9
+    assert lone.metrics["critic_quorum_failed"] == 1.0
+    quorum = judge(Critic(Answers(["They have reached a deal at $300."] * 6 + ["Hmm."] * 4), "majority",
+                          samples=10), domain).judgement
+    assert quorum.success and "critic_quorum_failed" not in quorum.metrics
+    solved = judge(Critic(Answers([SOLVED] * 2 + ["I cannot say."] * 3), "majority", samples=5),
+                   get_domain("emotional_support")).judgement
+    assert not solved.success and solved.metrics["critic_quorum_failed"] == 1.0, "2 of 5 is no quorum"
+
+
 def test_likelihood_mode_scores_the_domains_choices():
     from scripted_domain import ScriptedCritic, register
 

@@ -283,6 +283,16 @@ def test_tie_and_unparsed_samples_are_no_deal(domain: NegotiationDomain, case: C
     assert domain.no_outcome_metrics() == {"sl": 0.0}
 
 
+def test_majority_rule_needs_a_quorum_of_all_samples(domain: NegotiationDomain, case: Case) -> None:
+    lone = domain.judge(case, ["They have reached a deal at $4,650."] + ["Hmm."] * 9)
+    assert not lone.success and lone.reward == NO_DEAL_REWARD, "1 parsed deal of 10 samples is no quorum"
+    assert lone.metrics == {"sl": 0.0, "critic_quorum_failed": 1.0}
+    six = domain.judge(case, ["They have reached a deal at $4,650."] * 6 + ["Hmm."] * 4)
+    assert six.success and six.metrics == {"sl": pytest.approx(0.5)}, "6 of 10 is a quorum"
+    refused = domain.judge(case, ["They have not reached a deal."] * 6 + ["Hmm."] * 4)
+    assert not refused.success and "critic_quorum_failed" not in refused.metrics
+
+
 def test_unknown_deal_rule_is_refused() -> None:
     with pytest.raises(ValueError, match="deal_rule"):
         NegotiationDomain("mean")  # type: ignore[arg-type]

@@ -74,6 +74,12 @@ class Judgement:
         return sum(p is None for p in self.parsed)
 
 
+QUORUM_FAILED = "critic_quorum_failed"
+"""The Judgement metric (1.0) set when no verdict has a quorum of all the critic's samples (the critic's
+``majority`` mode, negotiation's ``majority`` deal rule). Its ``critic_`` prefix makes the runner keep it on
+every episode, so the evaluation report's mean of it is the share of dialogues whose last verdict had none."""
+
+
 @dataclass(frozen=True)
 class CasesFromFile:
     """What :meth:`Domain.load_cases_file` read: the cases, and one message per row skipped as bad (each

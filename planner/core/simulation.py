@@ -57,6 +57,18 @@ class UserSimulator(ABC):
         when this simulator cannot tell (then only an LLM critic can judge)."""
         return None
 
+    def read_strategy(self, case: Case, history: Sequence[Turn], text: str) -> str | None:
+        """The domain strategy this simulator reads the agent's ``text`` (said after ``history``) as, or
+        ``None`` when it reads none of them: the reader behind realisation rates
+        (:mod:`ppdpp.simulators.realisation`). It needs no :meth:`reset` and changes no state. Simulators
+        without such a reader raise ``NotImplementedError``."""
+        raise NotImplementedError(f"user simulator {self.name!r} has no strategy reader")
+
+    def realised_as(self, strategy: str) -> str:
+        """The reading of :meth:`read_strategy` that realises ``strategy`` (itself, unless this simulator
+        reads two strategies as one, e.g. the seller's priced *propose* and *counter*)."""
+        return strategy
+
 
 class ScriptedAgent(ABC):
     """A deterministic realiser of the domain's strategies, standing in for the agent LLM."""

@@ -12,8 +12,12 @@ Judging: the critic answers "They have reached a deal at [price]." or "They have
 Each sample is read as a :class:`DealReading` (``None`` when it states neither, states both, or states a
 deal without a price). The n samples are combined by ``deal_rule``:
 
-* ``"majority"`` (default): a deal when more samples read a deal than no deal; the deal price is the
-  median of the deal samples' prices. A noisy critic cannot veto a clear deal with one stray sample.
+* ``"majority"`` (default): a deal when more than half of ALL samples (parsed or not) read a deal with a
+  price; the deal price is the median of their prices. A noisy critic cannot veto a clear deal with one
+  stray sample, and one parsable "deal" among ten samples, nine unparsable, is no deal. When neither side
+  has that quorum (more than half of all samples read a deal, or more than half read no deal) the result is
+  no deal and the judgement's metrics carry ``critic_quorum_failed: 1.0`` (the evaluation report averages it
+  over episodes: the share of dialogues whose last verdict had no quorum).
 * ``"any_no_deal"``: PPDPP's rule: any no-deal sample means no deal; else the most common deal price.
 
 No parsed sample means no deal. With a deal, ``reward`` and the metric ``sl`` are the sale-to-list ratio
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.core.domain import Case, DomainError, Judgement, Message, Turn
+from ppdpp.planner.core.domain import QUORUM_FAILED, Case, DomainError, Judgement, Message, Turn
 
 from ppdpp.planner.toolkit.chat import role_play_messages
 from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
@@ -233,8 +237,11 @@ class NegotiationDomain(DialogDataDomain):
             deal = bool(prices) and refusals == 0
             price = statistics.multimode(prices)[0] if deal else None
         else:
-            deal = len(prices) > refusals
+            deal = len(prices) * 2 > len(samples)
             price = statistics.median(prices) if deal else None
+            if not deal and refusals * 2 <= len(samples):
+                return Judgement(NO_DEAL_REWARD, False, list(samples), readings,
+                                 {"sl": 0.0, QUORUM_FAILED: 1.0})
         if price is None:
             return Judgement(NO_DEAL_REWARD, False, list(samples), readings, {"sl": 0.0})
         ratio = sale_to_list_ratio(case, price)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,73 @@ PREDICTION_CACHE = 4096
 OFFER_RANGE = (0.05, 2.0)
 """A price counts as an offer only within these multiples of the listing price: outside it the number is a
 mileage, a model number, a year the parser kept ("bought in late 2013."), not a bid."""
+
+
+ACCEPT_CUES = re.compile(
+    r"(?:^|[.!,;]\s*)deal\b|\b(?:it'?s|it is|that'?s|we have|you'?ve got|you have) a deal\b"
+    r"|\b(i'?ll take it|i will take it|i'?ll buy it|i will buy it|i accept|accepted|agreed|works for me"
+    r"|that works|sounds (?:good|great|fair|fine|perfect)|let'?s do it|sold)\b|\bPRICETOKEN it is\b",
+    re.IGNORECASE,
+)
+"""Words that state an acceptance: "Deal." (a sentence that starts with it), "it's a deal", "I'll take it",
+"works for me", "$600 it is" (docs/simulators.md). "It's a great deal" is praise, not an acceptance."""
+HEDGE_CUES = re.compile(
+    r"\?|\b(consider|think|thinking|maybe|perhaps|might|may|could|would|should|possibly|probably"
+    r"|unsure|if|but|however|though|although|unless|lower|cheaper|less|discount|too|no|not|don'?t|can'?t|cannot"
+    r"|won'?t|hmm|wait|later|first)\b",
+    re.IGNORECASE,
+)
+"""What makes an acceptance conditional or noncommittal: a question mark, a hedge ("I'll consider it", "maybe",
+"could"), a condition ("if", "but"), a request for less ("lower", "discount") or a negation. A turn with one of
+these never accepts by its words alone (it still closes a deal by naming a price at or above the ask)."""
+PRICE_QUESTION = re.compile(
+    r"\b(firm|final|lowest|best|negotiable|flexible|asking|include|includes|including|shipping|delivery)\b",
+    re.IGNORECASE,
+)
+"""A question with one of these words asks about the Seller's price ("Is $600 firm?"): its price is no bid."""
+
+
+def accepts(text: str) -> bool:
+    """Whether the Buyer's ``text`` accepts unambiguously: an acceptance cue (:data:`ACCEPT_CUES`) and no
+    hedge, condition, question or negation (:data:`HEDGE_CUES`). "Deal. I'll take it for $600." accepts;
+    "I'll consider it.", "Okay.", "Sounds good, but can you do better?" do not."""
+    text = features(text.replace("\u2019", "'"))
+    return ACCEPT_CUES.search(text) is not None and HEDGE_CUES.search(text) is None
+
+
+def asks_about_price(text: str) -> bool:
+    """Whether ``text`` is a question about the Seller's price ("Is $600 your final price?"), not a bid."""
+    return "?" in text and PRICE_QUESTION.search(text) is not None
+
+
+@dataclass(frozen=True)
+class BuyerReading:
+    """How the Seller reads one Buyer turn: the act it acts on, the bid it holds the Buyer to (``None``: no
+    bid) and whether the words accept the standing price. ``act`` is the classifier's act, except that an
+    acceptance is always *agree* and a classifier *agree* that does not accept is a *counter* when it names a
+    price, else ``"noncommittal"`` (no act of the 11: the Seller neither concedes nor closes)."""
+
+    act: str
+    offer: float | None
+    accepts: bool
+
+
+NONCOMMITTAL = "noncommittal"
+BIDS = frozenset({"propose", "counter", "agree", "counter-noprice"})
+"""The acts whose price is a bid."""
+
+
+def read_buyer(text: str, case: Case, classifier: "ActClassifier") -> BuyerReading:
+    """The Seller's reading of the Buyer's ``text`` (see :class:`BuyerReading` and docs/simulators.md)."""
+    act = classifier.predict(text)
+    accepted = accepts(text)
+    bid = (act in BIDS or accepted) and not asks_about_price(text)
+    offer = parse_offer(text, case) if bid else None
+    if accepted:
+        act = "agree"
+    elif act == "agree":
+        act = "counter" if offer is not None else NONCOMMITTAL
+    return BuyerReading(act, offer, accepted)
 
 
 @dataclass(frozen=True)

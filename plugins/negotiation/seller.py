@@ -23,9 +23,14 @@ Each Buyer turn, in order
        (:data:`REPEAT_DECAY`). A bid below :data:`LOWBALL` (0.6) times the listing concedes only 0.02.
     3. The new asking price is ``ask - c * (ask - bottom)`` rounded to the price unit, at least one unit
        below the old one when ``c > 0`` (so the bottom is reached), and never below the bottom.
-    4. A bid (an offer in a *propose*, *counter* or *agree* turn, or a priced *counter-noprice* turn) at or
-       above the new asking price is accepted: a deal at ``min(offer, previous ask)``. An *agree* without a
-       price, or with the Seller's last price or more, is a deal at the previous asking price. A bid below
+    4. A bid (an offer in a *propose*, *counter* or *agree* turn, or a priced *counter-noprice* turn; never
+       the price of a question about the Seller's price, "Is $600 firm?") at or above the new asking price is
+       accepted: a deal at ``min(offer, previous ask)``. An unambiguous acceptance in words
+       (:func:`~ppdpp.plugins.negotiation.acts.accepts`: "Deal.", "I'll take it", "works for me", with no hedge,
+       question, condition or negation) without a price, or with the Seller's last price or more, is a deal at
+       the previous asking price. Nothing else closes a deal: "I'll consider it.", "Okay.", "Sounds good, but
+       can you do better?" are noncommittal, even when the classifier reads them as *agree*
+       (:func:`~ppdpp.plugins.negotiation.acts.read_buyer`). A bid below
        :data:`INSULT` (0.4) times the listing gets a warning and no concession the first time, and the Seller
        walks away the second time. Prices in other acts ("is $200 firm?") are not bids.
     5. After ``patience`` Buyer turns (10; the domain's own opening question counts) without a deal the Seller
@@ -58,7 +63,7 @@ from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.simulation import Outcome, UserSimulator
 from ppdpp.planner.toolkit.parsing import find_prices
 from ppdpp.plugins.negotiation import NO_DEAL_REWARD, format_price, sale_to_list_ratio
-from ppdpp.plugins.negotiation.acts import ActClassifier, classifier_for, parse_offer
+from ppdpp.plugins.negotiation.acts import NONCOMMITTAL, ActClassifier, classifier_for, read_buyer
 
 BOTTOM_RANGE = (0.65, 0.80)
 """The hidden bottom price is ``listing * U(*BOTTOM_RANGE)``."""
@@ -71,7 +76,6 @@ REPEAT_DECAY = 0.5
 LOWBALL = 0.6
 INSULT = 0.4
 PATIENCE = 10
-BIDS = frozenset({"propose", "counter", "agree", "counter-noprice"})
 
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "greet": (
@@ -218,6 +222,18 @@ class RuleBasedSeller(UserSimulator):
         detail = "the Seller walked away" if state.walked_away else f"no deal yet; asking {money(state.ask)}"
         return Outcome(False, NO_DEAL_REWARD, {"sl": 0.0}, final=state.walked_away, detail=detail)
 
+    def read_strategy(self, case: Case, history: Sequence[Turn], text: str) -> str | None:
+        """The act the Seller acts on (:func:`~ppdpp.plugins.negotiation.acts.read_buyer`): *agree* only for an
+        unambiguous acceptance, *counter* for any priced bid (:meth:`realised_as`); ``None`` for a
+        noncommittal turn."""
+        act = read_buyer(text, case, self.classifier).act
+        return None if act == NONCOMMITTAL else self.realised_as(act)
+
+    def realised_as(self, strategy: str) -> str:
+        """A *propose* is realised when read as a priced bid, *counter* (the classifier does not tell a first
+        bid from a later one, and the Seller concedes the same to both)."""
+        return "counter" if strategy == "propose" else strategy
+
     # ---- the rules ----------------------------------------------------------------------------------------
     def replay(self, history: Sequence[Turn], case: Case | None = None) -> SellerState:
         """The Seller's state after answering every Buyer turn of ``history``. The state after the longest
@@ -258,13 +274,13 @@ class RuleBasedSeller(UserSimulator):
             state.reply = CLOSED["walked_away"]
             return
 
-        act = self.classifier.predict(text)
-        offer = parse_offer(text, case) if act in BIDS else None
+        reading = read_buyer(text, case, self.classifier)
+        act, offer = reading.act, reading.offer
         repeats = len(state.acts) - len(list(itertools.dropwhile(lambda a: a == act, reversed(state.acts))))
         state.acts.append(act)
         previous_ask = state.ask
 
-        if act == "agree" and (offer is None or offer >= previous_ask):
+        if reading.accepts and (offer is None or offer >= previous_ask):
             state.deal_price = previous_ask
             say("accept", previous_ask)
             return

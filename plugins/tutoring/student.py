@@ -14,8 +14,11 @@ Each teacher turn is read as text (never the strategy label), in this order:
 
 1. Confirmation: an affirmative cue (yes, right, correct, good, ...) and no negation (no, not, wrong, almost,
    ...) confirms the words of the Student's last attempt that the teacher quotes (all of them when it quotes
-   nothing): a correct ``shaky`` word becomes ``sure``; a wrong word becomes ``believed`` (kept, see 3).
-2. Reveals: a target word that is not ``sure`` is revealed when it occurs in the teacher's text as a whole word
+   nothing): a correct ``shaky`` word becomes ``sure``; a wrong word becomes ``believed`` (kept, see 3). A
+   handshake (:data:`HANDSHAKE`: "Yes, I'm ready to play the game!", the role-play setup's line that LLM
+   teachers repeat) is never a confirmation, nor a prompt to try (rule 3).
+2. Reveals: a give-away (the teacher writes the whole target) reveals every word, like any other reveal: a
+   target word that is not ``sure`` is revealed when it occurs in the teacher's text as a whole word
    (a word that is also English, :data:`LOOKALIKES`, only inside double quotes or next to a neighbouring target
    word). A revealed ``shaky`` word becomes ``sure`` (repetition); the newly revealed others (``unknown`` or
    ``believed``) become ``sure`` when there are at most ``capacity`` (2) of them, else (e.g. the whole target at
@@ -75,6 +78,17 @@ TASK_CUES = ("try", "translat", "again", "italian", "word", "say", "answer", "se
 _AFFIRMATIVE = re.compile(r"\b(yes|yeah|right|correct|exactly|good|great|perfect|well done|that's it)\b", re.I)
 _NEGATION = re.compile(r"\b(no|not|nope|wrong|incorrect|almost|nearly|instead|but|actually|should)\b", re.I)
 _QUOTED = re.compile(r'"([^"]+)"')
+HANDSHAKE = re.compile(r"\b(?:i'?m|i am|we'?re|we are) ready\b|\bready to (?:play|start|begin)\b"
+                       r"|\blet'?s (?:play|start|begin)\b", re.I)
+"""A line that only opens the role-play ("Yes, I'm ready to play the game!", "Let's start."): no teaching."""
+TEACHER_READINGS = ("handshake", "confirmation", "give-away", "correction", "hint", "question", "other")
+"""What a teacher turn is, as the Student reads it (:func:`read_teacher_text`, docs/simulators.md)."""
+READ_AS: dict[str, str | None] = {
+    "handshake": None, "confirmation": "Confirmation", "give-away": "Correction", "correction": "Correction",
+    "hint": "Hint", "question": "Question", "other": "Others",
+}
+"""The CIMA strategy each reading realises: a give-away is a correction (the template's Correction gives the
+whole translation when there is no attempt yet); a handshake realises none."""
 ATTEMPT = re.compile(r'(?:Is it|I think it is|My try is) "([^"]*)"')
 """How a Student attempt is written (and read back by :meth:`ScriptedStudent.outcome` and the template teacher)."""
 _ATTEMPT_LEADS = ('Is it "{}"?', 'I think it is "{}".', 'My try is "{}".')
@@ -127,7 +141,48 @@ def attempts_in(history: Sequence[Turn]) -> list[str]:
 
 def _is_task_turn(text: str) -> bool:
     lowered = text.lower()
-    return any(cue in lowered for cue in TASK_CUES)
+    return any(cue in lowered for cue in TASK_CUES) and not is_handshake(text)
+
+
+def is_handshake(text: str) -> bool:
+    """Whether ``text`` opens the role-play (:data:`HANDSHAKE`) rather than teaching."""
+    return HANDSHAKE.search(text) is not None
+
+
+def _affirms(text: str) -> bool:
+    return _AFFIRMATIVE.search(text) is not None and _NEGATION.search(text) is None and not is_handshake(text)
+
+
+def revealed_words(text: str, target: str) -> list[int]:
+    """The target words (indices) that ``text`` reveals (rule 2 of the module docstring): quoted, as a whole
+    word (a :data:`LOOKALIKES` word only quoted or next to a neighbouring target word)."""
+    keys = [normalise(u) for u in target_units(target)]
+    quoted = " ".join(normalise(q) for q in _QUOTED.findall(text)).split()
+    padded = f" {normalise(text)} "
+    out = []
+    for i, key in enumerate(keys):
+        pairs = [f" {keys[i - 1]} {key} "] if i > 0 else []
+        pairs += [f" {key} {keys[i + 1]} "] if i + 1 < len(keys) else []
+        if key in quoted or (key not in LOOKALIKES and f" {key} " in padded) or any(p in padded for p in pairs):
+            out.append(i)
+    return out
+
+
+def read_teacher_text(text: str, target: str) -> str:
+    """What the teacher's ``text`` is to the Student, one of :data:`TEACHER_READINGS`, in the order the
+    Student's rules apply: a *handshake* that reveals nothing; a *give-away* (every target word revealed, even
+    after "Great job!"); a *confirmation* (rule 1); a *correction* (a reveal with a negation: "no, it should be ..."); a *hint* (some
+    words revealed); a *question* (a prompt to try, rule 3); else *other* (small talk teaches nothing)."""
+    revealed = revealed_words(text, target)
+    if is_handshake(text) and not revealed:
+        return "handshake"
+    if len(revealed) == len(target_units(target)):
+        return "give-away"
+    if _affirms(text):
+        return "confirmation"
+    if revealed:
+        return "correction" if _NEGATION.search(text) else "hint"
+    return "question" if _is_task_turn(text) else "other"
 
 
 REWARD_RULES = ("goal", "verdict")
@@ -212,10 +267,8 @@ class ScriptedStudent(UserSimulator):
     def _read_teacher(self, text: str) -> None:
         cfg = self.config
         confirmed = self._confirm(text)
-        quoted = " ".join(normalise(q) for q in _QUOTED.findall(text)).split()
-        padded = f" {normalise(text)} "
-        revealed = [i for i, key in enumerate(self._keys)
-                    if self.states[i] != "sure" and self._reveals(i, key, quoted, padded)]
+        assert self._case is not None
+        revealed = [i for i in revealed_words(text, self._case.fields["target"]) if self.states[i] != "sure"]
         if revealed:
             new = [i for i in revealed if self.states[i] != "shaky"]
             for i in revealed:
@@ -236,7 +289,7 @@ class ScriptedStudent(UserSimulator):
 
     def _confirm(self, text: str) -> bool:
         """Apply a confirmation of the last attempt (rule 1); whether the turn was one."""
-        if self._last_attempt is None or not _AFFIRMATIVE.search(text) or _NEGATION.search(text):
+        if self._last_attempt is None or not _affirms(text):
             return False
         quoted = set(" ".join(normalise(q) for q in _QUOTED.findall(text)).split())
         for i, word in enumerate(self._last_attempt):
@@ -249,14 +302,6 @@ class ScriptedStudent(UserSimulator):
                 self.states[i] = "believed"
         return True
 
-    def _reveals(self, i: int, key: str, quoted: list[str], padded: str) -> bool:
-        """Rule 2: ``key`` (word ``i``) occurs quoted, as a whole non-English word, or next to a neighbour."""
-        if key in quoted or (key not in LOOKALIKES and f" {key} " in padded):
-            return True
-        pairs = [f" {self._keys[i - 1]} {key} "] if i > 0 else []
-        pairs += [f" {key} {self._keys[i + 1]} "] if i + 1 < len(self._keys) else []
-        return any(p in padded for p in pairs)
-
     def _reply(self) -> str:
         unknown = [i for i, s in enumerate(self.states) if s == "unknown"]
         if unknown and self._rng.random() < self.config.ask_p:
@@ -264,6 +309,11 @@ class ScriptedStudent(UserSimulator):
             return f'How do you say "{english}"?' if english else "I am not sure about the rest. What comes next?"
         self._last_attempt = self.attempt()
         return self._rng.choice(_ATTEMPT_LEADS).format(render(self._last_attempt))
+
+    def read_strategy(self, case: Case, history: Sequence[Turn], text: str) -> str | None:
+        """The strategy the teacher's ``text`` realises as the Student reads it (:func:`read_teacher_text`,
+        :data:`READ_AS`); ``None`` for a handshake."""
+        return READ_AS[read_teacher_text(text, case.fields["target"])]
 
     # ---- the exact result -----------------------------------------------------------------------------
     def outcome(self, case: Case, history: Sequence[Turn]) -> Outcome:

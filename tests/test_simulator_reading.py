@@ -1,0 +1,101 @@
+"""The grounded simulators reading LLM text (issue #26): the seller needs an explicit acceptance, the
+student reads a give-away as a reveal and a handshake as nothing, and the realisation reader returns the
+strategy on the template agents' own texts. The labelled LLM turns are tests/data/agent_turns.jsonl."""
+
+from __future__ import annotations
+
+import pytest
+
+from ppdpp.planner.core.domain import Turn
+from ppdpp.planner.registry.manager import get_domain
+from ppdpp.plugins.negotiation import DOMAIN
+from ppdpp.plugins.negotiation.seller import RuleBasedSeller, money
+from ppdpp.plugins.negotiation.template import TemplateBuyer
+from ppdpp.plugins.tutoring.student import ScriptedStudent, attempts_in, read_teacher_text, render, target_units
+from ppdpp.plugins.tutoring.template import TemplateTeacher
+from ppdpp.simulators.realisation import Reading, RealisationReader
+
+NONCOMMITTAL = [
+    "I'll consider it.", "Thank you for the offer. I'll consider it.", "Okay.", "Okay, I see.",
+    "Let me think about it.", "Is the price negotiable?", "That sounds good, but can you do better?",
+    "Sure, that could work.", "I'm sure you'll find it's a great deal.", "Is $LIST your final price?",
+    "Maybe, I'll take it if you can throw in the case.", "Hmm, deal? Let me ask my wife first.",
+]
+"""Hedges and questions a buyer says before naming a price ($LIST: the listing price)."""
+
+
+@pytest.fixture(scope="module")
+def neg_cases(data_dir):
+    return DOMAIN.load_cases("test", data_dir)[:12]
+
+
+def first_turn_outcome(seller: RuleBasedSeller, case, text: str):
+    seller.reset(case, 0)
+    history = [*DOMAIN.opening(case), Turn("agent", text)]
+    history.append(Turn("user", seller.respond(history)))
+    return seller.outcome(case, history), history
+
+
+def test_noncommittal_buyer_sentences_never_close_a_deal(data_dir, neg_cases):
+    """The issue's probe: hedges and questions as the buyer's first turn on 12 test cases: 0 deals (it was
+    36 of 96); an explicit "Deal. I'll take it for $<list price>." closes all 12 at the list price."""
+    seller = RuleBasedSeller(data_dir)
+    for case in neg_cases:
+        listing = money(case.fields["seller_price"])
+        for text in NONCOMMITTAL:
+            outcome, history = first_turn_outcome(seller, case, text.replace("$LIST", listing))
+            assert not outcome.success, f"{text!r} closed a deal on {case.id}: {history[-1].text}"
+        outcome, history = first_turn_outcome(seller, case, f"Deal. I'll take it for {listing}.")
+        assert outcome.success and outcome.metrics["sl"] == 0.0, history[-1].text
+
+
+def test_a_give_away_is_read_as_a_reveal(data_dir):
+    """The teacher writing the whole answer, quoted or not, accented or not, even after praise, reveals
+    every word: a Student who forgets nothing then says it whole."""
+    domain = get_domain("tutoring")
+    for case in domain.load_cases("test", data_dir)[:20]:
+        target = case.fields["target"]
+        for text in (f'The answer is "{target}".', f"The translation is '{target}'.",
+                     f"Great job! It is {target.upper()}."):
+            assert read_teacher_text(text, target) == "give-away", text
+            student = ScriptedStudent(known_p=0.0, ask_p=0.0, slip_p=0.0)
+            student.reset(case, 0)
+            history = [*domain.opening(case), Turn("agent", text)]
+            history.append(Turn("user", student.respond(history)))
+            assert "unknown" not in student.states and student.outcome(case, history).success, history[-1].text
+
+
+def test_a_handshake_is_never_an_attempt_nor_a_confirmation(data_dir):
+    domain = get_domain("tutoring")
+    case = domain.load_cases("test", data_dir)[0]
+    handshake = "Yes, I'm ready to play the game!"
+    assert read_teacher_text(handshake, case.fields["target"]) == "handshake"
+    student = ScriptedStudent(known_p=0.0, ask_p=0.0, recall_p=1.0)
+    student.reset(case, 0)
+    history = [Turn("agent", "Please translate it."), Turn("user", "Hmm."), Turn("agent", "Let's start.")]
+    history.append(Turn("user", student.respond(history)))  # the Student's first (wrong) attempt
+    assert set(student.states) == {"unknown"}, "a handshake is no prompt to try: nothing recalled"
+    history.append(Turn("agent", handshake))
+    history.append(Turn("user", student.respond(history)))
+    assert set(student.states) == {"unknown"}, "a handshake confirms nothing ('Yes, good try' would)"
+    said = [Turn("agent", "Please translate it."), Turn("user", handshake)]
+    assert attempts_in(said) == [] and student.outcome(case, said).detail == "did_not"
+
+
+def test_the_realisation_reader_returns_the_strategy_on_the_template_texts(data_dir):
+    """Every template act is read as itself (a priced *propose* as the seller's *counter* bid), except the
+    template *disagree*, which the seller's classifier reads as *counter-noprice* (13 labelled *disagree*
+    Buyer turns in the data; docs/simulators.md)."""
+    for name, agent in (("negotiation", TemplateBuyer()), ("tutoring", TemplateTeacher())):
+        domain = get_domain(name)
+        reader = RealisationReader(name, data_dir=data_dir)
+        readings = []
+        for seed, case in enumerate(domain.load_cases("test", data_dir)[:20]):
+            agent.reset(case, seed)
+            history = domain.opening(case)
+            readings += [Reading("template", s, case, history, agent.respond(history, s)) for s in domain.strategies]
+        for (_, strategy), rate in reader.rates(readings).items():
+            if strategy == "disagree":
+                assert rate.read["counter-noprice"] == rate.n
+            else:
+                assert rate.rate == 1.0, (name, strategy, dict(rate.read))
