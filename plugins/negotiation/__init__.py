@@ -159,11 +159,16 @@ class NegotiationDomain(DialogDataDomain):
         "seller_price": (int, float),
     }
 
-    def __init__(self, deal_rule: DealRule = "majority") -> None:
+    def __init__(self, deal_rule: DealRule = "majority", *, few_shot: bool = True, price_hint: bool = False,
+                 examples_dir: str | None = None) -> None:
+        """``few_shot``/``price_hint``: the agent prompt's levers (:mod:`~ppdpp.plugins.negotiation.prompting`;
+        both off = PPDPP's prompt word for word); ``examples_dir``: the data root the few-shot lines come from
+        (``None``: :func:`~ppdpp.planner.toolkit.datafiles.resolve_data_dir` at first use)."""
         super().__init__()
         if deal_rule not in DEAL_RULES:
             raise ValueError(f"deal_rule must be one of {DEAL_RULES}, got {deal_rule!r}")
         self.deal_rule = deal_rule
+        self.few_shot, self.price_hint, self.examples_dir = few_shot, price_hint, examples_dir
 
     def check_fields(self, fields: dict[str, Any], where: str) -> None:
         if fields["buyer_price"] == fields["seller_price"]:
@@ -187,6 +192,11 @@ class NegotiationDomain(DialogDataDomain):
         f = case.fields
         item, target = f["item_name"], format_price(f["buyer_price"])
         instruction = f"{self.instruction(strategy)} " if strategy is not None else ""
+        if strategy is not None and (self.few_shot or self.price_hint):
+            from ppdpp.plugins.negotiation.prompting import strategy_note
+
+            instruction = strategy_note(case, history, strategy, self.instruction(strategy), few_shot=self.few_shot,
+                                        price_hint=self.price_hint, data_dir=self._examples_root()) + " "
         setup = (
             f"You are the buyer who is trying to buy the {item} with the price of {target}. "
             f"Product description: {f['buyer_item_description']}\n"
@@ -199,6 +209,15 @@ class NegotiationDomain(DialogDataDomain):
         return role_play_messages(
             BUYER_SYSTEM, [{"role": "user", "content": setup}], history, "agent", note if reminder else None
         )
+
+    def _examples_root(self) -> str | None:
+        """The data root of the few-shot lines, as a string (``None``: the bundled cases)."""
+        if self.examples_dir is None:
+            from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+
+            root = resolve_data_dir(None)
+            self.examples_dir = str(root) if root is not None else ""
+        return self.examples_dir or None
 
     def user_messages(self, case: Case, history: Sequence[Turn], *, reminder: bool = True) -> list[Message]:
         f = case.fields

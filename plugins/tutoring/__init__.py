@@ -57,10 +57,14 @@ class TutoringDomain(Domain):
         "Others": "Please chat with the Student without any pedagogical strategy.",
     }
 
-    def __init__(self, success_rule: SuccessRule = "all") -> None:
+    def __init__(self, success_rule: SuccessRule = "all", *, few_shot: bool = True,
+                 examples_dir: str | None = None) -> None:
+        """``few_shot``: example Teacher lines in the agent prompt (:mod:`~ppdpp.plugins.tutoring.prompting`; off =
+        PPDPP's prompt word for word); ``examples_dir``: their data root (``None``: resolved at first use)."""
         if success_rule not in ("all", "majority"):
             raise DomainError(f"tutoring success_rule must be 'all' or 'majority', got {success_rule!r}")
         self.success_rule = success_rule
+        self.few_shot, self.examples_dir = few_shot, examples_dir
         self._splits: dict[tuple[Path | None, Split], tuple[list[Case], list[SFTExample]]] = {}
 
     # ---- data ---------------------------------------------------------------------------------------
@@ -136,6 +140,10 @@ class TutoringDomain(Domain):
     ) -> list[Message]:
         sentence = case.fields["sentence"]
         instruction = f" {self.instruction(strategy)}" if strategy is not None else ""
+        if strategy is not None and self.few_shot:
+            from ppdpp.plugins.tutoring.prompting import strategy_note
+
+            instruction = " " + strategy_note(case, strategy, self.instruction(strategy), self._examples_root())
         setup = f'You are the teacher who is trying to teach the student to translate "{sentence}" into Italian. ' \
             "Please reply with only one short and succinct sentence. Please do not tell the student the answer or " \
             f"ask the student about other exercises.{instruction} Now ask me an exercise."
@@ -146,6 +154,15 @@ class TutoringDomain(Domain):
             f'[Reminder: you are the Teacher helping the Student translate "{sentence}" into Italian; do not give '
             f"away the whole answer.{instruction} Reply as the Teacher with one short sentence.]" if reminder else None,
         )
+
+    def _examples_root(self) -> str | None:
+        """The data root of the few-shot lines, as a string (``None``: the bundled cases)."""
+        if self.examples_dir is None:
+            from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+
+            root = resolve_data_dir(None)
+            self.examples_dir = str(root) if root is not None else ""
+        return self.examples_dir or None
 
     def user_messages(self, case: Case, history: Sequence[Turn], *, reminder: bool = True) -> list[Message]:
         sentence = case.fields["sentence"]
