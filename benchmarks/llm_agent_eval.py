@@ -46,9 +46,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grounded_eval import SETTINGS, per_case, ppdpp  # noqa: E402  (benchmarks/ is the script's folder)
+from grounded_eval import SETTINGS, ppdpp  # noqa: E402  (benchmarks/ is the script's folder)
 
-from ppdpp.simulators.evaluate import estimate, paired_difference, transcript_path  # noqa: E402
+from ppdpp.simulators.evaluate import estimate, paired_difference  # noqa: E402
 
 POLICIES = ("no-planner", "random", "majority", "llm", "sft", "sft+rl-template", "sft+rl-llm")
 """``llm`` is ppdpp's ProCoT-style planner (the agent LLM picks the strategy; ppdpp registers no separate
@@ -268,18 +268,21 @@ def policy_rows(args, domain: str) -> dict[str, dict]:
     found = {}
     for policy in args.policies.split(","):
         out = eval_dir(args, domain, policy)
-        if not (out / "report.json").is_file():
+        eps = transcripts(out)  # finished dialogues, also of a piece still running or stopped
+        if not eps:
             continue
-        report = json.loads((out / "report.json").read_text())
-        p = report["policies"][0]
-        eps = transcripts(out)
         steps = [(s, cases[ep["case_id"]]) for ep in eps for s in ep["steps"]]
         planned = [(s, c) for s, c in steps if s["strategy"] is not None]
-        row = {"report": p, "values": {}, "strategies": collections.Counter(s["strategy"] for s, _ in steps),
+        usage = [step.get("usage", {}).get("agent", {}) for step, _ in steps]
+        row = {"finished": (out / "report.json").is_file(), "values": {},
+               "at": sum(ep["turns"] for ep in eps) / len(eps),
+               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage), sum(u.get("completion_tokens", 0) for u in usage)),
+               "strategies": collections.Counter(s["strategy"] for s, _ in steps),
                "realised": (sum(read(s["agent"], c) == s["strategy"] for s, c in planned), len(planned)),
                "wall": json.loads((out / "wall.json").read_text()) if (out / "wall.json").is_file() else {}}
         for m in (metric, "success"):
-            row["values"][m] = per_case(transcript_path(out, p["policy"]), m)
+            row["values"][m] = {ep["case_id"]: float(ep["success"]) if m == "success" else
+                                float(ep["metrics"].get(m, 0.0)) for ep in eps}
         critic = out / "llm-critic.jsonl"
         if critic.is_file():
             rows = [json.loads(line) for line in critic.read_text().splitlines()]
@@ -307,11 +310,10 @@ def eval_table(args, domain: str) -> list[str]:
                             for k, v in row["strategies"].most_common(3))
             real = f"{row['realised'][0] / row['realised'][1]:.2f}" if row["realised"][1] else "-"
             crit = " / ".join(f"{x:.2f}" for x in row["critic"]) if "critic" in row else "-"
-            p = row["report"]
-            lines.append(f"| {name} | {len(values)} | {e.mean:.3f} [{e.low:.3f}, {e.high:.3f}] | {p['at']['mean']:.2f} | "
+            n = f"{len(values)}" if row["finished"] else f"{len(values)} (partial)"
+            lines.append(f"| {name} | {n} | {e.mean:.3f} [{e.low:.3f}, {e.high:.3f}] | {row['at']:.2f} | "
                          f"{real} | {top} | {entropy(row['strategies']):.2f} | {crit} | "
-                         f"{row['wall'].get('wall_s', float('nan')):.0f} | {p['prompt_tokens']} / "
-                         f"{p['completion_tokens']} |")
+                         f"{row['wall'].get('wall_s', float('nan')):.0f} | {row['tokens'][0]} / {row['tokens'][1]} |")
         lines.append("")
         for best in ("sft+rl-llm", "sft+rl-template"):
             if best not in rows:
