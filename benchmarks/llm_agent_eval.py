@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread per process: on a shared CPU two wait for each other
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from grounded_eval import SETTINGS, ppdpp  # noqa: E402  (benchmarks/ is the script's folder)
@@ -172,7 +173,7 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
     sft = root / "sft"
     if which == "sft" and not (sft / "best" / "planner.json").is_file():
         run_ppdpp(["sft", "-d", domain, *data, "--out", str(sft), "--epochs", "3", "--max-length", "128",
-                   "--strategy-history", "--threads", "2", "--seed", str(args.seed)], log)
+                   "--strategy-history", "--threads", "1", "--seed", str(args.seed)], log)
     for name, agent, episodes in (("rl-template", "template", args.rl_episodes),
                                   ("rl-llm", args.model, args.rl_llm_episodes)):
         out = root / name.replace("-template", "")

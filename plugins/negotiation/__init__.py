@@ -34,6 +34,7 @@ from ppdpp.planner import hookimpl
 from ppdpp.planner.core.domain import Case, DomainError, Judgement, Message, Turn
 
 from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.datafiles import lazy_data_root
 from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
 from ppdpp.planner.toolkit.parsing import answer_part, find_keywords, find_prices, parse_choice
 
@@ -196,7 +197,7 @@ class NegotiationDomain(DialogDataDomain):
             from ppdpp.plugins.negotiation.prompting import strategy_note
 
             instruction = strategy_note(case, history, strategy, self.instruction(strategy), few_shot=self.few_shot,
-                                        price_hint=self.price_hint, data_dir=self._examples_root()) + " "
+                                        price_hint=self.price_hint, data_dir=lazy_data_root(self)) + " "
         setup = (
             f"You are the buyer who is trying to buy the {item} with the price of {target}. "
             f"Product description: {f['buyer_item_description']}\n"
@@ -209,15 +210,6 @@ class NegotiationDomain(DialogDataDomain):
         return role_play_messages(
             BUYER_SYSTEM, [{"role": "user", "content": setup}], history, "agent", note if reminder else None
         )
-
-    def _examples_root(self) -> str | None:
-        """The data root of the few-shot lines, as a string (``None``: the bundled cases)."""
-        if self.examples_dir is None:
-            from ppdpp.planner.toolkit.datafiles import resolve_data_dir
-
-            root = resolve_data_dir(None)
-            self.examples_dir = str(root) if root is not None else ""
-        return self.examples_dir or None
 
     def user_messages(self, case: Case, history: Sequence[Turn], *, reminder: bool = True) -> list[Message]:
         f = case.fields

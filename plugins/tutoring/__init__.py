@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.toolkit.datafiles import bundled_path, cell_of, field_of, read_good_rows, read_jsonl, require_file
+from ppdpp.planner.toolkit.datafiles import (
+    bundled_path, cell_of, field_of, lazy_data_root, read_good_rows, read_jsonl, require_file,
+)
 from ppdpp.planner.core.domain import (
     SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Split, Turn,
 )
@@ -143,7 +145,7 @@ class TutoringDomain(Domain):
         if strategy is not None and self.few_shot:
             from ppdpp.plugins.tutoring.prompting import strategy_note
 
-            instruction = " " + strategy_note(case, strategy, self.instruction(strategy), self._examples_root())
+            instruction = " " + strategy_note(case, strategy, self.instruction(strategy), lazy_data_root(self))
         setup = f'You are the teacher who is trying to teach the student to translate "{sentence}" into Italian. ' \
             "Please reply with only one short and succinct sentence. Please do not tell the student the answer or " \
             f"ask the student about other exercises.{instruction} Now ask me an exercise."
@@ -154,15 +156,6 @@ class TutoringDomain(Domain):
             f'[Reminder: you are the Teacher helping the Student translate "{sentence}" into Italian; do not give '
             f"away the whole answer.{instruction} Reply as the Teacher with one short sentence.]" if reminder else None,
         )
-
-    def _examples_root(self) -> str | None:
-        """The data root of the few-shot lines, as a string (``None``: the bundled cases)."""
-        if self.examples_dir is None:
-            from ppdpp.planner.toolkit.datafiles import resolve_data_dir
-
-            root = resolve_data_dir(None)
-            self.examples_dir = str(root) if root is not None else ""
-        return self.examples_dir or None
 
     def user_messages(self, case: Case, history: Sequence[Turn], *, reminder: bool = True) -> list[Message]:
         sentence = case.fields["sentence"]
