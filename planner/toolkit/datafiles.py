@@ -32,6 +32,15 @@ def resolve_data_dir(option: str | Path | None = None) -> Path | None:
     return guess if guess.is_dir() else None
 
 
+def lazy_data_root(holder: Any, attribute: str = "examples_dir") -> str | None:
+    """``holder.<attribute>``, a data root kept as text: resolved by :func:`resolve_data_dir` at the first call
+    when it is ``None`` (``""`` then stands for the bundled cases); returns ``None`` for the bundled cases."""
+    if getattr(holder, attribute) is None:
+        root = resolve_data_dir(None)
+        setattr(holder, attribute, str(root) if root is not None else "")
+    return getattr(holder, attribute) or None
+
+
 @dataclass(frozen=True)
 class DomainData:
     """Where one domain's data comes from: ``data_dir`` is what to hand the domain's ``load_cases`` /

@@ -38,6 +38,7 @@ from ppdpp.planner import hookimpl
 from ppdpp.planner.core.domain import QUORUM_FAILED, Case, DomainError, Judgement, Message, Turn
 
 from ppdpp.planner.toolkit.chat import role_play_messages
+from ppdpp.planner.toolkit.datafiles import lazy_data_root
 from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
 from ppdpp.planner.toolkit.parsing import answer_part, find_keywords, find_prices, parse_choice
 
@@ -165,11 +166,17 @@ class NegotiationDomain(DialogDataDomain):
         "seller_price": (int, float),
     }
 
-    def __init__(self, deal_rule: DealRule = "majority") -> None:
+    def __init__(self, deal_rule: DealRule = "majority", *, few_shot: bool = True, price_hint: bool = False,
+                 examples_dir: str | None = None) -> None:
+        """``few_shot``/``price_hint``: the agent prompt's levers (:mod:`~ppdpp.plugins.negotiation.prompting`),
+        in the role reminder (the last message; the setup keeps PPDPP's instruction), so they act only with
+        ``reminder=True`` (the default); both off = PPDPP's prompt word for word; ``examples_dir``: the data root the few-shot lines come from
+        (``None``: :func:`~ppdpp.planner.toolkit.datafiles.resolve_data_dir` at first use)."""
         super().__init__()
         if deal_rule not in DEAL_RULES:
             raise ValueError(f"deal_rule must be one of {DEAL_RULES}, got {deal_rule!r}")
         self.deal_rule = deal_rule
+        self.few_shot, self.price_hint, self.examples_dir = few_shot, price_hint, examples_dir
 
     def check_fields(self, fields: dict[str, Any], where: str) -> None:
         if fields["buyer_price"] == fields["seller_price"]:
@@ -193,6 +200,12 @@ class NegotiationDomain(DialogDataDomain):
         f = case.fields
         item, target = f["item_name"], format_price(f["buyer_price"])
         instruction = f"{self.instruction(strategy)} " if strategy is not None else ""
+        levers = instruction
+        if strategy is not None and (self.few_shot or self.price_hint):
+            from ppdpp.plugins.negotiation.prompting import strategy_note
+
+            levers = strategy_note(case, history, strategy, self.instruction(strategy), few_shot=self.few_shot,
+                                   price_hint=self.price_hint, data_dir=lazy_data_root(self)) + " "
         setup = (
             f"You are the buyer who is trying to buy the {item} with the price of {target}. "
             f"Product description: {f['buyer_item_description']}\n"
@@ -200,7 +213,7 @@ class NegotiationDomain(DialogDataDomain):
         )
         note = (
             f"(Remember: you are the Buyer, not an assistant. You want to buy the {item} for a price as close "
-            f"to {target} as possible. {instruction}Reply as the Buyer with one short sentence.)"
+            f"to {target} as possible. {levers}Reply as the Buyer with one short sentence.)"
         )
         return role_play_messages(
             BUYER_SYSTEM, [{"role": "user", "content": setup}], history, "agent", note if reminder else None

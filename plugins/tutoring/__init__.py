@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from ppdpp.planner import hookimpl
-from ppdpp.planner.toolkit.datafiles import bundled_path, cell_of, field_of, read_good_rows, read_jsonl, require_file
+from ppdpp.planner.toolkit.datafiles import (
+    bundled_path, cell_of, field_of, lazy_data_root, read_good_rows, read_jsonl, require_file,
+)
 from ppdpp.planner.core.domain import (
     SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Split, Turn,
 )
@@ -57,10 +59,15 @@ class TutoringDomain(Domain):
         "Others": "Please chat with the Student without any pedagogical strategy.",
     }
 
-    def __init__(self, success_rule: SuccessRule = "all") -> None:
+    def __init__(self, success_rule: SuccessRule = "all", *, few_shot: bool = True,
+                 examples_dir: str | None = None) -> None:
+        """``few_shot``: example Teacher lines in the agent prompt's role reminder (the last message;
+        :mod:`~ppdpp.plugins.tutoring.prompting`), so only with ``reminder=True`` (the default); off = PPDPP's prompt
+        word for word; ``examples_dir``: their data root (``None``: resolved at first use)."""
         if success_rule not in ("all", "majority"):
             raise DomainError(f"tutoring success_rule must be 'all' or 'majority', got {success_rule!r}")
         self.success_rule = success_rule
+        self.few_shot, self.examples_dir = few_shot, examples_dir
         self._splits: dict[tuple[Path | None, Split], tuple[list[Case], list[SFTExample]]] = {}
 
     # ---- data ---------------------------------------------------------------------------------------
@@ -136,6 +143,11 @@ class TutoringDomain(Domain):
     ) -> list[Message]:
         sentence = case.fields["sentence"]
         instruction = f" {self.instruction(strategy)}" if strategy is not None else ""
+        levers = instruction
+        if strategy is not None and self.few_shot:
+            from ppdpp.plugins.tutoring.prompting import strategy_note
+
+            levers = " " + strategy_note(case, strategy, self.instruction(strategy), lazy_data_root(self))
         setup = f'You are the teacher who is trying to teach the student to translate "{sentence}" into Italian. ' \
             "Please reply with only one short and succinct sentence. Please do not tell the student the answer or " \
             f"ask the student about other exercises.{instruction} Now ask me an exercise."
@@ -144,7 +156,7 @@ class TutoringDomain(Domain):
             "tutoring conversation with a student.",
             [{"role": "user", "content": setup}], history, "agent",
             f'[Reminder: you are the Teacher helping the Student translate "{sentence}" into Italian; do not give '
-            f"away the whole answer.{instruction} Reply as the Teacher with one short sentence.]" if reminder else None,
+            f"away the whole answer.{levers} Reply as the Teacher with one short sentence.]" if reminder else None,
         )
 
     def user_messages(self, case: Case, history: Sequence[Turn], *, reminder: bool = True) -> list[Message]:

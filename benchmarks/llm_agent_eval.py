@@ -1,0 +1,394 @@
+"""Does a trained planner make a real LLM agent better? (issue #26) Qwen as the agent, exact outcomes.
+
+The agent is a local instruct LLM (default Qwen2.5-Coder-1.5B), the user the domain's programmatic simulator
+(negotiation: the rule-based seller; tutoring: the scripted student), the critic the oracle (the simulator's
+exact outcome). Everything runs as resumable **pieces**; each writes its own folder under ``--out`` and is
+skipped when finished, and every LLM answer goes through the disk response cache, so a killed piece restarts
+where the cache stops. ``--piece all`` runs every piece in order (what is missing only).
+
+Pieces (``--piece``, with ``--domains`` and ``--cases``):
+
+* ``realisation``: on the **valid** split, the agent writes one reply under every strategy at the opening of
+  ``--realisation-cases`` cases, for each prompt variant (``--variants``: ``ppdpp`` = PPDPP's prompt word for
+  word, ``fewshot`` = the default few-shot prompt, ``fewshot+price`` = with the price hint, negotiation only);
+  the reply is read back by the domain's reader (the seller's act classifier; the student's reading,
+  :func:`ppdpp.plugins.tutoring.prompting.read_strategy`). Realisation = read as the strategy written under.
+* ``sft``, ``rl-template``: the SFT planner and SFT+RL trained with the template agent
+  (``benchmarks/grounded_eval.py``'s stages and settings, same folders).
+* ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes.
+* ``eval``: ``ppdpp evaluate`` of each policy (``--policies``) on the first ``--cases`` test cases, one folder per
+  policy (``eval-<policy>``), the same seeds per case for every policy (paired).
+* ``critic``: the LLM as a greedy critic on the final state of every evaluated dialogue: ``critic_agree`` and
+  ``critic_false_success`` against the exact outcome.
+* ``table``: markdown of whatever has finished (labelled with its n): metric with 95% interval, the paired
+  difference of each SFT+RL against every policy (bootstrap interval, sign-flip p), strategy distribution and
+  its entropy, realisation of each policy's own turns, critic agreement, wall time and tokens.
+
+The negotiation price hint is a different setting from PPDPP's; ``--price-hint`` plays the evaluation with it
+(folders ``eval-<policy>+price``).
+
+    nice -n 5 python benchmarks/llm_agent_eval.py --piece all --out runs/llm-agent --cases 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one torch thread per process: on a shared CPU two wait for each other
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from grounded_eval import SETTINGS, ppdpp  # noqa: E402  (benchmarks/ is the script's folder)
+
+from ppdpp.simulators.evaluate import estimate, paired_difference  # noqa: E402
+
+POLICIES = ("no-planner", "random", "majority", "llm", "sft", "sft+rl-template", "sft+rl-llm")
+"""``llm`` is ppdpp's ProCoT-style planner (the agent LLM picks the strategy; ppdpp registers no separate
+Proactive or ProCoT policy)."""
+VARIANTS = ("ppdpp", "fewshot", "fewshot+price")
+RUN_SETTINGS = ("--max-tokens", "48", "--concurrency", "16")
+
+
+def safe(name: str) -> str:
+    return name.replace("/", "_").replace("+", "-")
+
+
+def prelude(price_hint: bool, few_shot: bool = True) -> str:
+    """Python run before a ``ppdpp`` command in a child process: the domains' prompt levers."""
+    return ("from ppdpp.plugins.negotiation import DOMAIN as N; from ppdpp.planner.registry.manager import "
+            f"get_domain; N.few_shot = {few_shot}; N.price_hint = {price_hint}; "
+            f"get_domain('tutoring').few_shot = {few_shot}; ")
+
+
+def run_ppdpp(args: list[str], log: list[str], *, price_hint: bool = False) -> float:
+    """``grounded_eval.ppdpp`` with the prompt levers set in the child process."""
+    import grounded_eval
+
+    saved = grounded_eval.PPDPP
+    grounded_eval.PPDPP = [sys.executable, "-c", prelude(price_hint) + "from ppdpp.planner.cli import main; main()"]
+    try:
+        return ppdpp(args, log)
+    finally:
+        grounded_eval.PPDPP = saved
+
+
+# ---- realisation ------------------------------------------------------------------------------------------
+def reader(domain_name: str, data_dir: Path | None):
+    """``(text, case) -> strategy`` as the domain's simulator reads an agent line."""
+    if domain_name == "negotiation":
+        from ppdpp.plugins.negotiation.acts import classifier_for
+
+        classifier = classifier_for(data_dir)
+        return lambda text, case: classifier.predict(text)
+    from ppdpp.plugins.tutoring.prompting import read_strategy
+
+    return lambda text, case: read_strategy(text, case.fields["target"])
+
+
+def set_variant(domain: Any, variant: str) -> None:
+    domain.few_shot = variant != "ppdpp"
+    if hasattr(domain, "price_hint"):
+        domain.price_hint = variant == "fewshot+price"
+
+
+async def realisation_rows(domain: Any, model: str, variant: str, cases: list, max_tokens: int,
+                           data_dir: Path | None) -> list[dict]:
+    """One reply per (case, strategy) at the case's opening, read back."""
+    from ppdpp.planner.llm import open_chat
+
+    set_variant(domain, variant)
+    llm = open_chat(model, cache="all")
+    read = reader(domain.name, data_dir)
+    try:
+        jobs = [(case, s, domain.agent_messages(case, domain.opening(case), s)) for case in cases
+                for s in domain.strategies]
+        done = await asyncio.gather(*(llm.complete(m, max_tokens=max_tokens, temperature=0.0) for _, _, m in jobs))
+    finally:
+        await llm.aclose()
+        set_variant(domain, "fewshot")
+    return [{"case": case.id, "strategy": s, "reply": c.texts[0], "read": read(c.texts[0], case),
+             "prompt_tokens": c.usage.prompt_tokens, "completion_tokens": c.usage.completion_tokens}
+            for (case, s, _), c in zip(jobs, done)]
+
+
+def realisation_piece(args, domain_name: str) -> None:
+    from ppdpp.planner.registry.manager import get_domain
+
+    domain = get_domain(domain_name)
+    cases = domain.load_cases("valid", args.data_dir)[: args.realisation_cases]
+    for model in args.realisation_models.split(","):
+        for variant in args.variants.split(","):
+            if variant == "fewshot+price" and domain_name != "negotiation":
+                continue
+            path = args.out / domain_name / "realisation" / f"{safe(model)}__{variant}.jsonl"
+            if path.is_file():
+                continue
+            start = time.perf_counter()
+            rows = asyncio.run(realisation_rows(domain, model, variant, cases, args.max_tokens, args.data_dir))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            tmp.rename(path)
+            print(f"{path}: {sum(r['read'] == r['strategy'] for r in rows)}/{len(rows)} realised "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def realisation_table(root: Path) -> list[str]:
+    files = sorted((root / "realisation").glob("*.jsonl"))
+    if not files:
+        return []
+    runs = {f.stem: [json.loads(line) for line in f.read_text().splitlines()] for f in files}
+    strategies = list(dict.fromkeys(r["strategy"] for rows in runs.values() for r in rows))
+    head = ["model / prompt", "all", *strategies]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, rows in runs.items():
+        def rate(sel):
+            return f"{sum(r['read'] == r['strategy'] for r in sel) / len(sel):.2f}" if sel else "-"
+        lines.append("| " + " | ".join([name.replace("__", " / "), f"{rate(rows)} (n={len(rows)})",
+                                        *(rate([r for r in rows if r["strategy"] == s]) for s in strategies)])
+                     + " |")
+    return lines
+
+
+# ---- training and evaluation --------------------------------------------------------------------------------
+def planner_dirs(args, domain: str) -> dict[str, Path]:
+    root = args.out / domain
+    return {"sft": root / "sft" / "best", "sft+rl-template": root / "rl" / "final",
+            "sft+rl-llm": root / "rl-llm" / "final"}
+
+
+def train_piece(args, domain: str, which: str, log: list[str]) -> None:
+    user, _, turns = SETTINGS[domain]
+    root = args.out / domain
+    data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    sft = root / "sft"
+    if which == "sft" and not (sft / "best" / "planner.json").is_file():
+        run_ppdpp(["sft", "-d", domain, *data, "--out", str(sft), "--epochs", "3", "--max-length", "128",
+                   "--strategy-history", "--threads", "1", "--seed", str(args.seed)], log)
+    for name, agent, episodes in (("rl-template", "template", args.rl_episodes),
+                                  ("rl-llm", args.model, args.rl_llm_episodes)):
+        out = root / name.replace("-template", "")
+        if which != name or (out / "final" / "planner.json").is_file():
+            continue
+        resume = ["--resume"] if (out / "checkpoints" / "latest.json").is_file() else []
+        extra = list(RUN_SETTINGS[:2]) if agent != "template" else []
+        run_ppdpp(["rl", "-d", domain, *data, "--planner", str(sft / "best"), "--agent", agent, "--user", user,
+                   "--critic", "oracle", "--episodes", str(episodes), "--episodes-per-update", "16", "--lr", "2e-5",
+                   "--max-turns", str(turns), "--concurrency", "16", "--seed", str(args.seed), "--out", str(out),
+                   *extra, *resume], log)
+
+
+def eval_dir(args, domain: str, policy: str) -> Path:
+    return args.out / domain / f"eval-{safe(policy)}{'+price' if args.price_hint else ''}"
+
+
+def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
+    user, _, turns = SETTINGS[domain]
+    out = eval_dir(args, domain, policy)
+    if (out / "report.json").is_file():
+        return
+    planners = planner_dirs(args, domain)
+    if policy in planners:
+        if not (planners[policy] / "planner.json").is_file():
+            print(f"skip {domain} {policy}: {planners[policy]} is not trained yet", flush=True)
+            return
+        which = ["--planner", str(planners[policy]), "--baselines", ""]
+    else:
+        which = ["--baselines", policy]
+    data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
+    seconds = run_ppdpp(["evaluate", "-d", domain, *data, "--agent", args.model, "--user", user, "--critic",
+                         "oracle", *which, "--cases", str(args.cases), "--max-turns", str(turns),
+                         "--seed", str(args.seed), "--out", str(out), *RUN_SETTINGS], log,
+                        price_hint=args.price_hint)
+    (out / "wall.json").write_text(json.dumps({"wall_s": seconds, "load": os.getloadavg()}), encoding="utf-8")
+
+
+def transcripts(out: Path) -> list[dict]:
+    files = sorted((out / "transcripts").glob("*.jsonl"))
+    return [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+
+
+# ---- the LLM critic on the same dialogues -----------------------------------------------------------------
+async def critic_rows(args, domain_name: str, episodes: list[dict]) -> list[dict]:
+    from ppdpp.planner.core.domain import Turn
+    from ppdpp.planner.llm import open_chat
+    from ppdpp.planner.registry.manager import get_domain
+    from ppdpp.simulators.critic import Critic
+
+    domain = get_domain(domain_name)
+    cases = {c.id: c for c in domain.load_cases("test", args.data_dir)}
+    llm = open_chat(args.model, cache="all")
+    critic = Critic(llm, "greedy", max_tokens=32)
+    try:
+        def history(ep):
+            turns = [Turn(t["speaker"], t["text"]) for t in ep["opening"]]
+            for step in ep["steps"]:
+                turns += [Turn("agent", step["agent"]), Turn("user", step["user"])]
+            return turns
+        verdicts = await asyncio.gather(*(critic.judge(domain, cases[ep["case_id"]], history(ep), seed=ep["seed"])
+                                          for ep in episodes))
+    finally:
+        await llm.aclose()
+    return [{"episode_id": ep["episode_id"], "oracle": bool(ep["success"]), "critic": bool(v.judgement.success)}
+            for ep, v in zip(episodes, verdicts)]
+
+
+def critic_piece(args, domain: str) -> None:
+    for policy in args.policies.split(","):
+        out = eval_dir(args, domain, policy)
+        path = out / "llm-critic.jsonl"
+        if not (out / "report.json").is_file() or path.is_file():
+            continue
+        rows = asyncio.run(critic_rows(args, domain, transcripts(out)))
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+# ---- the table --------------------------------------------------------------------------------------------
+def entropy(counts: collections.Counter) -> float:
+    total = sum(counts.values())
+    return -sum(c / total * math.log2(c / total) for c in counts.values() if c) if total else 0.0
+
+
+def policy_rows(args, domain: str) -> dict[str, dict]:
+    """Finished policies: per-case values, the report, realisation of their own turns, critic agreement."""
+    from ppdpp.planner.registry.manager import get_domain
+
+    _, metric, _ = SETTINGS[domain]
+    dom = get_domain(domain)
+    cases = {c.id: c for c in dom.load_cases("test", args.data_dir)}
+    read = reader(domain, args.data_dir)
+    found = {}
+    for policy in args.policies.split(","):
+        out = eval_dir(args, domain, policy)
+        eps = transcripts(out)  # finished dialogues, also of a piece still running or stopped
+        if not eps:
+            continue
+        steps = [(s, cases[ep["case_id"]]) for ep in eps for s in ep["steps"]]
+        planned = [(s, c) for s, c in steps if s["strategy"] is not None]
+        usage = [step.get("usage", {}).get("agent", {}) for step, _ in steps]
+        row = {"finished": (out / "report.json").is_file(), "values": {},
+               "at": sum(ep["turns"] for ep in eps) / len(eps),
+               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage), sum(u.get("completion_tokens", 0) for u in usage)),
+               "strategies": collections.Counter(s["strategy"] for s, _ in steps),
+               "realised": (sum(read(s["agent"], c) == s["strategy"] for s, c in planned), len(planned)),
+               "wall": json.loads((out / "wall.json").read_text()) if (out / "wall.json").is_file() else {}}
+        for m in (metric, "success"):
+            row["values"][m] = {ep["case_id"]: float(ep["success"]) if m == "success" else
+                                float(ep["metrics"].get(m, 0.0)) for ep in eps}
+        critic = out / "llm-critic.jsonl"
+        if critic.is_file():
+            rows = [json.loads(line) for line in critic.read_text().splitlines()]
+            row["critic"] = (sum(r["oracle"] == r["critic"] for r in rows) / len(rows),
+                             sum(r["critic"] and not r["oracle"] for r in rows) / len(rows))
+        found[policy] = row
+    return found
+
+
+def eval_table(args, domain: str) -> list[str]:
+    _, metric, turns = SETTINGS[domain]
+    rows = policy_rows(args, domain)
+    if not rows:
+        return []
+    metrics = [metric, "success"] if metric != "success" else ["success"]
+    lines = []
+    for m in metrics:
+        label = "SR" if m == "success" else m.upper()
+        lines += [f"| policy | n | {label} [95%] | AT | realised | strategies (top 3) | entropy (bits) | "
+                  "critic agree / false success | wall s | tokens in / out |", "|" + "---|" * 10]
+        for name, row in rows.items():
+            values = list(row["values"][m].values())
+            e = estimate(values)
+            top = ", ".join(f"{k or 'none'} {v / sum(row['strategies'].values()):.0%}"
+                            for k, v in row["strategies"].most_common(3))
+            real = f"{row['realised'][0] / row['realised'][1]:.2f}" if row["realised"][1] else "-"
+            crit = " / ".join(f"{x:.2f}" for x in row["critic"]) if "critic" in row else "-"
+            n = f"{len(values)}" if row["finished"] else f"{len(values)} (partial)"
+            lines.append(f"| {name} | {n} | {e.mean:.3f} [{e.low:.3f}, {e.high:.3f}] | {row['at']:.2f} | "
+                         f"{real} | {top} | {entropy(row['strategies']):.2f} | {crit} | "
+                         f"{row['wall'].get('wall_s', float('nan')):.0f} | {row['tokens'][0]} / {row['tokens'][1]} |")
+        lines.append("")
+        for best in ("sft+rl-llm", "sft+rl-template"):
+            if best not in rows:
+                continue
+            lines += [f"{best} minus each policy, {label}, paired over the cases both played:", "",
+                      "| policy | n | difference [95%] | p |", "|---|---|---|---|"]
+            for name, row in rows.items():
+                if name == best:
+                    continue
+                common = sorted(set(rows[best]["values"][m]) & set(row["values"][m]))
+                if not common:
+                    continue
+                d = paired_difference([rows[best]["values"][m][c] for c in common],
+                                      [row["values"][m][c] for c in common])
+                lines.append(f"| {name} | {len(common)} | {d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] | "
+                             f"{d.p_value:.4f} |")
+            lines.append("")
+    return lines
+
+
+def table_piece(args) -> str:
+    parts = [f"agent `{args.model}`, oracle critic, test split, first {args.cases} cases asked "
+             f"(n per row = finished){', price hint ON' if args.price_hint else ''}", ""]
+    for domain in args.domains.split(","):
+        user, metric, turns = SETTINGS[domain]
+        parts += [f"### {domain} ({user} user, {turns} turns)", ""]
+        real = realisation_table(args.out / domain)
+        if real:
+            parts += ["Realisation on the valid split (reply at the opening, read by the simulator's reader):", "",
+                      *real, ""]
+        parts += eval_table(args, domain)
+    text = "\n".join(parts)
+    (args.out / "table.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--piece", default="all",
+                        choices=["all", "realisation", "sft", "rl-template", "rl-llm", "eval", "critic", "table"])
+    parser.add_argument("--out", type=Path, default=Path("runs/llm-agent"))
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--domains", default="negotiation,tutoring")
+    parser.add_argument("--model", default="local/qwen2.5-coder-1.5b")
+    parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--cases", type=int, default=100)
+    parser.add_argument("--price-hint", action="store_true", help="Evaluate with the negotiation price hint.")
+    parser.add_argument("--realisation-models", default="local/smollm2,local/qwen2.5-coder-1.5b")
+    parser.add_argument("--realisation-cases", type=int, default=12)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--rl-episodes", type=int, default=512, help="RL episodes with the template agent.")
+    parser.add_argument("--rl-llm-episodes", type=int, default=64, help="RL episodes with the LLM agent.")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+
+    args.data_dir = resolve_data_dir(args.data_dir)
+    log: list[str] = []
+    start = time.perf_counter()
+    for domain in args.domains.split(","):
+        if args.piece in ("all", "realisation"):
+            realisation_piece(args, domain)
+        for which in ("sft", "rl-template", "rl-llm"):
+            if args.piece in ("all", which):
+                train_piece(args, domain, which, log)
+        if args.piece in ("all", "eval"):
+            for policy in args.policies.split(","):
+                eval_piece(args, domain, policy, log)
+        if args.piece in ("all", "critic"):
+            critic_piece(args, domain)
+    print(table_piece(args))
+    print(f"\n{time.perf_counter() - start:.0f} s; commands:\n" + "\n".join(log))
+
+
+if __name__ == "__main__":
+    main()
