@@ -399,10 +399,12 @@ class PolicyPlanner(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write a self-describing directory (replaced atomically): ``planner.json`` (config, domain,
         strategies, format version), ``head.safetensors``, ``tokenizer/``, and ``encoder/`` (full weights)
-        or ``adapter/`` (LoRA: only the adapter, peft format)."""
+        or ``adapter/`` (LoRA: only the adapter, peft format); with ``freeze_encoder`` no encoder (the
+        unchanged ``config.backbone`` is loaded from there)."""
         directory = Path(directory)
         with atomic_directory(directory) as tmp:
-            self.encoder.save_pretrained(tmp / (ADAPTER_DIR if self.config.lora else ENCODER_DIR))
+            if not self.config.freeze_encoder:  # a frozen encoder is config.backbone's, loaded from there
+                self.encoder.save_pretrained(tmp / (ADAPTER_DIR if self.config.lora else ENCODER_DIR))
             self.tokenizer.save_pretrained(tmp / TOKENIZER_DIR)
             save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, tmp / HEAD_FILE)
             write_json(tmp / CONFIG_FILE, {
@@ -439,7 +441,9 @@ class PolicyPlanner(nn.Module):
         if unknown:
             raise PlannerFormatError(f"{directory / CONFIG_FILE}: unknown planner field(s) {unknown}")
         config = PlannerConfig(**meta["planner"])
-        if config.lora:
+        if config.freeze_encoder:
+            encoder = _load_encoder(config.backbone)
+        elif config.lora:
             from peft import PeftModel
 
             encoder = PeftModel.from_pretrained(_load_encoder(config.backbone), str(directory / ADAPTER_DIR),

@@ -292,12 +292,14 @@ class RLRun:
     """An RL run: ``settings.policy`` built from ``settings.planner``, trained with REINFORCE as ``config`` says
     on the cases of ``config.split`` (see :class:`~ppdpp.planner.training.rl.RLTrainer`). ``policy_configs`` are
     the trainable policies' own config dataclasses; ``meter`` (a SpendMeter) counts and limits what the models
-    spend; ``say`` receives the run's one-line notes; ``run_settings`` is what ``config.json`` records (default:
-    the settings and configs, resolved)."""
+    spend; ``say`` receives the run's one-line notes; ``on_episode`` each finished episode's result (e.g.
+    :func:`~ppdpp.planner.registry.runtime_hooks.self_play_dialogue_end`); ``run_settings`` is what
+    ``config.json`` records (default: the settings and configs, resolved)."""
 
     def __init__(self, settings: RLSettings, config: RLConfig, *policy_configs: Any,
                  meter: SpendMeter | None = None, say: Say = log.info, progress: bool = True,
-                 run_settings: dict[str, Any] | None = None) -> None:
+                 on_episode: Callable[[Any], Any] | None = None, run_settings: dict[str, Any] | None = None
+                 ) -> None:
         self.domain = plugin_registry.get_domain(settings.domain)
         self.spec = trainable_spec(settings.policy, "--policy", self.domain.name)
         self.data = domain_data(self.domain, settings.data_dir)
@@ -307,6 +309,7 @@ class RLRun:
         self.meter = meter
         self.say = say
         self.progress = progress
+        self.on_episode = on_episode
         self.run_settings = run_settings
         check_planners([settings.planner], self.spec.name)
         self.cases = pick_cases(self.domain, config.split, self.data, settings.cases, settings.cases_file,
@@ -336,7 +339,7 @@ class RLRun:
         settings = self.run_settings or _settings_dict(self.settings, self.config, *self.policy_configs)
         return RLTrainer(load_planner(self.settings.planner), self.domain, self.cases, self.roles.make_env,
                          self.config, self.settings.out, load_planner=load_planner, progress=self.progress,
-                         run_settings=settings)
+                         on_episode=self.on_episode, run_settings=settings)
 
     def train(self) -> list[dict[str, float]]:
         """Train (or continue, with ``settings.resume``); the learning curve. ``final/`` holds the planner."""
