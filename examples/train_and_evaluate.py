@@ -20,27 +20,19 @@ CPU with the embedded SmolLM2 (minutes, and numbers that only show the pipeline 
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
-from typing import Callable
 
 import torch
-from rich.console import Console
 
-from ppdpp.planner import get_domain
-from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
-from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+import ppdpp
 from ppdpp.planner.core.domain import Domain
-from ppdpp.planner.llm import ChatBackend, open_chat
 from ppdpp.planner.registry.manager import register_plugin
-from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
-from ppdpp.planner.training.rl import RLConfig, RLTrainer
 from ppdpp.planner.registry.runtime_hooks import self_play_dialogue_end
 from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
-from ppdpp.planner.training.sft import BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, SFTConfig, auto_train_splits, train_sft
-from ppdpp.simulators.critic import Critic
-from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
-from ppdpp.simulators.evaluate import NamedPolicy, evaluate_policies, report_table
+from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+from ppdpp.planner.training.sft import BEST_DIR, CHECKPOINT_FILE, METRICS_FILE, auto_train_splits
+from ppdpp.simulators.evaluate import report_table
+from rich.console import Console
 
 console = Console(width=160)
 
@@ -76,68 +68,55 @@ def sft_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None) -
     if (out / METRICS_FILE).is_file():
         console.print(f"  kept: {out} (delete it to retrain)")
         return out / BEST_DIR
-    config = SFTConfig(
+    config = ppdpp.SFTConfig(
         domain=domain.name, epochs=args.sft_epochs, batch_size=args.sft_batch_size, seed=args.seed,
         train_splits=auto_train_splits(domain, data_dir), max_train_examples=args.sft_max_train_examples,
-        max_select_examples=args.sft_max_select_examples, planner=PlannerConfig(max_length=args.max_length))
-    result = train_sft(config, out, data_dir=data_dir, resume=(out / CHECKPOINT_FILE).is_file())
+        max_select_examples=args.sft_max_select_examples, planner=ppdpp.PlannerConfig(max_length=args.max_length))
+    result = ppdpp.train_sft(config, out, data_dir=data_dir, resume=(out / CHECKPOINT_FILE).is_file())
     for name, scores in result.test.items():
         console.print(f"  test {name:>9}: accuracy {scores.accuracy:.3f}, macro-F1 {scores.macro_f1:.3f}")
     return out / BEST_DIR
 
 
-def env_config(args: argparse.Namespace, domain: Domain, temperature: float) -> EnvConfig:
+def env_config(args: argparse.Namespace, domain: Domain, temperature: float) -> ppdpp.EnvConfig:
     """Self-play settings (PPDPP samples agent and user at 0.7 while training, greedy in evaluation)."""
-    return EnvConfig(max_turns=args.max_turns or domain.max_turns, max_tokens=args.max_tokens,
-                     temperature=temperature, critic_mode=args.critic, critic_samples=args.critic_samples)
+    return ppdpp.EnvConfig(max_turns=args.max_turns or domain.max_turns, max_tokens=args.max_tokens,
+                           temperature=temperature, critic_mode=args.critic, critic_samples=args.critic_samples)
 
 
-def env_factory(domain: Domain, llm: ChatBackend) -> Callable[[EnvConfig], SelfPlayEnv]:
-    """Self-play environments: one LLM in all three roles."""
-    return lambda config: SelfPlayEnv(domain, llm, llm, config.make_critic(llm), config)
-
-
-async def rl_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None, sft_dir: Path,
-                   llm: ChatBackend) -> Path:
+def rl_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None, sft_dir: Path) -> Path:
+    """REINFORCE in self-play, with ``args.model`` as agent, user simulator and critic."""
     out = args.out / "rl"
     if (out / "final" / "planner.json").is_file():
         console.print(f"  kept: {out} (delete it to retrain)")
         return out / "final"
-    cases = domain.load_cases("train", data_dir)
-    config = RLConfig(episodes=args.rl_episodes, episodes_per_update=args.rl_episodes_per_update, lr=args.rl_lr,
-                      seed=args.seed, env=env_config(args, domain, temperature=0.7))
-    trainer = RLTrainer(PolicyPlanner.from_pretrained(sft_dir, domain=domain), domain, cases,
-                        env_factory(domain, llm), config, out,
-                        on_episode=self_play_dialogue_end(domain, cases))
-    curve = await trainer.train(resume=(out / "config.json").is_file())
-    for point in curve:
+    settings = ppdpp.RLSettings(domain=domain.name, planner=sft_dir, agent=args.model, out=out, data_dir=data_dir,
+                                resume=(out / "config.json").is_file())
+    config = ppdpp.RLConfig(episodes=args.rl_episodes, episodes_per_update=args.rl_episodes_per_update,
+                            lr=args.rl_lr, seed=args.seed, env=env_config(args, domain, temperature=0.7))
+    run = ppdpp.RLRun(settings, config, say=console.print,
+                      on_episode=self_play_dialogue_end(domain, domain.load_cases("train", data_dir)))
+    for point in run.train():
         console.print(f"  update {point['update']}: reward {point['reward']:+.2f}, SR {point['sr']:.2f}, "
                       f"AT {point['at']:.2f}")
     return out / "final"
 
 
-async def evaluation_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None, sft_dir: Path,
-                           rl_dir: Path, llm: ChatBackend) -> None:
-    train_examples = domain.sft_examples("train", data_dir)
-    policies = [
-        NamedPolicy(PolicyPlanner.from_pretrained(sft_dir, domain=domain), "ppdpp-sft"),
-        NamedPolicy(PolicyPlanner.from_pretrained(rl_dir, domain=domain), "ppdpp-sft+rl"),
-        NoPlannerPolicy(),
-        MajorityPolicy.from_examples(domain, train_examples),
-        RandomPolicy(domain, seed=args.seed),
-    ]
-    cases = domain.load_cases("test", data_dir)[: args.eval_cases]
-    report = await evaluate_policies(
-        domain, policies, cases, (lambda: env_factory(domain, llm)(env_config(args, domain, temperature=0.0))), seed=args.seed, out_dir=args.out / "eval",
-        models={"agent": args.model, "user": args.model, "critic": args.model}, progress=False)
+def evaluation_stage(args: argparse.Namespace, domain: Domain, data_dir: Path | None, sft_dir: Path,
+                     rl_dir: Path) -> None:
+    """SFT, SFT+RL, plain prompting, majority and random on the same test cases with the same seeds."""
+    settings = ppdpp.EvaluateSettings(domain=domain.name, agent=args.model, planner=[sft_dir, rl_dir],
+                                      baselines=("no-planner", "majority", "random"), cases=args.eval_cases,
+                                      seed=args.seed, out=args.out / "eval", data_dir=data_dir)
+    report = ppdpp.Evaluator(settings, env_config(args, domain, temperature=0.0), say=console.print).run()
     console.print(report_table(report))
 
 
-async def main() -> None:
+def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    domain = get_domain(args.domain)
+    domain = ppdpp.get_domain(args.domain)
     data_dir = resolve_data_dir(args.data_dir)
     args.out = args.out or Path("runs") / f"{domain.name}-pipeline"
     if args.dialogue_log:
@@ -145,15 +124,11 @@ async def main() -> None:
     console.print(f"[bold]{domain.name}[/] from {data_dir or 'bundled cases'}, LLM {args.model} -> {args.out}")
     console.print("1/3 SFT")
     sft_dir = sft_stage(args, domain, data_dir)
-    llm = open_chat(args.model)
-    try:
-        console.print(f"2/3 RL: {args.rl_episodes} self-play dialogues")
-        rl_dir = await rl_stage(args, domain, data_dir, sft_dir, llm)
-        console.print(f"3/3 evaluation on {args.eval_cases} test case(s)")
-        await evaluation_stage(args, domain, data_dir, sft_dir, rl_dir, llm)
-    finally:
-        await llm.aclose()
+    console.print(f"2/3 RL: {args.rl_episodes} self-play dialogues")
+    rl_dir = rl_stage(args, domain, data_dir, sft_dir)
+    console.print(f"3/3 evaluation on {args.eval_cases} test case(s)")
+    evaluation_stage(args, domain, data_dir, sft_dir, rl_dir)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -7,6 +7,15 @@ The short public API; each name loads on first use, so ``import ppdpp`` stays qu
     planner = ppdpp.PolicyPlanner.from_pretrained("runs/quickstart/sft/best", domain=domain)
     agent = ppdpp.PlannedAgent(domain, planner, ppdpp.open_chat("local/smollm2"))
 
+Runs are library objects (the ``ppdpp`` commands only parse their options and call them)::
+
+    ppdpp.train_sft(ppdpp.SFTConfig(domain="negotiation"), "runs/sft")
+    ppdpp.RLRun(ppdpp.RLSettings(domain="negotiation", planner=Path("runs/sft/best"), agent="template",
+                                 user="rule-based", critic="oracle"), ppdpp.RLConfig()).train()
+    report = ppdpp.Evaluator(ppdpp.EvaluateSettings(domain="negotiation", agent="template", user="rule-based",
+                                                    critic="oracle", planner=[Path("runs/rl/final")]),
+                             ppdpp.EnvConfig()).run()
+
 Everything else lives in the layers under :mod:`ppdpp.planner` (see docs/architecture.md).
 """
 
@@ -33,6 +42,15 @@ _PUBLIC = {
     "PlannerConfig": "ppdpp.planner.policy.policy_planner",
     "PlannedAgent": "ppdpp.planner.serving.agent",
     "open_chat": "ppdpp.planner.llm",
+    "train_sft": "ppdpp.planner.training.sft",
+    "SFTConfig": "ppdpp.planner.training.sft",
+    "RLTrainer": "ppdpp.planner.training.rl",
+    "RLConfig": "ppdpp.planner.training.rl",
+    "RLRun": "ppdpp.planner.training.runs",
+    "RLSettings": "ppdpp.planner.training.runs",
+    "Evaluator": "ppdpp.planner.training.runs",
+    "EvaluateSettings": "ppdpp.planner.training.runs",
+    "EnvConfig": "ppdpp.simulators.env",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from ppdpp.planner.cli.app import app
+from ppdpp.planner.core.domain import Turn
 from ppdpp.planner.core.plan import PolicySpec
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.registry.hookspecs import hookimpl
@@ -240,3 +241,56 @@ def test_evaluate_plays_each_planner_dir_with_the_planner_policy(counting_plugin
     report = json.loads((out / "report.json").read_text())
     assert [p["policy"] for p in report["policies"]] == ["counting-planner:sft"]
     assert json.loads((out / "config.json").read_text())["planner_policy"] == "counting-planner"
+
+
+# ---- runs as library objects, and a frozen encoder's cached encodings ----------------------------------------
+def test_the_library_run_trains_what_ppdpp_rl_trains_and_records_the_same_settings(tutoring_planner, tmp_path):
+    import ppdpp
+
+    settings = ppdpp.RLSettings(domain="tutoring", planner=tutoring_planner, agent="template", user="scripted",
+                                critic="oracle", cases=2, out=tmp_path / "lib")
+    config = ppdpp.RLConfig(episodes=3, episodes_per_update=2, train_backbone=False,
+                            env=ppdpp.EnvConfig(max_turns=2, temperature=0.7))
+    run = ppdpp.RLRun(settings, config, progress=False)
+    assert [c.id for c in run.episode_cases()] == [run.trainer.case_of(i).id for i in range(3)], \
+        "the dry run's cases are the trainer's, from one implementation"
+    curve = run.train()
+    assert len(curve) == 2 and (tmp_path / "lib" / "final" / "planner.json").is_file()
+    cli = CliRunner().invoke(app, ["rl", "-d", "tutoring", "--planner", str(tutoring_planner), "--agent", "template",
+                                   "--user", "scripted", "--critic", "oracle", "--cases", "2", "--episodes", "3",
+                                   "--episodes-per-update", "2", "--max-turns", "2", "--head-only",
+                                   "--out", str(tmp_path / "cli")], terminal_width=250)
+    assert cli.exit_code == 0, cli.output
+    lib_rows = (tmp_path / "lib" / "transcripts.jsonl").read_text().splitlines()
+    cli_rows = (tmp_path / "cli" / "transcripts.jsonl").read_text().splitlines()
+    strategies = [[(s["strategy"], s["reward"]) for s in json.loads(r)["steps"]] for r in lib_rows]
+    assert strategies == [[(s["strategy"], s["reward"]) for s in json.loads(r)["steps"]] for r in cli_rows], \
+        "the command and the library play the same run"
+    lib = json.loads((tmp_path / "lib" / "config.json").read_text())
+    assert (lib["agent"], lib["user"], lib["episodes"], lib["train_backbone"]) == ("template", "scripted", 3, False)
+
+
+def test_a_frozen_encoder_encodes_each_input_once_and_trains_the_head(tmp_path):
+    domain = get_domain("negotiation")
+    torch.manual_seed(0)
+    planner = PolicyPlanner(domain, PlannerConfig(max_length=32, freeze_encoder=True))
+    calls = []
+    planner.encoder.register_forward_hook(lambda module, args, out: calls.append(1))
+    conversations = [[Turn("user", "It's $100.")], [Turn("user", "It's $100."), Turn("agent", "Too much.", "counter"),
+                                                    Turn("user", "Then $90.")]]
+    planned = planner.plan_batch(conversations)
+    assert len(calls) == 1, "one encoder pass for both inputs"
+    want = torch.tensor([[plan.distribution[name] for name in planner.strategy_names] for plan in planned])
+    planner.eval()  # no dropout before the head
+    assert torch.allclose(torch.exp(planner.log_probs(conversations).detach()), want, atol=5e-3), \
+        "planning and training see the same encodings (the head may run in bf16 while planning)"
+    planner.train()
+    log_probs = planner.log_probs(conversations)
+    assert len(calls) == 1, "training on inputs already planned on runs no encoder pass"
+    log_probs[:, 0].sum().backward()
+    assert planner.head.weight.grad is not None and planner.head.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in planner.encoder.parameters()), "the encoder stays as pretrained"
+    saved = planner.save_pretrained(tmp_path / "p")
+    assert not (saved / "encoder").exists(), "a frozen encoder is the backbone's: not written again"
+    again = PolicyPlanner.from_pretrained(saved, domain=domain)
+    assert [p.strategy for p in again.plan_batch(conversations)] == [p.strategy for p in planned]

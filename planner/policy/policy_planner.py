@@ -92,6 +92,9 @@ class PlannerConfig:
     dropout: float = field(default=0.1, metadata={"min": 0, "lt": 1, "help": "Dropout before the strategy head."})
     train_embeddings: bool = field(default=False, metadata={"help": "Also train the word-embedding matrix."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the whole encoder."})
+    freeze_encoder: bool = field(default=False, metadata={
+        "help": "Train the strategy head only: the encoder stays as pretrained and each input's encoding is "
+                "computed once and cached (fast on a CPU; docs/planner.md measures what it costs)."})
     lora_r: int = field(default=8, metadata={"min": 1, "help": "LoRA rank."})
     lora_alpha: int = field(default=16, metadata={"min": 1, "help": "LoRA scaling alpha."})
     lora_dropout: float = field(default=0.05, metadata={"min": 0, "lt": 1, "help": "Dropout inside the LoRA adapters."})
@@ -193,6 +196,8 @@ class PolicyPlanner(nn.Module):
         self.encoder = encoder
         if not self.config.train_embeddings:  # half of MiniLM's weights; frozen: faster steps, less overfitting
             self.encoder.get_input_embeddings().weight.requires_grad_(False)
+        if self.config.freeze_encoder:
+            self.encoder.requires_grad_(False)
         self.tokenizer = (tokenizer if tokenizer is not None
                           else AutoTokenizer.from_pretrained(_backbone_dir(self.config.backbone)))
         limit = getattr(self.tokenizer, "model_max_length", None)
@@ -257,14 +262,46 @@ class PolicyPlanner(nn.Module):
 
     # ---- model ----------------------------------------------------------------------------------------
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Strategy logits ``[batch, n_strategies]`` for already tokenised input."""
+        """Strategy logits ``[batch, n_strategies]`` for already tokenised input. When no encoder weight is
+        trainable (``freeze_encoder``, or RL's head-only training) the encodings come from :meth:`encodings`."""
+        if not any(p.requires_grad for p in self.encoder.parameters()):
+            return self.head(self.dropout(self.encodings(input_ids, attention_mask)))
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.head(self.dropout(self._pool(hidden, attention_mask)))
+
+    def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
+            return hidden[:, 0]
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+    def encodings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The pooled encodings ``[batch, hidden]`` (float32) of a frozen encoder, each input's computed once:
+        in eval mode (no dropout inside the encoder), without gradients, at ``inference_dtype``, and cached by
+        its token ids (up to :data:`ENCODING_CACHE_SIZE` inputs). Planning and training therefore see the same
+        features for the same input, and an RL update re-encodes nothing that its rollouts planned on. Valid
+        only while the encoder's weights do not change: :meth:`forward` uses it only when none is trainable."""
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_encodings", {})
+        keys = [tuple(row[:n].tolist()) for row, n in zip(input_ids, attention_mask.sum(1).tolist())]
+        missing = [i for i, key in enumerate(keys) if key not in cache]
+        if missing:
+            dtype = pick_dtype(self.inference_dtype, self.device)
+            was_training = self.encoder.training
+            self.encoder.eval()
+            try:
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    mask = attention_mask[missing]
+                    width = int(mask.sum(1).max())
+                    hidden = self.encoder(input_ids=input_ids[missing, :width],
+                                          attention_mask=mask[:, :width]).last_hidden_state
+                    pooled = self._pool(hidden, mask[:, :width]).float()
+            finally:
+                self.encoder.train(was_training)
+            if len(cache) + len(missing) > ENCODING_CACHE_SIZE:
+                cache.clear()
+            for row, i in enumerate(missing):
+                cache[keys[i]] = pooled[row].clone()
+        return torch.stack([cache[key] for key in keys])
 
     def logits(self, conversations: Sequence[Sequence[Turn]],
                cases: Sequence[Case | None] | None = None) -> torch.Tensor:
@@ -449,6 +486,7 @@ class PolicyPlanner(nn.Module):
         return planner.eval()
 
 
+ENCODING_CACHE_SIZE = 200_000  # frozen encoder: inputs whose encodings are kept (384 floats each for MiniLM)
 PLAN_BATCH_SIZE = 64  # aplan: requests per forward pass
 PLAN_WAIT_S = 0.002  # aplan: how long the worker waits for more requests (MicroBatcher's max_wait_s)
 _WORKER_LOCK = threading.Lock()

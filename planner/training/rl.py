@@ -319,6 +319,14 @@ def read_checkpoint_state(path: Path) -> dict[str, Any]:
         raise RLError(f"{exc}. In {pointer}: {RESUME_FIX}") from None
 
 
+def case_order(cases: Sequence[Case], seed: int, episode: int) -> Case:
+    """Episode ``episode``'s case: the cases in a fresh seeded shuffle per pass, so resume finds the same."""
+    n = len(cases)
+    order = list(range(n))
+    python_random(seed, "case-order", episode // n).shuffle(order)
+    return cases[order[episode % n]]
+
+
 # ---- the trainer -------------------------------------------------------------------------------------------
 class _Sampler:
     """The planner as a Policy that samples its strategy with a per-episode generator, off the event loop.
@@ -407,11 +415,8 @@ class RLTrainer:
         return self.out / "transcripts.jsonl"
 
     def case_of(self, episode: int) -> Case:
-        """Episode ``i``'s case: the cases in a fresh seeded shuffle per pass, so resume finds the same."""
-        n = len(self.cases)
-        order = list(range(n))
-        python_random(self.config.seed, "case-order", episode // n).shuffle(order)
-        return self.cases[order[episode % n]]
+        """Episode ``i``'s case (:func:`case_order`)."""
+        return case_order(self.cases, self.config.seed, episode)
 
     def episode_seed(self, episode: int) -> int:
         return derive_seed(self.config.seed, "episode", episode)

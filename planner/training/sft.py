@@ -494,7 +494,8 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
     total_steps = config.epochs * steps_per_epoch
     head = list(planner.head.parameters())
     encoder = [p for p in planner.parameters() if p.requires_grad and all(p is not h for h in head)]
-    optimizer = torch.optim.AdamW([{"params": encoder}, {"params": head, "lr": config.lr * config.head_lr_scale}],
+    groups = [{"params": encoder}] if encoder else []  # none with freeze_encoder: the head alone learns
+    optimizer = torch.optim.AdamW([*groups, {"params": head, "lr": config.lr * config.head_lr_scale}],
                                   lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     if resume:
