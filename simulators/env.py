@@ -9,7 +9,6 @@ dialogue stuck in a loop will not get out of it, and further turns only burn tok
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -20,10 +19,10 @@ from ppdpp.planner.llm.base import ChatBackend, Completion
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.simulation import Outcome, ScriptedAgent, UserSimulator
 from ppdpp.planner.policy.guardrails import StrategyGuardrails
-from ppdpp.planner.policy.prompting import with_advice
-from ppdpp.simulators.critic import CRITIC_MODES, Critic, CriticMode, OracleCritic, with_honesty
+from ppdpp.simulators.critic import CRITIC_MODES, ORACLE, Critic, CriticMode, OracleCritic, with_honesty
 from ppdpp.simulators.personas import Persona, check_user_personas, persona_for, persona_json, persona_set
-from ppdpp.simulators.postprocess import clean_response, normalise
+from ppdpp.simulators.players import agent_player, user_player
+from ppdpp.simulators.postprocess import normalise
 
 ROLES = ("agent", "user", "critic")
 
@@ -136,6 +135,9 @@ class SelfPlayEnv:
         self.done = False
         self._seen: set[tuple[str, str]] = set()
         self.persona: Persona | None = None
+        self._usage: dict[str, Usage] = {}
+        self._latency: dict[str, float] = {}
+        self.players = (agent_player(agent), user_player(user))  # both sides, behind one interface
 
     async def reset(self, case: Case, *, seed: int | None = None) -> list[Turn]:
         """Start a dialogue on ``case``; the observation is the dialogue so far (the opening turns)."""
@@ -146,16 +148,15 @@ class SelfPlayEnv:
         self.done = False
         self._seen = set()
         self.persona = persona_for(self.config.personas, seed, case.id)
-        for role, player in (("agent", self.agent), ("user", self.user)):
-            if isinstance(player, (ScriptedAgent, UserSimulator)):
-                player.reset(case, derive_seed(seed or 0, "programmatic", role))
+        for player in self.players:
+            player.reset(case, derive_seed(seed or 0, "programmatic", player.role))
         return list(self.history)
 
     @property
     def persona_record(self) -> dict[str, Any] | None:
         """The dialogue's user persona as transcripts record it, with ``applied``: whether it reaches the
         user's prompt (an LLM user) or not (a programmatic user, which ignores personas)."""
-        return persona_json(self.persona, not isinstance(self.user, UserSimulator))
+        return persona_json(self.persona, not self.players[1].programmatic)
 
     @property
     def turn(self) -> int:
@@ -180,26 +181,12 @@ class SelfPlayEnv:
         case, cfg, turn = self.case, self.config, self.turn
         usage: dict[str, Usage] = {}
         latency: dict[str, float] = {}
+        self._usage, self._latency = usage, latency  # what call() records for this exchange
 
-        if isinstance(self.agent, ScriptedAgent):
-            raw_agent = agent_text = await asyncio.to_thread(self.agent.respond, list(self.history), strategy)
-        else:
-            messages = with_advice(self.domain.agent_messages(case, self.history, strategy, reminder=cfg.reminder),
-                                   advice)
-            raw_agent = (await self._call("agent", self.agent, messages, usage, latency)).text
-            agent_text = clean_response(raw_agent, own_role=self.domain.agent_role,
-                                        other_roles=[self.domain.user_role])
+        agent, user = self.players
+        raw_agent, agent_text = await agent.reply(self, strategy, advice)
         self.history.append(Turn("agent", agent_text, strategy))
-
-        if isinstance(self.user, UserSimulator):
-            raw_user = user_text = await asyncio.to_thread(self.user.respond, list(self.history))
-        else:
-            messages = self.domain.user_messages(case, self.history, reminder=cfg.reminder)
-            if self.persona is not None:
-                messages = self.domain.with_user_persona(messages, self.persona.text)
-            raw_user = (await self._call("user", self.user, messages, usage, latency)).text
-            user_text = clean_response(raw_user, own_role=self.domain.user_role,
-                                       other_roles=[self.domain.agent_role])
+        raw_user, user_text = await user.reply(self, None, "")
         self.history.append(Turn("user", user_text))
 
         start = time.perf_counter()
@@ -207,9 +194,8 @@ class SelfPlayEnv:
         latency["critic"] = time.perf_counter() - start
         usage["critic"] = verdict.usage
         judgement = verdict.judgement
-        oracle = (await asyncio.to_thread(self.user.outcome, case, list(self.history))
-                  if isinstance(self.user, UserSimulator) else None)
-        if oracle is not None and not isinstance(self.critic, OracleCritic):
+        oracle = await user.outcome(case, self.history)
+        if oracle is not None and self.critic.mode != ORACLE:  # an LLM critic: record how honest it was
             judgement = with_honesty(judgement, oracle)
 
         key = (normalise(agent_text), normalise(user_text))
@@ -228,9 +214,9 @@ class SelfPlayEnv:
         info = {"record": record, "turn": turn, "success": terminated, "repeated": repeated, "judgement": judgement}
         return list(self.history), record.reward, terminated, truncated, info
 
-    async def _call(
-        self, role: str, backend: ChatBackend, messages: Sequence[dict], usage: dict, latency: dict
-    ) -> Completion:
+    async def call(self, role: str, backend: ChatBackend, messages: Sequence[dict]) -> Completion:
+        """One LLM call of the exchange being played, with this episode's seed for ``role``; its usage and
+        latency go into the exchange's record."""
         start = time.perf_counter()
         completion = await backend.complete(
             messages,
@@ -238,6 +224,6 @@ class SelfPlayEnv:
             max_tokens=self.config.max_tokens,
             seed=call_seed(self.seed, self.turn, role),
         )
-        latency[role] = time.perf_counter() - start
-        usage[role] = completion.usage
+        self._latency[role] = time.perf_counter() - start
+        self._usage[role] = completion.usage
         return completion

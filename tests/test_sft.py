@@ -59,6 +59,9 @@ def test_short_sft_on_esconv_learns_and_beats_majority(data_dir, tmp_path):
     assert test["planner"]["accuracy"] > test["random"]["accuracy"], test
     assert metrics["train"]["peak_rss_mb"] > 0 and metrics["train"]["seconds"] > 0
     assert set(test["planner"]["per_class"]) == set(domain.strategy_names)
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert "## Training (ppdpp sft)" in card and f"| planner | {test['planner']['accuracy']:.3f} |" in card, card
+    assert "train: " in card and "`epochs=1`" in card, "the card names where train came from and the settings"
 
     torch.manual_seed(config.seed)  # the same initial planner train_sft started from
     untrained = PolicyPlanner(domain, config.planner)

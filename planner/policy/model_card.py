@@ -112,3 +112,25 @@ def update_card(folder: str | Path, title: str, body: str) -> Path:
         text = text.rstrip("\n") + "\n\n" + section
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def sft_section(metrics: dict, sources: list[str], settings: dict) -> str:
+    """The card's "Training (ppdpp sft)" section: where each split came from, the settings, the test report."""
+    rows = "\n".join(
+        f"| {name} | {scores.get('accuracy', 0.0):.3f} | {scores.get('macro_f1', 0.0):.3f} |"
+        for name, scores in metrics.get("test", {}).items())
+    train = metrics.get("train", {})
+    shown = ", ".join(f"`{k}={v}`" for k, v in settings.items())
+    split_lines = "\n".join(f"- {line}" for line in sources)
+    return f"""Supervised fine-tuning on human-annotated strategies (`ppdpp sft`).
+
+{split_lines}
+- {train.get('examples', '?')} training examples, {train.get('epochs', '?')} epoch(s), {train.get('steps', '?')} steps,
+  {train.get('seconds', 0.0):.0f} s; settings: {shown}.
+
+Test report (next-strategy prediction on the test examples, against the majority and random baselines):
+
+| predictor | accuracy | macro-F1 |
+|---|---|---|
+{rows}
+"""

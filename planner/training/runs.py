@@ -429,7 +429,7 @@ class Evaluator:
         ``settings.report_to`` get each policy's numbers (:func:`report_metrics`)."""
         from ppdpp.planner.core.atomic import write_json
         from ppdpp.planner.training.tracking import open_trackers
-        from ppdpp.simulators.evaluate import evaluate_over_seeds, evaluate_policies
+        from ppdpp.simulators.evaluate import evaluate_over_seeds, evaluate_policies, human_strategies
 
         s, env, roles = self.settings, self.env, self.roles
         s.out.mkdir(parents=True, exist_ok=True)
@@ -437,15 +437,18 @@ class Evaluator:
         existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
         write_json(path, {**existing, **self.run_settings})
 
+        human = human_strategies(self.domain, self.data.data_dir)  # the human agents' strategy use: the KL's reference
+
         async def run() -> Any:
             try:
                 if s.seeds:
                     return await evaluate_over_seeds(self.domain, self.policies, self.cases,
                                                      lambda: roles.make_env(env), s.seeds, split=s.split_label,
-                                                     concurrency=s.concurrency, out_dir=s.out, models=roles.names)
+                                                     concurrency=s.concurrency, out_dir=s.out, models=roles.names,
+                                                     human=human)
                 return await evaluate_policies(self.domain, self.policies, self.cases, lambda: roles.make_env(env),
                                                split=s.split_label, seed=s.seed, concurrency=s.concurrency,
-                                               out_dir=s.out, models=roles.names)
+                                               out_dir=s.out, models=roles.names, human=human)
             finally:
                 await roles.aclose()
 

@@ -33,6 +33,7 @@ from ppdpp.planner.core.hardware import pick_dtype
 from ppdpp.planner.core.seeding import forked_torch_rng, torch_generator
 from ppdpp.planner.training.metrics import Scores, mean_scores, score
 from ppdpp.planner.training.tracking import Tracker, check_report_to, open_trackers, report_to_field
+from ppdpp.planner.policy.model_card import sft_section, update_card
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -138,6 +139,11 @@ class SFTConfig:
         out.pop("keep_checkpoint")
         out["train_splits"] = list(self.train_splits)
         return out
+
+
+CARD_SETTINGS = ("epochs", "lr", "batch_size", "seed", "train_splits", "class_weighting", "label_smoothing",
+                 "train_dtype")
+"""The SFT settings the model card names (all of them are in the run's config.json)."""
 
 
 @dataclass
@@ -592,6 +598,8 @@ def _finish(out: Path, domain: Domain, data: SFTData, state: _State, total_steps
                   "last_losses_mean": (sum(state.losses[-20:]) / len(state.losses[-20:])) if state.losses else None},
     }
     write_json(out / METRICS_FILE, metrics)
+    settings = {k: v for k, v in asdict(config).items() if k in CARD_SETTINGS}
+    update_card(out / BEST_DIR, "Training (ppdpp sft)", sft_section(metrics, data.source_lines(), settings))
     if not config.keep_checkpoint:  # the run is complete: best/ and metrics.json are what it leaves
         (out / CHECKPOINT_FILE).unlink(missing_ok=True)
     return SFTResult(out, state.step, total_steps, True, best_eval, test, metrics)
