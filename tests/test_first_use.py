@@ -208,3 +208,40 @@ def test_the_dialog_data_domain_worked_example_runs_and_prints_what_the_docs_say
     assert result.returncode == 0, result.stderr
     assert result.stdout == match.group(2), f"docs/domains.md says it prints:\n{match.group(2)}\nit prints:\n" \
                                             f"{result.stdout}"
+
+
+# ---- item 12: the small things ------------------------------------------------------------------------------------
+def test_serve_llm_finds_its_port_taken_before_loading_the_model(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = _run(capsys, ["serve-llm", "--model", "local/smollm2", "--port", str(port)])
+    assert code == 2 and f"--host 127.0.0.1 --port {port}: cannot listen there" in out, out
+    assert "loading" not in out
+
+
+def test_models_fetch_of_an_unknown_name_prints_only_its_error(capsys):
+    code, out = _run(capsys, ["models", "fetch", "no-such-model"])
+    assert code == 2 and out.startswith("error: ") and len(out.strip().splitlines()) == 1, out
+
+
+def test_data_convert_suggests_cpu_sized_next_steps(data_dir, tmp_path, capsys):
+    import json
+
+    from test_convert import as_release
+
+    rows = [json.loads(line) for line in
+            (data_dir / "craigslistbargain" / "cb-test.txt").read_text(encoding="utf-8").splitlines()[:2]]
+    release = tmp_path / "test.json"
+    release.write_text(json.dumps([as_release(r, f"C_{i}", True, r["buyer_price"]) for i, r in enumerate(rows)]),
+                       encoding="utf-8")
+    code, out = _run(capsys, ["data", "convert", "craigslistbargain", str(release)])
+    assert code == 0, out
+    cases = tmp_path / "test.jsonl"
+    assert f"ppdpp evaluate --domain negotiation --cases-file {cases} --agent template --user rule-based --critic " \
+           "oracle --cases 20" in out, out
+    assert f"--cases-file {cases} --agent local/smollm2 --cases 5 --max-turns 4 --dry-run" in out, out
+    assert "--agent MODEL" not in out
