@@ -245,3 +245,25 @@ def test_data_convert_suggests_cpu_sized_next_steps(data_dir, tmp_path, capsys):
            "oracle --cases 20" in out, out
     assert f"--cases-file {cases} --agent local/smollm2 --cases 5 --max-turns 4 --dry-run" in out, out
     assert "--agent MODEL" not in out
+
+
+# ---- item 11: one converted copy of a GGUF model in the cache -----------------------------------------------------
+@pytest.mark.slow
+def test_the_cache_keeps_one_converted_copy_of_smollm2(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from ppdpp.planner.llm.local import converted_dir, prepare_weights
+    from ppdpp.planner.llm.models import resolve_local_model
+
+    monkeypatch.setenv("PPDPP_CACHE_DIR", str(tmp_path / "cache"))  # not the session's shared converted copies
+    source = resolve_local_model("smollm2")
+    half = prepare_weights(source, torch.bfloat16)
+    assert half == converted_dir(source, torch.bfloat16)
+    half_weights = load_file(half / "model.safetensors")
+    full = prepare_weights(source, torch.float32)
+    assert [p.name for p in full.parent.iterdir()] == [full.name], "the float32 copy replaces the bfloat16 one"
+    assert prepare_weights(source, torch.bfloat16) == full, "a bfloat16 request reuses the float32 copy"
+    full_weights = load_file(full / "model.safetensors")
+    assert all(torch.equal(full_weights[k].to(torch.bfloat16), v) for k, v in half_weights.items()), \
+        "casting the float32 copy gives the bfloat16 conversion's weights"
