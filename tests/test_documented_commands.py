@@ -5,8 +5,8 @@ joined; in a block with ``$`` prompts only the prompted lines are commands) or i
 
 * a *mention* (``ppdpp sft``) or a *synopsis* (placeholders in capitals such as ``DOMAIN``/``MODEL``/``DIR``,
   ``...``, ``sft/rl/evaluate``): the subcommand exists and every ``--option`` it names is in its ``--help``;
-* a *command*: the same check, then it runs in a temporary folder, the commands of one page in page order (so
-  that ``sft --out runs/x`` makes the ``runs/x/best`` a later line plays), ``[optional]`` parts left out,
+* a *command*: the same check, then it runs in a temporary folder, the commands of one fenced block in order
+  in one folder (so that ``sft --out runs/x`` makes the ``runs/x/best`` a later line plays), ``[optional]`` parts left out,
   with :data:`SMALL` appended (documented options that only shrink the run) and ``--dry-run`` where a real
   LLM would play (``local/``, ``openai/``, ``router/`` roles of ``evaluate`` and ``rl``). A ``--planner DIR``
   that no earlier line made is an untrained planner saved there; ``test.json`` is a small CraigslistBargain
@@ -26,7 +26,7 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -73,6 +73,7 @@ class Documented:
     argv: list[str] = field(default_factory=list)  # after "ppdpp"
     env: dict[str, str] = field(default_factory=dict)
     inline: bool = False
+    block: int = 0  # the fenced block it is in (its commands share a folder), 0 for an inline span
 
     @property
     def where(self) -> str:
@@ -128,7 +129,7 @@ def documented_commands(pages: list[Path] = PAGES) -> list[Documented]:
                 block = [] if block is None else blocks.append(block)
                 continue
             (block if block is not None else prose).append((number, line))
-        for block in blocks:
+        for index, block in enumerate(blocks, 1):
             prompted = any(line.lstrip().startswith("$ ") for _, line in block)
             i = 0
             while i < len(block):
@@ -140,7 +141,7 @@ def documented_commands(pages: list[Path] = PAGES) -> list[Documented]:
                     while stripped.endswith("\\") and i + 1 < len(block):
                         i += 1
                         stripped = stripped[:-1] + " " + block[i][1].strip()
-                    out.append(_parse(page, number, stripped))
+                    out.append(replace(_parse(page, number, stripped), block=index))
                 i += 1
         text = "\n".join(line for _, line in prose)
         numbers = [number for number, _ in prose]
@@ -219,14 +220,15 @@ def test_documented_options_exist(command, capsys):
 
 # ---- the commands run ----------------------------------------------------------------------------------------
 RUNNABLE = [c for c in COMMANDS if c.kind == "command"]
-_WORKDIRS: dict[Path, Path] = {}
+_WORKDIRS: dict[tuple[Path, int, int], Path] = {}
 
 
-def _workdir(page: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One folder per page: its commands run there in page order."""
-    if page not in _WORKDIRS:
-        _WORKDIRS[page] = tmp_path_factory.mktemp(page.stem)
-    return _WORKDIRS[page]
+def _workdir(command: Documented, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One folder per fenced block (its commands run there in order, as a user types them), one per span."""
+    key = (command.page, command.block, command.line if not command.block else 0)
+    if key not in _WORKDIRS:
+        _WORKDIRS[key] = tmp_path_factory.mktemp(command.page.stem)
+    return _WORKDIRS[key]
 
 
 def _as_run(command: Documented) -> list[str]:
@@ -287,7 +289,7 @@ def test_documented_command_runs(command, capsys, monkeypatch, tmp_path_factory,
     reason = command.matches(NOT_RUN)
     if reason or command.matches(NEEDS_PLUGIN):  # listed, with why
         pytest.skip(f"{command.where}: {NOT_RUN[reason] if reason else NEEDS_PLUGIN[command.matches(NEEDS_PLUGIN)]}")
-    workdir = _workdir(command.page, tmp_path_factory)
+    workdir = _workdir(command, tmp_path_factory)
     monkeypatch.chdir(workdir)
     for key, value in command.env.items():
         monkeypatch.setenv(key, value)
@@ -307,7 +309,7 @@ def plugin_site(tmp_path_factory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _params([c for c in RUNNABLE if _plugin_command(c)]))
 def test_documented_plugin_command_runs(command, plugin_site, tmp_path_factory):
-    workdir = _workdir(command.page, tmp_path_factory)
+    workdir = _workdir(command, tmp_path_factory)
     env = {**os.environ, "PYTHONPATH": str(plugin_site), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **command.env}
     if "PPDPP_PLUGINS" not in command.env:
         env.pop("PPDPP_PLUGINS", None)

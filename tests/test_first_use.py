@@ -208,3 +208,62 @@ def test_the_dialog_data_domain_worked_example_runs_and_prints_what_the_docs_say
     assert result.returncode == 0, result.stderr
     assert result.stdout == match.group(2), f"docs/domains.md says it prints:\n{match.group(2)}\nit prints:\n" \
                                             f"{result.stdout}"
+
+
+# ---- item 12: the small things ------------------------------------------------------------------------------------
+def test_serve_llm_finds_its_port_taken_before_loading_the_model(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out = _run(capsys, ["serve-llm", "--model", "local/smollm2", "--port", str(port)])
+    assert code == 2 and f"--host 127.0.0.1 --port {port}: cannot listen there" in out, out
+    assert "loading" not in out
+
+
+def test_models_fetch_of_an_unknown_name_prints_only_its_error(capsys):
+    code, out = _run(capsys, ["models", "fetch", "no-such-model"])
+    assert code == 2 and out.startswith("error: ") and len(out.strip().splitlines()) == 1, out
+
+
+def test_data_convert_suggests_cpu_sized_next_steps(data_dir, tmp_path, capsys):
+    import json
+
+    from test_convert import as_release
+
+    rows = [json.loads(line) for line in
+            (data_dir / "craigslistbargain" / "cb-test.txt").read_text(encoding="utf-8").splitlines()[:2]]
+    release = tmp_path / "test.json"
+    release.write_text(json.dumps([as_release(r, f"C_{i}", True, r["buyer_price"]) for i, r in enumerate(rows)]),
+                       encoding="utf-8")
+    code, out = _run(capsys, ["data", "convert", "craigslistbargain", str(release)])
+    assert code == 0, out
+    cases = tmp_path / "test.jsonl"
+    assert f"ppdpp evaluate --domain negotiation --cases-file {cases} --agent template --user rule-based --critic " \
+           "oracle --cases 20" in out, out
+    assert f"--cases-file {cases} --agent local/smollm2 --cases 5 --max-turns 4 --dry-run" in out, out
+    assert "--agent MODEL" not in out
+
+
+# ---- item 11: one converted copy of a GGUF model in the cache -----------------------------------------------------
+@pytest.mark.slow
+def test_the_cache_keeps_one_converted_copy_of_smollm2(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    from ppdpp.planner.llm.local import converted_dir, prepare_weights
+    from ppdpp.planner.llm.models import resolve_local_model
+
+    monkeypatch.setenv("PPDPP_CACHE_DIR", str(tmp_path / "cache"))  # not the session's shared converted copies
+    source = resolve_local_model("smollm2")
+    half = prepare_weights(source, torch.bfloat16)
+    assert half == converted_dir(source, torch.bfloat16)
+    half_weights = load_file(half / "model.safetensors")
+    full = prepare_weights(source, torch.float32)
+    assert [p.name for p in full.parent.iterdir()] == [full.name], "the float32 copy replaces the bfloat16 one"
+    assert prepare_weights(source, torch.bfloat16) == full, "a bfloat16 request reuses the float32 copy"
+    full_weights = load_file(full / "model.safetensors")
+    assert all(torch.equal(full_weights[k].to(torch.bfloat16), v) for k, v in half_weights.items()), \
+        "casting the float32 copy gives the bfloat16 conversion's weights"

@@ -98,5 +98,21 @@ def data_convert(
     write_atomic(target, lambda tmp: tmp.write_text(lines, encoding="utf-8"))
     console.print(f"converted {len(result.rows):,} examples to {target} ({len(result.skipped):,} skipped as bad)",
                   highlight=False, soft_wrap=True)
-    console.print(f"evaluate them: ppdpp evaluate --domain {converter.domain} --cases-file {target} --agent MODEL",
-                  highlight=False, soft_wrap=True)
+    for line in next_steps(converter.domain, target, len(result.rows)):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def next_steps(domain: str, cases: Path, n: int) -> list[str]:
+    """CPU-sized commands to try converted cases with: the domain's programmatic roles (no LLM) on 20 cases,
+    then a small LLM on 5 short dialogues, after a --dry-run that counts the calls."""
+    sims = plugin_registry.simulators(domain)
+    agents = [s.name for s in sims if s.role == "agent"]
+    users = [s.name for s in sims if s.role == "user"]
+    base = f"ppdpp evaluate --domain {domain} --cases-file {cases}"
+    lines = [f"next ({n:,} cases; try a few first):"]
+    if agents and users:
+        lines.append(f"  {base} --agent {agents[0]} --user {users[0]} --critic oracle --cases 20   "
+                     "# no LLM: seconds on a CPU")
+    lines.append(f"  {base} --agent local/smollm2 --cases 5 --max-turns 4 --dry-run   # counts the LLM calls; "
+                 "drop --dry-run to play them")
+    return lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from typing import Any, Optional
 
@@ -112,6 +113,7 @@ def serve_llm(
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")
 
+    _check_port(host, port)  # before the model loads (a minute for a large one), not after
     options: dict[str, Any] = {"max_batch_size": max_batch_size, "dtype": dtype} if model.startswith("local/") else {}
     backend = _open(model, api_base, False, **options)
 
@@ -131,6 +133,19 @@ def serve_llm(
         fail(exc)
     except KeyboardInterrupt:
         pass
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit 2 at once when ``host:port`` cannot be bound (taken, or not this machine's address)."""
+    if port == 0:
+        return
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is fine
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            fail(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); choose another --port "
+                 "(0 picks a free one)")
 
 
 @models_app.command("list")
@@ -157,9 +172,9 @@ def models_fetch(
     and sha256."""
     from ppdpp.planner.llm.models import KNOWN_ENCODERS, fetch_model
 
-    console.print(f"fetching {name} ...", style="dim")
     try:
-        path = fetch_model(name, force=force)
+        with console.status(f"fetching {name} ..."):  # transient: an error is the only line printed
+            path = fetch_model(name, force=force)
     except LLMError as exc:
         fail(exc)
         return

@@ -48,12 +48,19 @@ def converted_dir(source: ModelSource, dtype: torch.dtype) -> Path:
 
 def prepare_weights(source: ModelSource, dtype: torch.dtype) -> Path:
     """A Hugging Face folder for ``source``: the folder itself, or the GGUF file converted once (atomically:
-    a half-written conversion is never seen, and concurrent converters agree on one result)."""
+    a half-written conversion is never seen, and concurrent converters agree on one result).
+
+    One converted copy per GGUF file is kept, the most precise one asked for: a float32 copy serves every
+    dtype (the loader casts it, which gives the same weights as converting to that dtype), and converting to
+    float32 removes the half-precision copies it replaces."""
     if not source.is_gguf:
         return source.path
     target = converted_dir(source, dtype)
     if (target / "config.json").is_file():
         return target
+    full = converted_dir(source, torch.float32)
+    if (full / "config.json").is_file():
+        return full
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -74,7 +81,24 @@ def prepare_weights(source: ModelSource, dtype: torch.dtype) -> Path:
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if dtype == torch.float32:
+        _remove_half_copies(source, target)
     return target
+
+
+def _remove_half_copies(source: ModelSource, full: Path) -> None:
+    """Remove the half-precision copies of ``source`` now that its float32 copy ``full`` serves every dtype
+    (each is renamed away first, so no loader ever sees half a folder)."""
+    for dtype in (torch.bfloat16, torch.float16):
+        copy = converted_dir(source, dtype)
+        if copy == full or not copy.is_dir():
+            continue
+        doomed = copy.with_name(f".{copy.name}.removed-{os.getpid()}")
+        try:
+            os.rename(copy, doomed)
+        except OSError:  # another process removed it first
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 @dataclass
