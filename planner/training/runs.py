@@ -177,7 +177,8 @@ def pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int
             say(f"[yellow]warning:[/] skipped {len(read.skipped)} bad row(s) of {cases_file} "
                 f"(--skip-bad-rows); first: {read.skipped[0]}")
     else:
-        cases, source = domain.load_cases(split, data.data_dir), f"the {split} split of {data.source}"  # type: ignore[arg-type]
+        cases = domain.load_cases(split, data.data_dir)  # type: ignore[arg-type]  # a Split, checked by its config
+        source = f"the {split} split of {data.source}"
     if not cases:
         raise DomainError(f"domain {domain.name!r} has no cases in {source}")
     picked = cases[:limit] if limit else cases
