@@ -29,7 +29,7 @@ def test_grounded_quickstart_trains_evaluates_reads_and_plugs_in_then_reuses_its
     text = first.output
     headers = re.findall(r"(\d)/4 (SFT|RL|evaluation|plug-and-play)", text)
     assert headers == [("1", "SFT"), ("2", "RL"), ("3", "evaluation"), ("4", "plug-and-play")], text
-    assert "(about 50 CPU seconds)" in text, "each stage shows its expected time"
+    assert len(re.findall(r"\(about \d+ CPU seconds\)", text)) == 4, "each stage shows its expected time"
 
     report = json.loads((out / "evaluate" / "report.json").read_text())
     names = [p["policy"] for p in report["policies"]]
