@@ -5,9 +5,9 @@ Variants (each from the same start planner, ``--planner`` or a fresh MiniLM plan
 
 - ``full``: the whole encoder is fine-tuned (``ppdpp rl``'s default): every update re-encodes every state,
   forward and backward;
-- ``head-only``: the encoder is frozen (``ppdpp rl --head-only``, or a planner trained with
-  ``--freeze-encoder``): each state is encoded once, while planning, and the update trains the head over the
-  cached encodings.
+- ``head-only``: the encoder is frozen (a planner saved with ``--freeze-encoder``, as the quickstart's; ``ppdpp
+  rl --head-only`` takes the same path but still writes the encoder into every checkpoint): each state is
+  encoded once, while planning, and the update trains the head over the cached encodings.
 
 ``--eval-cases N`` also evaluates each variant's final planner on N test cases (template agent, SL).
 
@@ -30,22 +30,24 @@ from ppdpp.planner.training.runs import EvaluateSettings, Evaluator, RLRun, RLSe
 from ppdpp.simulators.env import EnvConfig
 
 
-def start_planner(out: Path, max_length: int, given: Path | None) -> Path:
-    """The planner every variant starts from: ``given``, else a fresh one (seed 0) saved once."""
+def start_planner(out: Path, max_length: int, given: Path | None, frozen: bool) -> Path:
+    """The planner every variant starts from: ``given``, else a fresh one (seed 0, the same weights for every
+    variant) saved once, with ``freeze_encoder`` for the head-only variant (as the quickstart's SFT saves it:
+    its checkpoints then hold no encoder)."""
     if given is not None:
         return given
-    path = out / f"start-{max_length}"
+    path = out / f"start-{max_length}{'-frozen' if frozen else ''}"
     if not (path / "planner.json").is_file():
         torch.manual_seed(0)
-        PolicyPlanner(get_domain("negotiation"), PlannerConfig(max_length=max_length, strategy_history=True)
-                      ).save_pretrained(path)
+        config = PlannerConfig(max_length=max_length, strategy_history=True, freeze_encoder=frozen)
+        PolicyPlanner(get_domain("negotiation"), config).save_pretrained(path)
     return path
 
 
 def run_variant(args: argparse.Namespace, variant: str, max_length: int) -> dict[str, float]:
     """Train one variant from scratch; wall time of the run, and of its rollouts and updates apart."""
     out = args.out / f"{variant}-{max_length}"
-    planner = start_planner(args.out, max_length, args.planner)
+    planner = start_planner(args.out, max_length, args.planner, frozen=variant == "head-only")
     settings = RLSettings(domain="negotiation", planner=planner, agent="template", user="rule-based",
                           critic="oracle", out=out, data_dir=args.data_dir)
     config = RLConfig(episodes=args.episodes, episodes_per_update=16, lr=args.lr[variant], concurrency=16,
@@ -57,23 +59,25 @@ def run_variant(args: argparse.Namespace, variant: str, max_length: int) -> dict
     start = time.perf_counter()
     run = RLRun(settings, config, progress=False)
     trainer = run.trainer
-    spent = {"update": 0.0}
+    spent = {"update": 0.0, "update_cpu": 0.0}
     update = trainer.update
 
     def timed(episodes):  # type: ignore[no-untyped-def]
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return update(episodes)
         finally:
             spent["update"] += time.perf_counter() - t
+            spent["update_cpu"] += time.process_time() - c
 
     trainer.update = timed  # type: ignore[method-assign]
-    loaded = time.perf_counter()
+    loaded, cpu = time.perf_counter(), time.process_time()
     curve = run.train()
-    wall = time.perf_counter() - loaded
+    wall, cpu = time.perf_counter() - loaded, time.process_time() - cpu
     row = {"variant": variant, "max_length": max_length, "episodes": args.episodes, "startup_s": loaded - start,
            "wall_s": wall, "update_s": spent["update"], "rollout_s": wall - spent["update"],
-           "episodes_per_s": args.episodes / wall, "train_sl_last": curve[-1].get("sl", 0.0)}
+           "episodes_per_s": args.episodes / wall, "cpu_s": cpu, "update_cpu_s": spent["update_cpu"],
+           "episodes_per_cpu_s": args.episodes / cpu, "train_sl_last": curve[-1].get("sl", 0.0)}
     if args.eval_cases:
         report = Evaluator(EvaluateSettings(domain="negotiation", agent="template", user="rule-based",
                                             critic="oracle", planner=[out / "final"], baselines=(),
@@ -102,8 +106,8 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"\nnegotiation RL, template agent + rule-based seller + oracle, 16 episodes/update, concurrency 16, "
           f"torch threads {torch.get_num_threads()}, load average {load:.1f} at the end")
-    keys = ["variant", "max_length", "episodes", "startup_s", "wall_s", "rollout_s", "update_s", "episodes_per_s",
-            "train_sl_last", *(["test_sl"] if args.eval_cases else [])]
+    keys = ["variant", "max_length", "episodes", "wall_s", "rollout_s", "update_s", "episodes_per_s", "cpu_s",
+            "update_cpu_s", "episodes_per_cpu_s", *(["test_sl"] if args.eval_cases else [])]
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for row in rows:
         print("| " + " | ".join(f"{row[k]:.3f}" if isinstance(row[k], float) else str(row[k]) for k in keys) + " |")

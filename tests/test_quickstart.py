@@ -29,7 +29,7 @@ def test_grounded_quickstart_trains_evaluates_reads_and_plugs_in_then_reuses_its
     text = first.output
     headers = re.findall(r"(\d)/4 (SFT|RL|evaluation|plug-and-play)", text)
     assert headers == [("1", "SFT"), ("2", "RL"), ("3", "evaluation"), ("4", "plug-and-play")], text
-    assert "about 30 s on 2 cores" in text, "each stage shows its expected time"
+    assert len(re.findall(r"\(about \d+ CPU seconds\)", text)) == 4, "each stage shows its expected time"
 
     report = json.loads((out / "evaluate" / "report.json").read_text())
     names = [p["policy"] for p in report["policies"]]
@@ -49,7 +49,8 @@ def test_grounded_quickstart_trains_evaluates_reads_and_plugs_in_then_reuses_its
                          reading), reading
     assert "planner:" in text and "instruction:" in text and "Seller (rule-based):" in text, text
     assert "Buyer (local/smollm2):" in text and "135M" in text, "the plug-in step is printed turn by turn, honestly"
-    assert f"ppdpp ui --planner {out / 'rl' / 'final'} --upstream local/smollm2" in text and "ppdpp serve --planner" in text
+    assert f"ppdpp ui --planner {out / 'rl' / 'final'} --upstream local/smollm2" in text
+    assert "ppdpp serve --planner" in text
 
     again = CliRunner().invoke(app, [*SMALL, "--out", str(out), "--demo-turns", "0"], terminal_width=250)
     assert again.exit_code == 0, again.output + repr(again.exception)

@@ -32,6 +32,8 @@ from ppdpp.planner.registry.manager import get_domain
 if TYPE_CHECKING:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.core.domain import Domain
+    from ppdpp.planner.training.rl import RLConfig
+    from ppdpp.simulators.env import EnvConfig
 
 Track = Literal["grounded", "llm"]
 
@@ -45,9 +47,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # what a size left at none means on eac
     "llm": {"domain": "emotional_support", "sft_examples": 3000, "rl_episodes": 16, "eval_cases": 10,
             "max_turns": 3, "max_tokens": 40},
 }
-EXPECTED_S = {"sft": 30, "rl": 60, "evaluate": 25, "plug-in": 30}
-"""Each grounded stage's measured wall time on 2 idle cores (docs/planner.md, "The quickstart"), printed as the
-stage starts; the LLM track's stages depend on the model."""
+EXPECTED_S = {"sft": 40, "rl": 50, "evaluate": 25, "plug-in": 55}
+"""Each grounded stage's measured CPU seconds with one torch thread (about its wall time on an idle core;
+docs/planner.md, "The quickstart"; plug-in: with the GGUF conversion of an empty cache), printed as the stage
+starts; the LLM track's stages depend on the model."""
 BASELINES = ("no-planner", "random", "majority")
 
 
@@ -91,6 +94,20 @@ class QuickstartCommand:
         if self.max_turns is None:
             self.max_turns = GROUNDED[self.domain][2]
 
+    def env(self, temperature: float = 0.0, turns: Optional[int] = None) -> EnvConfig:
+        """The dialogue settings of a stage: ``turns`` (default ``max_turns``) exchanges, ``max_tokens``."""
+        from ppdpp.simulators.env import EnvConfig
+
+        assert self.max_turns is not None and self.max_tokens is not None, "set by __post_init__"
+        return EnvConfig(max_turns=turns or self.max_turns, max_tokens=self.max_tokens, temperature=temperature)
+
+    def rl_config(self, **settings: Any) -> RLConfig:
+        """The RL settings: ``rl_episodes`` dialogues sampled at temperature 0.7 (PPDPP), and ``settings``."""
+        from ppdpp.planner.training.rl import RLConfig
+
+        assert self.rl_episodes is not None, "set by __post_init__"
+        return RLConfig(episodes=self.rl_episodes, env=self.env(temperature=0.7), **settings)
+
 
 @lru_cache(maxsize=1)
 def quickstart_parser() -> ConfigParser:
@@ -114,16 +131,21 @@ class _Stages:
     """Numbered stage headers with their expected time, and the time each took."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.number, self.started = total, 0, time.perf_counter()
+        self.total, self.number, self.cpu = total, 0, 0.0
 
     def start(self, title: str, expected: Optional[int] = None) -> float:
         self.number += 1
-        hint = f" (about {expected} s on 2 cores)" if expected else ""
+        hint = f" (about {expected} CPU seconds)" if expected else ""
         console.print(f"\n[bold]== {self.number}/{self.total} {title}[/]{hint}", highlight=False, soft_wrap=True)
+        self.cpu = time.process_time()
         return time.perf_counter()
 
     def done(self, name: str, since: float, what: str) -> None:
-        console.print(f"{name}: {what} in {time.perf_counter() - since:.0f} s", highlight=False, soft_wrap=True)
+        """The stage's result, its wall time and the CPU time of this process (more than the wall time when
+        torch runs on both cores; much less when other work shares them)."""
+        cpu = time.process_time() - self.cpu
+        console.print(f"{name}: {what} in {time.perf_counter() - since:.0f} s (CPU {cpu:.0f} s)", highlight=False,
+                      soft_wrap=True)
 
     def skipped(self, name: str, where: Path) -> None:
         console.print(f"{name} already done: {where}", highlight=False, soft_wrap=True)
@@ -231,17 +253,13 @@ def _evaluate(command: QuickstartCommand, domain: Domain, stages: _Stages, plann
 def _llm_track(command: QuickstartCommand, domain: Domain) -> None:
     """SFT -> a short RL phase in self-play with ``command.model`` -> an evaluation table with a PNG."""
     from ppdpp.planner.policy.policy_planner import PlannerConfig
-    from ppdpp.planner.training.rl import RLConfig
-    from ppdpp.simulators.env import EnvConfig
 
     stages = _Stages(3)
-    env = EnvConfig(max_turns=command.max_turns, max_tokens=command.max_tokens)  # type: ignore[arg-type]
+    env = command.env()
     sft = _sft(command, domain, stages, PlannerConfig(max_length=128, strategy_history=True), epochs=1,
                max_select_examples=400, max_test_examples=600)
     rl = _rl(command, domain, stages, sft, command.model, None, None,
-             RLConfig(episodes=command.rl_episodes, episodes_per_update=8, lr=1e-5, concurrency=8,  # type: ignore[arg-type]
-                      env=EnvConfig(max_turns=command.max_turns, max_tokens=command.max_tokens,  # type: ignore[arg-type]
-                                    temperature=0.7)))
+             command.rl_config(episodes_per_update=8, lr=1e-5, concurrency=8))
     _evaluate(command, domain, stages, [sft, rl], command.model, None, None, env)
     console.print(f"[bold green]done.[/] Plot: {command.out / 'evaluate' / 'report.png'}  (a 135M model is a "
                   "smoke test: judge planners with a stronger LLM, --model openai/..., see docs/selfplay.md)")
@@ -257,17 +275,12 @@ QUICKSTART_RL = {"episodes_per_update": 16, "lr": 1e-3, "concurrency": 16}
 
 def _grounded_track(command: QuickstartCommand, domain: Domain) -> None:
     from ppdpp.planner.policy.policy_planner import PlannerConfig
-    from ppdpp.planner.training.rl import RLConfig
-    from ppdpp.simulators.env import EnvConfig
 
     user, metric, _ = GROUNDED[domain.name]
     stages = _Stages(4 if command.demo_turns else 3)
     sft = _sft(command, domain, stages, PlannerConfig(**QUICKSTART_PLANNER), **QUICKSTART_SFT)
-    rl_config = RLConfig(episodes=command.rl_episodes, **QUICKSTART_RL,  # type: ignore[arg-type]
-                         env=EnvConfig(max_turns=command.max_turns, temperature=0.7))  # type: ignore[arg-type]
-    rl = _rl(command, domain, stages, sft, "template", user, "oracle", rl_config)
-    report = _evaluate(command, domain, stages, [sft, rl], "template", user, "oracle",
-                       EnvConfig(max_turns=command.max_turns))  # type: ignore[arg-type]
+    rl = _rl(command, domain, stages, sft, "template", user, "oracle", command.rl_config(**QUICKSTART_RL))
+    report = _evaluate(command, domain, stages, [sft, rl], "template", user, "oracle", command.env())
     for line in reading(report, metric, command.out / "evaluate"):
         console.print(line, highlight=False, soft_wrap=True)
     if command.demo_turns:
@@ -334,8 +347,8 @@ def reading(report: dict[str, Any], metric: str, out_dir: Path) -> list[str]:
     others = len(names) - 1
     if wins == others:
         lines.append(f"  RL from the SFT planner beats SFT and every baseline on the same cases (p < 0.05): the "
-                     "planner learned, from the seller's exact outcomes, which act to play when. It learned this "
-                     "simulator's rules, not human negotiation (docs/simulators.md).")
+                     f"planner learned, from the simulated {report['domain']} user's exact outcomes, which strategy "
+                     "to play when. It learned this simulator's rules, not human behaviour (docs/simulators.md).")
     else:
         lines.append(f"  SFT+RL is significantly ahead of {wins} of the {others} other policies only: more RL "
                      "episodes (--rl-episodes) or more test cases (--eval-cases) may tell them apart.")
@@ -362,16 +375,15 @@ def _plug_in(command: QuickstartCommand, domain: Domain, stages: _Stages, planne
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
     from ppdpp.planner.toolkit.datafiles import domain_data
     from ppdpp.planner.training.runs import EvaluateSettings, open_roles
-    from ppdpp.simulators.env import EnvConfig
 
     since = stages.start(f"plug-and-play: the trained planner instructs {command.model} against the {user} user",
                          EXPECTED_S["plug-in"] if command.model == "local/smollm2" else None)
     data = domain_data(domain, command.data_dir)
-    case = domain.load_cases("test", data.data_dir)[0]  # type: ignore[arg-type]
+    case = domain.load_cases("test", data.data_dir)[0]
     planner = PolicyPlanner.from_pretrained(planner_dir, domain=domain)
     roles = open_roles(domain, EvaluateSettings(domain=domain.name, agent=command.model, user=user,
                                                 critic="oracle", baselines=()), data.data_dir, cache=True)
-    env = roles.make_env(EnvConfig(max_turns=command.demo_turns, max_tokens=command.max_tokens))  # type: ignore[arg-type]
+    env = roles.make_env(command.env(turns=command.demo_turns))
 
     async def play() -> Any:
         try:
@@ -396,9 +408,11 @@ def _plug_in(command: QuickstartCommand, domain: Domain, stages: _Stages, planne
             await roles.aclose()
 
     outcome = asyncio.run(play())
-    result = "" if outcome is None else f"; {outcome.detail} ({', '.join(f'{k} {v:.3f}' for k, v in outcome.metrics.items())})"
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in getattr(outcome, "metrics", {}).items())
+    result = "" if outcome is None else f"; {outcome.detail} ({metrics})"
     stages.done("plug-and-play", since, f"{len(env.steps)} turn(s){result}")
     console.print(f"Honestly: {command.model} gets the planner's strategy as an instruction in its prompt each "
-                  "turn, but a 135M model often ignores it or writes no price the seller can read; with it as the "
-                  "agent every policy scored SL near 0 in docs/simulators.md. Plug in a stronger model with "
-                  "--model (e.g. openai/gpt-4o-mini, router/...).", highlight=False, soft_wrap=True)
+                  f"turn, but a 135M model often ignores it or writes nothing the {user} user can act on (no price "
+                  "the seller can read, no correction the student can use): with it as the agent every policy "
+                  "scored near 0 in docs/simulators.md. Plug in a stronger model with --model (e.g. "
+                  "openai/gpt-4o-mini, router/...).", highlight=False, soft_wrap=True)

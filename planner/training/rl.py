@@ -22,7 +22,8 @@ Run directory::
     config.json          the RLConfig and what was trained
     transcripts.jsonl    one line per finished episode (also the journal that resume reads)
     checkpoints/latest.json -> checkpoints/update-NNNNNN/{planner/, state.pt}
-    curve.json, curve.png  per update: mean reward, success rate, average turns
+    curve.json, curve.png  per update: mean reward, success rate, average turns (the PNG at the end, and at
+                           checkpoints at most once a minute)
     final/               the trained planner (save_pretrained)
 
 Resume is exact: the checkpoint records the finished updates and episode ids; finished episodes after it are
@@ -38,6 +39,7 @@ import json
 import math
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, Sequence
@@ -62,6 +64,7 @@ RESUME_FIX = "point it at an intact checkpoints/update-NNNNNN, or delete it to r
 NEW_RUN_FIX = "start a new run with another --out"
 TRANSCRIPT_FIELDS = {"episode": int, "case_id": str, "opening": list, "steps": list, "success": bool}
 TURN_STD_FLOOR = 1e-3  # "turn" normalisation: returns that differ by less (discounting alone) stay ~0
+PLOT_EVERY_S = 60.0  # curve.png at a checkpoint at most this often (always at the end)
 UPDATE_CHUNK = 32  # dialogue states per forward/backward pass in an update (gradients accumulate)
 FORMAT_VERSION = 1
 
@@ -392,6 +395,7 @@ class RLTrainer:
         self.finished: set[int] = set()
         self.curve: list[dict[str, float]] = []
         self._cases_by_id = {c.id: c for c in self.cases}
+        self._plotted = time.monotonic()  # the first plot waits PLOT_EVERY_S (or the end of the run)
         self.optimizer = self._make_optimizer()
 
     # -- configuration and bookkeeping ---------------------------------------------------------------
@@ -563,7 +567,7 @@ class RLTrainer:
         checkpointed = self.updates_done % self.config.checkpoint_every == 0 or self.updates_done == self.config.updates
         if checkpointed:
             self.save_checkpoint()
-            self.write_curve()
+            self.write_curve(final=False)
         return checkpointed
 
     def _report(self, tracker: Tracker, since: int) -> None:
@@ -571,10 +575,15 @@ class RLTrainer:
         for row in self.curve[since:]:
             tracker.log_metrics({f"rl/{k}": v for k, v in row.items() if k != "update"}, int(row["update"]))
 
-    def write_curve(self) -> None:
+    def write_curve(self, *, final: bool = True) -> None:
+        """``curve.json`` always; ``curve.png`` at the end of the run, and at a checkpoint (``final=False``) when
+        the last plot is :data:`PLOT_EVERY_S` old (a plot costs about a CPU second: a fast run's updates are
+        quicker than that)."""
         write_json(self.out / "curve.json", self.curve)
-        if self.curve:
+        now = time.monotonic()
+        if self.curve and (final or now - self._plotted >= PLOT_EVERY_S):
             plot_curve(self.curve, self.out / "curve.png", f"{self.domain.name}: REINFORCE")
+            self._plotted = now
 
     def new_env(self) -> Any:
         """One environment from ``make_env(config.env)``, checked against ``config.env`` (an LLM critic's mode

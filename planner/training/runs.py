@@ -182,7 +182,8 @@ def pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int
         for line in skipped_lines(read.skipped, out):
             say(line)
     else:
-        cases, source = domain.load_cases(split, data.data_dir), f"the {split} split of {data.source}"  # type: ignore[arg-type]
+        cases = domain.load_cases(split, data.data_dir)  # type: ignore[arg-type]  # a Split, checked by its config
+        source = f"the {split} split of {data.source}"
     if not cases:
         raise DomainError(f"domain {domain.name!r} has no cases in {source}")
     picked = cases[:limit] if limit else cases
