@@ -298,29 +298,20 @@ def _value(policy: dict[str, Any], metric: str) -> dict[str, float]:
     return policy["sr"] if metric == "success" else policy["metrics"][metric]
 
 
-def paired_on(report: dict[str, Any], metric: str, out_dir: Path, a: str, b: str) -> dict[str, float]:
-    """``a`` minus ``b`` on ``metric``, paired over the same cases: the comparison report.json holds under the
-    metric's name (``comparisons[i][metric]``: difference, low, high, p_value); a report without it (written
-    before evaluations compared the domain's metrics) is compared here from the transcripts, with the same test
-    (:func:`~ppdpp.simulators.evaluate.paired_difference`)."""
-    key = "sr" if metric == "success" else metric
+def paired_on(report: dict[str, Any], metric: str, a: str, b: str) -> dict[str, float]:
+    """``a`` minus ``b`` on ``metric``, paired over the same cases, as report.json holds it: SR under
+    ``comparisons[i]["sr"]``, the domain's headline metrics under ``comparisons[i]["metrics"][metric]``
+    (difference, low, high, p_value)."""
     for row in report.get("comparisons", []):
-        if {row["a"], row["b"]} == {a, b} and key in row:
-            sign = 1.0 if row["a"] == a else -1.0
-            value = row[key]
-            low, high = (value["low"], value["high"]) if sign > 0 else (-value["high"], -value["low"])
-            return {"difference": sign * value["difference"], "low": low, "high": high, "p_value": value["p_value"]}
-    from ppdpp.simulators.evaluate import paired_difference, transcript_path
-
-    def per_case(policy: str) -> dict[str, float]:
-        rows = [json.loads(line) for line in transcript_path(out_dir, policy).read_text("utf-8").splitlines()]
-        return {r["case_id"]: float(r["success"]) if metric == "success" else float(r["metrics"].get(metric, 0.0))
-                for r in rows}
-
-    va, vb = per_case(a), per_case(b)
-    cases = sorted(va)
-    d = paired_difference([va[c] for c in cases], [vb[c] for c in cases])
-    return {"difference": d.mean, "low": d.low, "high": d.high, "p_value": d.p_value}
+        if {row["a"], row["b"]} != {a, b}:
+            continue
+        value = row["sr"] if metric == "success" else row.get("metrics", {}).get(metric)
+        if value is None:
+            break
+        sign = 1.0 if row["a"] == a else -1.0
+        low, high = (value["low"], value["high"]) if sign > 0 else (-value["high"], -value["low"])
+        return {"difference": sign * value["difference"], "low": low, "high": high, "p_value": value["p_value"]}
+    raise KeyError(f"report.json compares no {metric!r} between {a} and {b}")
 
 
 def reading(report: dict[str, Any], metric: str, out_dir: Path) -> list[str]:
@@ -338,7 +329,7 @@ def reading(report: dict[str, Any], metric: str, out_dir: Path) -> list[str]:
     for name in names:
         if name == rl:
             continue
-        d = paired_on(report, metric, out_dir, rl, name)
+        d = paired_on(report, metric, rl, name)
         other = _value(policies[name], metric)["mean"]
         verdict = ("ahead" if d["difference"] > 0 else "behind") if d["p_value"] < 0.05 else "not told apart"
         wins += verdict == "ahead"
