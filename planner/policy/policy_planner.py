@@ -288,19 +288,17 @@ class PolicyPlanner(nn.Module):
             dtype = pick_dtype(self.inference_dtype, self.device)
             was_training = self.encoder.training
             self.encoder.eval()
-            try:
-                with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
-                    mask = attention_mask[missing]
-                    width = int(mask.sum(1).max())
-                    hidden = self.encoder(input_ids=input_ids[missing, :width],
-                                          attention_mask=mask[:, :width]).last_hidden_state
-                    pooled = self._pool(hidden, mask[:, :width]).float()
-            finally:
-                self.encoder.train(was_training)
             if len(cache) + len(missing) > ENCODING_CACHE_SIZE:
                 cache.clear()
-            for row, i in enumerate(missing):
-                cache[keys[i]] = pooled[row].clone()
+            try:
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    for i in missing:  # one unpadded pass each: an encoding never depends on what else was missing
+                        width = len(keys[i])
+                        hidden = self.encoder(input_ids=input_ids[i: i + 1, :width],
+                                              attention_mask=attention_mask[i: i + 1, :width]).last_hidden_state
+                        cache[keys[i]] = self._pool(hidden, attention_mask[i: i + 1, :width]).float()[0].clone()
+            finally:
+                self.encoder.train(was_training)
         return torch.stack([cache[key] for key in keys])
 
     def logits(self, conversations: Sequence[Sequence[Turn]],
