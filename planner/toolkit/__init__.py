@@ -16,11 +16,13 @@ from ppdpp.planner.toolkit.datafiles import (
     cell_of,
     domain_data,
     field_of,
+    lazy_data_root,
     read_good_rows,
     read_jsonl,
     read_rows,
     require_file,
     resolve_data_dir,
+    skipped_lines,
 )
 from ppdpp.planner.toolkit.dialog_data import DialogDataDomain
 from ppdpp.planner.toolkit.parsing import (
@@ -63,6 +65,8 @@ __all__ = [
     "read_rows",
     "read_good_rows",
     "cell_of",
+    "lazy_data_root",
+    "skipped_lines",
     # dialog_data: domains whose cases are PPDPP-style dialogue files
     "DialogDataDomain",
 ]
