@@ -28,7 +28,8 @@ def upgrade_command(directory: Path = DirArgument) -> None:
         console.print(f"{directory}: already format {FORMAT_VERSION}; nothing to do")
         return
     PolicyPlanner.from_pretrained(directory).save_pretrained(directory)  # atomic: the old folder stays on failure
-    console.print(f"{directory}: format {version} -> {FORMAT_VERSION} (config.json, model.safetensors, README.md)")
+    console.print(f"{directory}: format {version} -> {FORMAT_VERSION} (config.json, model.safetensors, README.md)",
+                  soft_wrap=True, highlight=False)
 
 
 @planner_app.command("push")

@@ -276,6 +276,13 @@ def _run_async(coroutine: Any, meter: SpendMeter | None) -> Any:
         ACTIVE.reset(active)
 
 
+def _with_data_dir(run_settings: dict[str, Any] | None, data: DomainData) -> dict[str, Any] | None:
+    """The settings a run records, with the data root it really read (``None``: the bundled cases)."""
+    if run_settings is None or "data_dir" not in run_settings:
+        return run_settings
+    return {**run_settings, "data_dir": None if data.data_dir is None else str(data.data_dir)}
+
+
 def _settings_dict(*instances: Any) -> dict[str, Any]:
     """The settings of a run in one JSON-ready mapping, as ``config.json`` records them."""
     import dataclasses
@@ -316,7 +323,7 @@ class RLRun:
         self.say = say
         self.progress = progress
         self.on_episode = on_episode
-        self.run_settings = run_settings
+        self.run_settings = _with_data_dir(run_settings, self.data)
         check_planners([settings.planner], self.spec.name)
         self.cases = pick_cases(self.domain, config.split, self.data, settings.cases, settings.cases_file,
                                 settings.skip_bad_rows, say, settings.out)
@@ -382,7 +389,7 @@ class Evaluator:
         self.env = env
         self.meter = meter
         self.policy_configs = policy_configs
-        self.run_settings = run_settings or _settings_dict(settings, env, *policy_configs)
+        self.run_settings = _with_data_dir(run_settings or _settings_dict(settings, env, *policy_configs), data)
         check_planners(settings.planner, planner_spec.name)
         auto = settings.baselines == (AUTO,)
         specs = [plugin_registry.get_policy(name, dom.name) for name in (BASELINES if auto else settings.baselines)]
