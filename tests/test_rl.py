@@ -279,18 +279,18 @@ def test_a_frozen_encoder_encodes_each_input_once_and_trains_the_head(tmp_path):
     conversations = [[Turn("user", "It's $100.")], [Turn("user", "It's $100."), Turn("agent", "Too much.", "counter"),
                                                     Turn("user", "Then $90.")]]
     planned = planner.plan_batch(conversations)
-    assert len(calls) == 1, "one encoder pass for both inputs"
+    assert len(calls) == 2, "one unpadded encoder pass per input (an encoding never depends on its batch)"
     want = torch.tensor([[plan.distribution[name] for name in planner.strategy_names] for plan in planned])
     planner.eval()  # no dropout before the head
     assert torch.allclose(torch.exp(planner.log_probs(conversations).detach()), want, atol=5e-3), \
         "planning and training see the same encodings (the head may run in bf16 while planning)"
     planner.train()
     log_probs = planner.log_probs(conversations)
-    assert len(calls) == 1, "training on inputs already planned on runs no encoder pass"
+    assert len(calls) == 2, "training on inputs already planned on runs no encoder pass"
     log_probs[:, 0].sum().backward()
     assert planner.head.weight.grad is not None and planner.head.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in planner.encoder.parameters()), "the encoder stays as pretrained"
     saved = planner.save_pretrained(tmp_path / "p")
-    assert not (saved / "encoder").exists(), "a frozen encoder is the backbone's: not written again"
+    assert (saved / "model.safetensors").is_file(), "a standard checkpoint, the frozen encoder's weights included"
     again = PolicyPlanner.from_pretrained(saved, domain=domain)
     assert [p.strategy for p in again.plan_batch(conversations)] == [p.strategy for p in planned]
