@@ -4,6 +4,9 @@ strategy on the template agents' own texts. The labelled LLM turns are tests/dat
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from ppdpp.planner.core.domain import Turn
@@ -22,6 +25,15 @@ NONCOMMITTAL = [
     "Maybe, I'll take it if you can throw in the case.", "Hmm, deal? Let me ask my wife first.",
 ]
 """Hedges and questions a buyer says before naming a price ($LIST: the listing price)."""
+
+
+def reading_benchmark():
+    """benchmarks/simulator_reading.py, which reads the labelled set the way these tests do."""
+    path = Path(__file__).parent.parent / "benchmarks" / "simulator_reading.py"
+    spec = importlib.util.spec_from_file_location("simulator_reading", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +111,30 @@ def test_the_realisation_reader_returns_the_strategy_on_the_template_texts(data_
                 assert rate.read["counter-noprice"] == rate.n
             else:
                 assert rate.rate == 1.0, (name, strategy, dict(rate.read))
+
+
+def test_the_labelled_set_is_ours_and_documented():
+    bench = reading_benchmark()
+    rows = bench.load_rows()
+    assert {r["domain"] for r in rows} == {"negotiation", "tutoring"}
+    assert {r["model"] for r in rows} == {"local/smollm2", "local/qwen2.5-coder-1.5b"}
+    for r in rows:
+        assert not r["case_id"].split("-")[1] == "test", "train/valid cases only"
+        labels = bench.SELLER_LABELS if r["domain"] == "negotiation" else bench.TEACHER_LABELS
+        assert r["label"] in labels and r["text"], r
+
+
+def test_accept_precision_on_the_labelled_set_and_no_deal_from_noncommittal_turns(data_dir):
+    """Over the checked-in LLM turns: of the turns the seller closes a deal on, at least 95% are labelled
+    *accept*; no turn labelled *hedge* or *question* ever closes one."""
+    bench = reading_benchmark()
+    from ppdpp.plugins.negotiation.seller import RuleBasedSeller
+
+    seller, cases = RuleBasedSeller(data_dir), bench.cases_by_id("negotiation", data_dir)
+    pairs = []
+    for r in (r for r in bench.load_rows() if r["domain"] == "negotiation"):
+        case = cases[r["case_id"]]
+        pairs.append((r, bench.seller_reading(seller, case, bench.history_of(r, case), r["text"])))
+    closed = [r["label"] for r, read in pairs if read == "accept"]
+    assert closed and closed.count("accept") / len(closed) >= 0.95, closed
+    assert not [r["text"] for r, read in pairs if read == "accept" and r["label"] in ("hedge", "question")]
