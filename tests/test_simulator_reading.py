@@ -138,3 +138,30 @@ def test_accept_precision_on_the_labelled_set_and_no_deal_from_noncommittal_turn
     closed = [r["label"] for r, read in pairs if read == "accept"]
     assert closed and closed.count("accept") / len(closed) >= 0.95, closed
     assert not [r["text"] for r, read in pairs if read == "accept" and r["label"] in ("hedge", "question")]
+
+
+def test_the_realisation_reader_reads_evaluation_transcripts(tmp_path, data_dir):
+    """transcript_readings rebuilds each planned step's history from a transcripts.jsonl line, as the
+    runner writes it, so a benchmark can compute realisation rates from its own runs."""
+    import json
+
+    domain = get_domain("tutoring")
+    case = domain.load_cases("test", data_dir)[0]
+    teacher, student = TemplateTeacher(), ScriptedStudent()
+    teacher.reset(case, 0)
+    student.reset(case, 0)
+    history, steps = domain.opening(case), []
+    for strategy in ("Hint", "Question", None, "Confirmation"):
+        text = teacher.respond(history, strategy)
+        history.append(Turn("agent", text, strategy))
+        history.append(Turn("user", student.respond(history)))
+        steps.append({"strategy": strategy, "agent": text, "user": history[-1].text})
+    line = {"case_id": case.id, "opening": [{"speaker": t.speaker, "text": t.text} for t in domain.opening(case)],
+            "steps": steps}
+    path = tmp_path / "transcripts.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    reader = RealisationReader("tutoring", data_dir=data_dir)
+    readings = reader.transcript_readings(path, {case.id: case}, "template")
+    assert [r.strategy for r in readings] == ["Hint", "Question", "Confirmation"], "unplanned steps are skipped"
+    assert [len(r.history) for r in readings] == [2, 4, 8]
+    assert all(rate.rate == 1.0 for rate in reader.rates(readings).values())
