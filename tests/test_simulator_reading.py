@@ -4,6 +4,9 @@ strategy on the template agents' own texts. The labelled LLM turns are tests/dat
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from ppdpp.planner.core.domain import Turn
@@ -22,6 +25,15 @@ NONCOMMITTAL = [
     "Maybe, I'll take it if you can throw in the case.", "Hmm, deal? Let me ask my wife first.",
 ]
 """Hedges and questions a buyer says before naming a price ($LIST: the listing price)."""
+
+
+def reading_benchmark():
+    """benchmarks/simulator_reading.py, which reads the labelled set the way these tests do."""
+    path = Path(__file__).parent.parent / "benchmarks" / "simulator_reading.py"
+    spec = importlib.util.spec_from_file_location("simulator_reading", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -99,3 +111,57 @@ def test_the_realisation_reader_returns_the_strategy_on_the_template_texts(data_
                 assert rate.read["counter-noprice"] == rate.n
             else:
                 assert rate.rate == 1.0, (name, strategy, dict(rate.read))
+
+
+def test_the_labelled_set_is_ours_and_documented():
+    bench = reading_benchmark()
+    rows = bench.load_rows()
+    assert {r["domain"] for r in rows} == {"negotiation", "tutoring"}
+    assert {r["model"] for r in rows} == {"local/smollm2", "local/qwen2.5-coder-1.5b"}
+    for r in rows:
+        assert not r["case_id"].split("-")[1] == "test", "train/valid cases only"
+        labels = bench.SELLER_LABELS if r["domain"] == "negotiation" else bench.TEACHER_LABELS
+        assert r["label"] in labels and r["text"], r
+
+
+def test_accept_precision_on_the_labelled_set_and_no_deal_from_noncommittal_turns(data_dir):
+    """Over the checked-in LLM turns: of the turns the seller closes a deal on, at least 95% are labelled
+    *accept*; no turn labelled *hedge* or *question* ever closes one."""
+    bench = reading_benchmark()
+    from ppdpp.plugins.negotiation.seller import RuleBasedSeller
+
+    seller, cases = RuleBasedSeller(data_dir), bench.cases_by_id("negotiation", data_dir)
+    pairs = []
+    for r in (r for r in bench.load_rows() if r["domain"] == "negotiation"):
+        case = cases[r["case_id"]]
+        pairs.append((r, bench.seller_reading(seller, case, bench.history_of(r, case), r["text"])))
+    closed = [r["label"] for r, read in pairs if read == "accept"]
+    assert closed and closed.count("accept") / len(closed) >= 0.95, closed
+    assert not [r["text"] for r, read in pairs if read == "accept" and r["label"] in ("hedge", "question")]
+
+
+def test_the_realisation_reader_reads_evaluation_transcripts(tmp_path, data_dir):
+    """transcript_readings rebuilds each planned step's history from a transcripts.jsonl line, as the
+    runner writes it, so a benchmark can compute realisation rates from its own runs."""
+    import json
+
+    domain = get_domain("tutoring")
+    case = domain.load_cases("test", data_dir)[0]
+    teacher, student = TemplateTeacher(), ScriptedStudent()
+    teacher.reset(case, 0)
+    student.reset(case, 0)
+    history, steps = domain.opening(case), []
+    for strategy in ("Hint", "Question", None, "Confirmation"):
+        text = teacher.respond(history, strategy)
+        history.append(Turn("agent", text, strategy))
+        history.append(Turn("user", student.respond(history)))
+        steps.append({"strategy": strategy, "agent": text, "user": history[-1].text})
+    line = {"case_id": case.id, "opening": [{"speaker": t.speaker, "text": t.text} for t in domain.opening(case)],
+            "steps": steps}
+    path = tmp_path / "transcripts.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    reader = RealisationReader("tutoring", data_dir=data_dir)
+    readings = reader.transcript_readings(path, {case.id: case}, "template")
+    assert [r.strategy for r in readings] == ["Hint", "Question", "Confirmation"], "unplanned steps are skipped"
+    assert [len(r.history) for r in readings] == [2, 4, 8]
+    assert all(rate.rate == 1.0 for rate in reader.rates(readings).values())
