@@ -204,12 +204,27 @@ def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
         which = ["--planner", str(planners[policy]), "--baselines", ""]
     else:
         which = ["--baselines", policy]
+    if held_elsewhere(out):
+        print(f"skip {out}: another process (pid in {out / 'running.pid'}) is playing it", flush=True)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "running.pid").write_text(str(os.getpid()), encoding="utf-8")
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
     seconds = run_ppdpp(["evaluate", "-d", domain, *data, "--agent", args.model, "--user", user, "--critic",
                          "oracle", *which, "--cases", str(args.cases), "--max-turns", str(turns),
                          "--seed", str(args.seed), "--out", str(out), *RUN_SETTINGS], log,
                         price_hint=args.price_hint)
     (out / "wall.json").write_text(json.dumps({"wall_s": seconds, "load": os.getloadavg()}), encoding="utf-8")
+
+
+def held_elsewhere(out: Path) -> bool:
+    """Whether a live process other than this one is playing the piece in ``out`` (its ``running.pid``)."""
+    try:
+        pid = int((out / "running.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid()
 
 
 def transcripts(out: Path) -> list[dict]:
