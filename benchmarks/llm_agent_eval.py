@@ -142,18 +142,41 @@ def realisation_piece(args, domain_name: str) -> None:
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def realisation_table(root: Path) -> list[str]:
+def shown_lines(domain_name: str, data_dir: Path | None) -> dict[str, list[str]]:
+    """Strategy -> the few-shot lines the prompt shows (``--variants fewshot``)."""
+    if domain_name == "negotiation":
+        from ppdpp.plugins.negotiation.prompting import act_examples
+
+        return {act: [text for text, _ in lines] for act, lines in act_examples(str(data_dir) if data_dir else None).items()}
+    from ppdpp.plugins.tutoring.prompting import strategy_examples
+
+    return {name: list(lines) for name, lines in strategy_examples(str(data_dir) if data_dir else None).items()}
+
+
+def copied(reply: str, lines: list[str], n: int = 5) -> bool:
+    """Whether ``reply`` repeats ``n`` words in a row (letters only, any case) of one of ``lines``."""
+    def grams(text: str) -> set[tuple[str, ...]]:
+        words = [w for w in "".join(c.lower() if c.isalpha() else " " for c in text).split()]
+        return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    mine = grams(reply)
+    return any(mine & grams(line) for line in lines)
+
+
+def realisation_table(root: Path, domain_name: str, data_dir: Path | None) -> list[str]:
     files = sorted((root / "realisation").glob("*.jsonl"))
     if not files:
         return []
     runs = {f.stem: [json.loads(line) for line in f.read_text().splitlines()] for f in files}
     strategies = list(dict.fromkeys(r["strategy"] for rows in runs.values() for r in rows))
-    head = ["model / prompt", "all", *strategies]
+    shown = shown_lines(domain_name, data_dir)
+    head = ["model / prompt", "all", "copied a shown line", *strategies]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in runs.items():
         def rate(sel):
             return f"{sum(r['read'] == r['strategy'] for r in sel) / len(sel):.2f}" if sel else "-"
+        copies = sum(copied(r["reply"], shown.get(r["strategy"], [])) for r in rows) if "fewshot" in name else 0
         lines.append("| " + " | ".join([name.replace("__", " / "), f"{rate(rows)} (n={len(rows)})",
+                                        f"{copies / len(rows):.2f}" if "fewshot" in name else "-",
                                         *(rate([r for r in rows if r["strategy"] == s]) for s in strategies)])
                      + " |")
     return lines
@@ -356,7 +379,7 @@ def table_piece(args) -> str:
     for domain in args.domains.split(","):
         user, metric, turns = SETTINGS[domain]
         parts += [f"### {domain} ({user} user, {turns} turns)", ""]
-        real = realisation_table(args.out / domain)
+        real = realisation_table(args.out / domain, domain, args.data_dir)
         if real:
             parts += ["Realisation on the valid split (reply at the opening, read by the simulator's reader):", "",
                       *real, ""]
