@@ -147,7 +147,8 @@ def shown_lines(domain_name: str, data_dir: Path | None) -> dict[str, list[str]]
     if domain_name == "negotiation":
         from ppdpp.plugins.negotiation.prompting import act_examples
 
-        return {act: [text for text, _ in lines] for act, lines in act_examples(str(data_dir) if data_dir else None).items()}
+        found = act_examples(str(data_dir) if data_dir else None)
+        return {act: [text for text, _ in lines] for act, lines in found.items()}
     from ppdpp.plugins.tutoring.prompting import strategy_examples
 
     return {name: list(lines) for name, lines in strategy_examples(str(data_dir) if data_dir else None).items()}
@@ -293,7 +294,7 @@ def critic_piece(args, domain: str) -> None:
 # ---- the table --------------------------------------------------------------------------------------------
 def entropy(counts: collections.Counter) -> float:
     total = sum(counts.values())
-    return -sum(c / total * math.log2(c / total) for c in counts.values() if c) if total else 0.0
+    return abs(sum(c / total * math.log2(c / total) for c in counts.values() if c)) if total else 0.0
 
 
 def policy_rows(args, domain: str) -> dict[str, dict]:
@@ -315,7 +316,8 @@ def policy_rows(args, domain: str) -> dict[str, dict]:
         usage = [step.get("usage", {}).get("agent", {}) for step, _ in steps]
         row = {"finished": (out / "report.json").is_file(), "values": {},
                "at": sum(ep["turns"] for ep in eps) / len(eps),
-               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage), sum(u.get("completion_tokens", 0) for u in usage)),
+               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage),
+                          sum(u.get("completion_tokens", 0) for u in usage)),
                "strategies": collections.Counter(s["strategy"] for s, _ in steps),
                "realised": (sum(read(s["agent"], c) == s["strategy"] for s, c in planned), len(planned)),
                "wall": json.loads((out / "wall.json").read_text()) if (out / "wall.json").is_file() else {}}
