@@ -102,8 +102,8 @@ async def main(args: argparse.Namespace) -> None:
             rate, per_s, rows = await local_rate(backend, concurrency, args.tokens, rounds)
             base = base or rate
             batched = "" if rows != rows else f"{rows:.1f}"  # nan: a server does not report its batches
-            row = ("server" if args.api_base else "LocalBackend", str(concurrency), batched, f"{rate:.1f}", f"{per_s:.2f}",
-                   f"{rate / base:.1f}x")
+            row = ("server" if args.api_base else "LocalBackend", str(concurrency), batched, f"{rate:.1f}",
+                   f"{per_s:.2f}", f"{rate / base:.1f}x")
             table.add_row(*row)
             console.print(" | ".join(row), style="dim")
         if not args.api_base:
