@@ -142,18 +142,42 @@ def realisation_piece(args, domain_name: str) -> None:
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def realisation_table(root: Path) -> list[str]:
+def shown_lines(domain_name: str, data_dir: Path | None) -> dict[str, list[str]]:
+    """Strategy -> the few-shot lines the prompt shows (``--variants fewshot``)."""
+    if domain_name == "negotiation":
+        from ppdpp.plugins.negotiation.prompting import act_examples
+
+        found = act_examples(str(data_dir) if data_dir else None)
+        return {act: [text for text, _ in lines] for act, lines in found.items()}
+    from ppdpp.plugins.tutoring.prompting import strategy_examples
+
+    return {name: list(lines) for name, lines in strategy_examples(str(data_dir) if data_dir else None).items()}
+
+
+def copied(reply: str, lines: list[str], n: int = 5) -> bool:
+    """Whether ``reply`` repeats ``n`` words in a row (letters only, any case) of one of ``lines``."""
+    def grams(text: str) -> set[tuple[str, ...]]:
+        words = [w for w in "".join(c.lower() if c.isalpha() else " " for c in text).split()]
+        return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
+    mine = grams(reply)
+    return any(mine & grams(line) for line in lines)
+
+
+def realisation_table(root: Path, domain_name: str, data_dir: Path | None) -> list[str]:
     files = sorted((root / "realisation").glob("*.jsonl"))
     if not files:
         return []
     runs = {f.stem: [json.loads(line) for line in f.read_text().splitlines()] for f in files}
     strategies = list(dict.fromkeys(r["strategy"] for rows in runs.values() for r in rows))
-    head = ["model / prompt", "all", *strategies]
+    shown = shown_lines(domain_name, data_dir)
+    head = ["model / prompt", "all", "copied a shown line", *strategies]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, rows in runs.items():
         def rate(sel):
             return f"{sum(r['read'] == r['strategy'] for r in sel) / len(sel):.2f}" if sel else "-"
+        copies = sum(copied(r["reply"], shown.get(r["strategy"], [])) for r in rows) if "fewshot" in name else 0
         lines.append("| " + " | ".join([name.replace("__", " / "), f"{rate(rows)} (n={len(rows)})",
+                                        f"{copies / len(rows):.2f}" if "fewshot" in name else "-",
                                         *(rate([r for r in rows if r["strategy"] == s]) for s in strategies)])
                      + " |")
     return lines
@@ -204,12 +228,27 @@ def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
         which = ["--planner", str(planners[policy]), "--baselines", ""]
     else:
         which = ["--baselines", policy]
+    if held_elsewhere(out):
+        print(f"skip {out}: another process (pid in {out / 'running.pid'}) is playing it", flush=True)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "running.pid").write_text(str(os.getpid()), encoding="utf-8")
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
     seconds = run_ppdpp(["evaluate", "-d", domain, *data, "--agent", args.model, "--user", user, "--critic",
                          "oracle", *which, "--cases", str(args.cases), "--max-turns", str(turns),
                          "--seed", str(args.seed), "--out", str(out), *RUN_SETTINGS], log,
                         price_hint=args.price_hint)
     (out / "wall.json").write_text(json.dumps({"wall_s": seconds, "load": os.getloadavg()}), encoding="utf-8")
+
+
+def held_elsewhere(out: Path) -> bool:
+    """Whether a live process other than this one is playing the piece in ``out`` (its ``running.pid``)."""
+    try:
+        pid = int((out / "running.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid()
 
 
 def transcripts(out: Path) -> list[dict]:
@@ -255,7 +294,7 @@ def critic_piece(args, domain: str) -> None:
 # ---- the table --------------------------------------------------------------------------------------------
 def entropy(counts: collections.Counter) -> float:
     total = sum(counts.values())
-    return -sum(c / total * math.log2(c / total) for c in counts.values() if c) if total else 0.0
+    return abs(sum(c / total * math.log2(c / total) for c in counts.values() if c)) if total else 0.0
 
 
 def policy_rows(args, domain: str) -> dict[str, dict]:
@@ -277,7 +316,8 @@ def policy_rows(args, domain: str) -> dict[str, dict]:
         usage = [step.get("usage", {}).get("agent", {}) for step, _ in steps]
         row = {"finished": (out / "report.json").is_file(), "values": {},
                "at": sum(ep["turns"] for ep in eps) / len(eps),
-               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage), sum(u.get("completion_tokens", 0) for u in usage)),
+               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage),
+                          sum(u.get("completion_tokens", 0) for u in usage)),
                "strategies": collections.Counter(s["strategy"] for s, _ in steps),
                "realised": (sum(read(s["agent"], c) == s["strategy"] for s, c in planned), len(planned)),
                "wall": json.loads((out / "wall.json").read_text()) if (out / "wall.json").is_file() else {}}
@@ -341,7 +381,7 @@ def table_piece(args) -> str:
     for domain in args.domains.split(","):
         user, metric, turns = SETTINGS[domain]
         parts += [f"### {domain} ({user} user, {turns} turns)", ""]
-        real = realisation_table(args.out / domain)
+        real = realisation_table(args.out / domain, domain, args.data_dir)
         if real:
             parts += ["Realisation on the valid split (reply at the opening, read by the simulator's reader):", "",
                       *real, ""]

@@ -101,8 +101,9 @@ async def main(args: argparse.Namespace) -> None:
             rounds = args.rounds * (3 if concurrency == 1 else 1)
             rate, per_s, rows = await local_rate(backend, concurrency, args.tokens, rounds)
             base = base or rate
-            row = ("server" if args.api_base else "LocalBackend", str(concurrency), f"{rows:.1f}", f"{rate:.1f}", f"{per_s:.2f}",
-                   f"{rate / base:.1f}x")
+            batched = "" if rows != rows else f"{rows:.1f}"  # nan: a server does not report its batches
+            row = ("server" if args.api_base else "LocalBackend", str(concurrency), batched, f"{rate:.1f}",
+                   f"{per_s:.2f}", f"{rate / base:.1f}x")
             table.add_row(*row)
             console.print(" | ".join(row), style="dim")
         if not args.api_base:

@@ -134,3 +134,30 @@ Test report (next-strategy prediction on the test examples, against the majority
 |---|---|---|
 {rows}
 """
+
+
+def evaluation_section(report: dict, policy: str) -> str:
+    """The card's "Evaluation (ppdpp evaluate)" section from an evaluation's ``report.json``: every policy's SR, AT
+    and outcome metrics with 95% intervals, this planner (``policy``) in bold, and what played which role."""
+    rows = report.get("policies", [])
+    metrics = sorted({m for p in rows for m in p.get("metrics", {})})
+
+    def cell(estimate: dict) -> str:
+        return f"{estimate['mean']:.3f} [{estimate['low']:.2f}, {estimate['high']:.2f}]"
+
+    header = "| policy | SR | AT | " + " | ".join(m.upper() for m in metrics) + " |"
+    rule = "|" + "---|" * (3 + len(metrics))
+    lines = []
+    for p in rows:
+        name = f"**{p['policy']}**" if p["policy"] == policy else p["policy"]
+        values = [cell(p["metrics"][m]) if m in p.get("metrics", {}) else "0.000" for m in metrics]
+        lines.append(f"| {name} | {cell(p['sr'])} | {p['at']['mean']:.2f} | " + " | ".join(values) + " |")
+    models = ", ".join(f"{role}: `{model}`" for role, model in (report.get("models") or {}).items())
+    return f"""The latest interactive evaluation this folder took part in (`ppdpp evaluate`): {len(report.get('cases', []))}
+`{report.get('split')}` cases of `{report.get('domain')}`, at most {report.get('max_turns')} exchanges, seed
+{report.get('seed')}; {models or 'roles as recorded in its report.json'}. 95% intervals in brackets. Numbers from
+simulated users measure the planner against those users.
+
+{header}
+{rule}
+""" + "\n".join(lines) + "\n"

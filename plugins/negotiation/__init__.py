@@ -170,7 +170,8 @@ class NegotiationDomain(DialogDataDomain):
                  examples_dir: str | None = None) -> None:
         """``few_shot``/``price_hint``: the agent prompt's levers (:mod:`~ppdpp.plugins.negotiation.prompting`),
         in the role reminder (the last message; the setup keeps PPDPP's instruction), so they act only with
-        ``reminder=True`` (the default); both off = PPDPP's prompt word for word; ``examples_dir``: the data root the few-shot lines come from
+        ``reminder=True`` (the default); both off = PPDPP's prompt word for word; ``examples_dir``: the data root
+        the few-shot lines come from
         (``None``: :func:`~ppdpp.planner.toolkit.datafiles.resolve_data_dir` at first use)."""
         super().__init__()
         if deal_rule not in DEAL_RULES:
