@@ -130,7 +130,7 @@ def test_a_port_in_use_is_one_line(capsys, monkeypatch):
         taken.close()
     errors = [line for line in printed.splitlines() if line.startswith("error:")]
     assert code == 2 and "Traceback" not in printed and len(errors) == 1, printed
-    assert "port is in use" in errors[0] and "--port" in errors[0], printed
+    assert "already in use" in errors[0] and "--port" in errors[0], printed
 
 
 def test_the_evaluation_table_at_80_columns_keeps_every_name_and_value():
