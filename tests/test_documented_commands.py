@@ -55,7 +55,6 @@ NOT_RUN = {  # a part of the command -> why it does not run here (each entry mus
     "ppdpp ui ": "a server that runs until stopped (tests/test_playground.py runs it)",
     "--router-config router.yaml": "needs the page's router.yaml and two serve-llm replicas (tests/test_router.py)",
     "ppdpp quickstart": "minutes on 2 cores (tests/test_quickstart.py runs it with small sizes)",
-    "--router-config llama.yaml": "needs the page's llama.yaml and a running llama-server (built from source, docs/llm.md)",
 }
 NEEDS_PLUGIN = {  # a part of the command -> the plugin it needs that only the page's code defines
     "--baselines echo": "the echo policy of the page's Python block (tests/test_policies.py registers and plays it)",
