@@ -277,3 +277,17 @@ def test_ppdpp_planner_export_onnx_gives_the_planners_argmax_on_test_turns(saved
     assert logits.shape == want.shape
     assert torch.equal(logits.argmax(-1), want.argmax(-1)), "ONNX Runtime and the planner disagree"
     assert torch.allclose(torch.softmax(logits, -1), want, atol=1e-4)
+
+
+def test_an_evaluation_writes_its_table_into_the_planners_card(saved, tmp_path):
+    folder = saved["negotiation"]
+    result = CliRunner().invoke(app, [
+        "evaluate", "-d", "negotiation", "--planner", str(folder), "--agent", "template", "--user", "rule-based",
+        "--critic", "oracle", "--baselines", "random", "--cases", "2", "--max-turns", "2", "--out", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    card = (folder / "README.md").read_text()
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    planner_row = next(p for p in report["policies"] if p["policy"] != "random")
+    section = card.split("## Evaluation (ppdpp evaluate)")[1]
+    assert f"| **{planner_row['policy']}** | {planner_row['sr']['mean']:.3f}" in section, section
+    assert "| random |" in section and "agent: `template`" in section and "| SL |" in section, section

@@ -467,7 +467,17 @@ class Evaluator:
             tracker.log_metrics(report_metrics(report), 0)
         finally:
             tracker.close()
+        self._update_cards(report)
         return report
+
+    def _update_cards(self, report: EvaluationReport) -> None:
+        """Each local planner folder's model card gets this evaluation as its "Evaluation" section."""
+        from ppdpp.planner.policy.model_card import evaluation_section, update_card
+
+        data = report.to_json()
+        for path, policy in zip(self.settings.planner, self.policies):
+            if Path(path).is_dir() and (Path(path) / "README.md").is_file():
+                update_card(path, "Evaluation (ppdpp evaluate)", evaluation_section(data, policy.name))
 
     def close(self) -> None:
         """Close the models of an evaluation that will not run (e.g. a dry run)."""
