@@ -182,3 +182,26 @@ def render(renderable, width: int = 80) -> str:
     console = Console(width=width, record=True, file=open(os.devnull, "w"))
     console.print(renderable)
     return console.export_text()
+
+
+def test_a_wrong_api_key_on_the_first_call_leaves_no_output_folder(tmp_path, monkeypatch, capsys):
+    async def unauthorised(i, body, request):
+        return fail(401, "invalid api key")
+
+    async def evaluate_into(out: Path) -> tuple[int, str]:
+        async with scripted_server(unauthorised) as (url, seen):
+            monkeypatch.setenv("OPENAI_API_BASE", url)
+            monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
+            return await asyncio.to_thread(
+                run_main, ["evaluate", "-d", "negotiation", "--agent", "openai/m", "--user", "rule-based", "--critic",
+                           "oracle", "--baselines", "no-planner", "--cases", "1", "--max-turns", "1",
+                           "--out", str(out)], capsys)
+
+    code, printed = asyncio.run(evaluate_into(tmp_path / "ev"))
+    assert code == 2 and "401" in printed, printed
+    assert not (tmp_path / "ev").exists(), "a run that played nothing must not leave its folder behind"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    code, printed = asyncio.run(evaluate_into(kept))
+    assert code == 2 and (kept / "notes.txt").read_text() == "mine", "a folder that was there stays"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -276,6 +277,11 @@ def _run_async(coroutine: Any, meter: SpendMeter | None) -> Any:
         ACTIVE.reset(active)
 
 
+def _played_any(out: Path) -> bool:
+    """Whether an evaluation in ``out`` finished at least one dialogue (a transcript line anywhere under it)."""
+    return any(path.stat().st_size > 0 for path in out.rglob("*.jsonl"))
+
+
 def _with_data_dir(run_settings: dict[str, Any] | None, data: DomainData) -> dict[str, Any] | None:
     """The settings a run records, with the data root it really read (``None``: the bundled cases)."""
     if run_settings is None or "data_dir" not in run_settings:
@@ -440,6 +446,7 @@ class Evaluator:
         from ppdpp.simulators.evaluate import evaluate_over_seeds, evaluate_policies, human_strategies
 
         s, env, roles = self.settings, self.env, self.roles
+        fresh = not s.out.exists()
         s.out.mkdir(parents=True, exist_ok=True)
         path = s.out / "config.json"
         existing = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
@@ -465,8 +472,12 @@ class Evaluator:
             tracker.log_params(self.run_settings)
             report = _run_async(run(), self.meter)
             tracker.log_metrics(report_metrics(report), 0)
-        finally:
+        except BaseException:
             tracker.close()
+            if fresh and not _played_any(s.out):  # e.g. a wrong API key on the first call: leave no empty run behind
+                shutil.rmtree(s.out, ignore_errors=True)
+            raise
+        tracker.close()
         self._update_cards(report)
         return report
 
