@@ -49,12 +49,17 @@ def histories(domain_name: str, case: Case, rng: random.Random, index: int) -> t
     return f"human:{cut + 1}", list(case.dialogue[: cut + 1])
 
 
-def jobs(domain_name: str, model: str, per_strategy: int, data_dir: Path) -> list[dict]:
-    """The requests to make: one per (strategy, picked case)."""
+def jobs(domain_name: str, model: str, per_strategy: int, data_dir: Path,
+         strategies: list[str] | None = None) -> list[dict]:
+    """The requests to make: one per (strategy, picked case), for ``strategies`` (default: all the domain's)."""
     domain = get_domain(domain_name)
+    unknown = sorted(set(strategies or ()) - set(domain.strategies))
+    if unknown:
+        raise SystemExit(f"--strategies: {', '.join(unknown)} not a strategy of {domain_name} "
+                         f"({', '.join(domain.strategies)})")
     cases = [c for split in SPLITS for c in domain.load_cases(split, data_dir) if len(c.dialogue) >= 2]
     out = []
-    for strategy in domain.strategies:
+    for strategy in strategies or domain.strategies:
         rng = random.Random(f"{model}|{domain_name}|{strategy}")
         for k, case in enumerate(rng.sample(cases, per_strategy)):
             kind, history = histories(domain_name, case, random.Random(f"{model}|{strategy}|{case.id}"), k)
@@ -71,7 +76,8 @@ async def main(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     done = {key(json.loads(line)) for line in out.read_text().splitlines() if line.strip()} if out.exists() else set()
-    todo = [j for j in jobs(args.domain, args.model, args.per_strategy, Path(args.data_dir)) if key(j) not in done]
+    todo = [j for j in jobs(args.domain, args.model, args.per_strategy, Path(args.data_dir),
+                                args.strategies.split(",") if args.strategies else None) if key(j) not in done]
     print(f"{len(todo)} replies to write ({len(done)} already in {out})", flush=True)
     if not todo:
         return
@@ -107,6 +113,7 @@ if __name__ == "__main__":
     parser.add_argument("--model", required=True)
     parser.add_argument("--domain", required=True, choices=("negotiation", "tutoring"))
     parser.add_argument("--per-strategy", type=int, default=10)
+    parser.add_argument("--strategies", default="", help="comma-separated strategies (default: all the domain's)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--data-dir", default="../shared/data")
     parser.add_argument("--max-tokens", type=int, default=48)

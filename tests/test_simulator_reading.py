@@ -113,6 +113,22 @@ def test_the_realisation_reader_returns_the_strategy_on_the_template_texts(data_
                 assert rate.rate == 1.0, (name, strategy, dict(rate.read))
 
 
+def test_saying_one_can_pay_accepts_and_a_described_price_does_not(data_dir, neg_cases):
+    """Qwen's *agree* line, "I think I could pay that. That sounds great!", accepts the standing price (its
+    "think" and "could" are no hedge, a condition still is); a price only described while asking about the
+    item ("I'm looking at it for a price of $<list>. Can you tell me more?") closes nothing."""
+    seller = RuleBasedSeller(data_dir)
+    for case in neg_cases:
+        listing = money(case.fields["seller_price"])
+        outcome, history = first_turn_outcome(seller, case, "I think I could pay that. That sounds great!")
+        assert outcome.success and outcome.metrics["sl"] == 0.0, history[-1].text
+        for text in (f"I'm looking at it for a price of {listing}. Can you tell me more about it?",
+                     f"Hi, I'm looking for a bike with a {listing} price.",
+                     "I think I could pay that if you deliver it."):
+            outcome, history = first_turn_outcome(seller, case, text)
+            assert not outcome.success, f"{text!r} closed a deal on {case.id}: {history[-1].text}"
+
+
 def test_the_labelled_set_is_ours_and_documented():
     bench = reading_benchmark()
     rows = bench.load_rows()

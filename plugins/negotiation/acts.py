@@ -61,6 +61,13 @@ HEDGE_CUES = re.compile(
 """What makes an acceptance conditional or noncommittal: a question mark, a hedge ("I'll consider it", "maybe",
 "could"), a condition ("if", "but"), a request for less ("lower", "discount") or a negation. A turn with one of
 these never accepts by its words alone (it still closes a deal by naming a price at or above the ask)."""
+CAN_PAY = re.compile(r"\bi (?:think i )?(?:can|could) (?:pay|do|afford) (?:that|it|this)\b", re.IGNORECASE)
+"""Saying one can pay the standing price ("I think I could pay that.", "I can do that."): an acceptance, whose
+own "think" and "could" are not hedges (any other hedge, condition or question still is)."""
+TENTATIVE = re.compile(r"\b(looking (?:for|at)|wondering|tell me|know more|more about)\b",
+                       re.IGNORECASE)
+"""A turn that looks for something, wonders or asks to be told ("I'm looking at it for a price of 2100. Can you
+tell me more about it?") names a price as a description: it is no bid the Buyer is held to at the ask."""
 PRICE_QUESTION = re.compile(
     r"\b(firm|final|lowest|best|negotiable|flexible|asking|include|includes|including|shipping|delivery)\b",
     re.IGNORECASE,
@@ -73,7 +80,8 @@ def accepts(text: str) -> bool:
     hedge, condition, question or negation (:data:`HEDGE_CUES`). "Deal. I'll take it for $600." accepts;
     "I'll consider it.", "Okay.", "Sounds good, but can you do better?" do not."""
     text = features(text.replace("\u2019", "'"))
-    return ACCEPT_CUES.search(text) is not None and HEDGE_CUES.search(text) is None
+    cue = ACCEPT_CUES.search(text) is not None or CAN_PAY.search(text) is not None
+    return cue and HEDGE_CUES.search(CAN_PAY.sub(" ", text)) is None
 
 
 def asks_about_price(text: str) -> bool:
@@ -84,13 +92,15 @@ def asks_about_price(text: str) -> bool:
 @dataclass(frozen=True)
 class BuyerReading:
     """How the Seller reads one Buyer turn: the act it acts on, the bid it holds the Buyer to (``None``: no
-    bid) and whether the words accept the standing price. ``act`` is the classifier's act, except that an
+    bid), whether the words accept the standing price, and whether the price is only described
+    (:data:`TENTATIVE`: the Seller does not close a deal on it). ``act`` is the classifier's act, except that an
     acceptance is always *agree* and a classifier *agree* that does not accept is a *counter* when it names a
     price, else ``"noncommittal"`` (no act of the 11: the Seller neither concedes nor closes)."""
 
     act: str
     offer: float | None
     accepts: bool
+    tentative: bool = False
 
 
 NONCOMMITTAL = "noncommittal"
@@ -108,7 +118,7 @@ def read_buyer(text: str, case: Case, classifier: "ActClassifier") -> BuyerReadi
         act = "agree"
     elif act == "agree":
         act = "counter" if offer is not None else NONCOMMITTAL
-    return BuyerReading(act, offer, accepted)
+    return BuyerReading(act, offer, accepted, tentative=offer is not None and TENTATIVE.search(text) is not None)
 
 
 @dataclass(frozen=True)

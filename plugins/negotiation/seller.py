@@ -25,8 +25,11 @@ Each Buyer turn, in order
        below the old one when ``c > 0`` (so the bottom is reached), and never below the bottom.
     4. A bid (an offer in a *propose*, *counter* or *agree* turn, or a priced *counter-noprice* turn; never
        the price of a question about the Seller's price, "Is $600 firm?") at or above the new asking price is
-       accepted: a deal at ``min(offer, previous ask)``. An unambiguous acceptance in words
-       (:func:`~ppdpp.plugins.negotiation.acts.accepts`: "Deal.", "I'll take it", "works for me", with no hedge,
+       accepted: a deal at ``min(offer, previous ask)``, unless the turn only describes the price
+       (:data:`~ppdpp.plugins.negotiation.acts.TENTATIVE`: "I'm looking at it for a price of $2100. Can you tell
+       me more?"). An unambiguous acceptance in words
+       (:func:`~ppdpp.plugins.negotiation.acts.accepts`: "Deal.", "I'll take it", "works for me", "I think I
+       could pay that", with no hedge,
        question, condition or negation) without a price, or with the Seller's last price or more, is a deal at
        the previous asking price. Nothing else closes a deal: "I'll consider it.", "Okay.", "Sounds good, but
        can you do better?" are noncommittal, even when the classifier reads them as *agree*
@@ -297,7 +300,7 @@ class RuleBasedSeller(UserSimulator):
         if share > 0:
             state.ask = conceded(previous_ask, self.bottom, share, unit)
 
-        if offer is not None and offer >= state.ask:
+        if offer is not None and offer >= state.ask and not reading.tentative:
             state.deal_price = min(offer, previous_ask)
             say("accept", state.deal_price)
         elif len(state.acts) >= self.patience:
