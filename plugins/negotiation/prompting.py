@@ -8,7 +8,8 @@ last message (:meth:`~ppdpp.plugins.negotiation.NegotiationDomain.agent_messages
 * **Few-shot lines** (:func:`act_examples`, on by default: ``NegotiationDomain.few_shot``): up to
   :data:`FEW_SHOT` Buyer turns of the act from the CraigslistBargain **train** dialogues, 3 to 20 words long,
   that the act classifier (:mod:`~ppdpp.plugins.negotiation.acts`) reads as that act, the most confidently
-  read first (the human labels are noisy: the prototypes of an act are the lines the reader is surest of). Their
+  read first (the human labels are noisy: the prototypes of an act are the lines the reader is surest of), naming
+  no item (:func:`item_free`: a line about a BMW was copied for a bike). Their
   prices are rescaled to this case (``example price / its listing x this listing``), so a line never names
   another item's price.
 * **Price hint** (off by default: ``NegotiationDomain.price_hint``; it tells the agent a number that PPDPP's
@@ -20,6 +21,7 @@ last message (:meth:`~ppdpp.plugins.negotiation.NegotiationDomain.agent_messages
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +33,14 @@ FEW_SHOT = 3
 """Example lines per act."""
 WORDS = (3, 20)
 """An example line has this many words (inclusive)."""
+ITEM_WORDS = frozenset(
+    "car cars truck vehicle hyundai honda toyota bmw bike bicycle apartment house housing home room rooms lease "
+    "phone iphone samsung furniture couch sofa table chair desk bed dresser electronics tv laptop camera "
+    "battery washer dryer schools neighborhood miles mileage accident accidents screen keys rent utilities "
+    "remodeled tires tire".split()
+)
+"""Words that tie a line to its own item (the train dialogue's category, brand or parts): such a line shown for
+another item is copied with the wrong item ("I'm not offering a BMW" for a bike)."""
 BID_ACTS = ("propose", "counter", "agree")
 """The acts that name a price, and so get the price hint when it is on."""
 
@@ -52,7 +62,7 @@ def act_examples(data_dir: str | None) -> dict[str, tuple[tuple[str, float], ...
             for turn in case.dialogue:
                 text = " ".join(turn.text.split())
                 if turn.speaker == "agent" and turn.strategy in DOMAIN.strategies \
-                        and WORDS[0] <= len(text.split()) <= WORDS[1]:
+                        and WORDS[0] <= len(text.split()) <= WORDS[1] and item_free(text):
                     candidates.setdefault(text, (turn.strategy, float(case.fields["seller_price"])))
         texts = list(candidates)
         probabilities = classifier.model.predict_proba(classifier._matrix([features(t) for t in texts]))
@@ -65,6 +75,19 @@ def act_examples(data_dir: str | None) -> dict[str, tuple[tuple[str, float], ...
                 found[act].append((-float(row[column[act]]), k, text, listing))
     return {act: tuple((text, listing) for _, _, text, listing in sorted(rows)[:FEW_SHOT])
             for act, rows in found.items()}
+
+
+def item_free(text: str) -> bool:
+    """Whether ``text`` names no item: no :data:`ITEM_WORDS` and no proper noun (a capitalised word other than
+    "I..." that does not start a sentence)."""
+    if any(w.lower() in ITEM_WORDS for w in re.findall(r"[A-Za-z]+", text)):
+        return False
+    words = text.replace("?", ".").replace("!", ".").split()
+    for k, word in enumerate(words):
+        starts = k == 0 or words[k - 1].endswith(".")
+        if word[:1].isupper() and not starts and not word.startswith("I") and not word.startswith("OK"):
+            return False
+    return True
 
 
 def rescaled(text: str, listing: float, case: Case) -> str:
