@@ -61,7 +61,7 @@ HEDGE_CUES = re.compile(
 """What makes an acceptance conditional or noncommittal: a question mark, a hedge ("I'll consider it", "maybe",
 "could"), a condition ("if", "but"), a request for less ("lower", "discount") or a negation. A turn with one of
 these never accepts by its words alone (it still closes a deal by naming a price at or above the ask)."""
-CAN_PAY = re.compile(r"\bi (?:think i )?(?:can|could) (?:pay|do|afford) (?:that|it|this)\b", re.IGNORECASE)
+CAN_PAY = re.compile(r"\bi (?:think i )?(?:can|could) (?:pay|do|afford|swing) (?:that|it|this)\b", re.IGNORECASE)
 """Saying one can pay the standing price ("I think I could pay that.", "I can do that."): an acceptance, whose
 own "think" and "could" are not hedges (any other hedge, condition or question still is)."""
 TENTATIVE = re.compile(r"\b(looking (?:for|at)|wondering|tell me|know more|more about)\b",

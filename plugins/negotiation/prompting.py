@@ -9,7 +9,9 @@ last message (:meth:`~ppdpp.plugins.negotiation.NegotiationDomain.agent_messages
   :data:`FEW_SHOT` Buyer turns of the act from the CraigslistBargain **train** dialogues, 3 to 20 words long,
   that the act classifier (:mod:`~ppdpp.plugins.negotiation.acts`) reads as that act, the most confidently
   read first (the human labels are noisy: the prototypes of an act are the lines the reader is surest of), naming
-  no item (:func:`item_free`: a line about a BMW was copied for a bike). Their
+  no item (:func:`item_free`: a line about a BMW was copied for a bike), and accepting the price in words
+  (:func:`~ppdpp.plugins.negotiation.acts.accepts`) exactly when the act is *agree* ("Sure. I can swing that."
+  was a *counter-noprice* prototype). Their
   prices are rescaled to this case (``example price / its listing x this listing``), so a line never names
   another item's price.
 * **Price hint** (off by default: ``NegotiationDomain.price_hint``; it tells the agent a number that PPDPP's
@@ -52,7 +54,7 @@ def act_examples(data_dir: str | None) -> dict[str, tuple[tuple[str, float], ...
     """Act -> up to :data:`FEW_SHOT` (Buyer line, its case's listing price) from the train split of ``data_dir``
     (``None``: the bundled cases), each read as its own act by the act classifier."""
     from ppdpp.plugins.negotiation import DOMAIN
-    from ppdpp.plugins.negotiation.acts import classifier_for, features
+    from ppdpp.plugins.negotiation.acts import accepts, classifier_for, features
 
     root = Path(data_dir) if data_dir else None
     with _LOCK:
@@ -62,7 +64,8 @@ def act_examples(data_dir: str | None) -> dict[str, tuple[tuple[str, float], ...
             for turn in case.dialogue:
                 text = " ".join(turn.text.split())
                 if turn.speaker == "agent" and turn.strategy in DOMAIN.strategies \
-                        and WORDS[0] <= len(text.split()) <= WORDS[1] and item_free(text):
+                        and WORDS[0] <= len(text.split()) <= WORDS[1] and item_free(text) \
+                        and (turn.strategy == "agree") == accepts(text):
                     candidates.setdefault(text, (turn.strategy, float(case.fields["seller_price"])))
         texts = list(candidates)
         probabilities = classifier.model.predict_proba(classifier._matrix([features(t) for t in texts]))
