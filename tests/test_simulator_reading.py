@@ -129,6 +129,22 @@ def test_saying_one_can_pay_accepts_and_a_described_price_does_not(data_dir, neg
             assert not outcome.success, f"{text!r} closed a deal on {case.id}: {history[-1].text}"
 
 
+def test_a_hedge_gets_no_concession_and_a_hedged_price_at_the_ask_no_deal(data_dir, neg_cases):
+    """Qwen without a planner hedged ("I'll consider it." 223 times in 79 dialogues) and the seller conceded
+    a fifth of the gap to hedges it read as *counter-noprice*; now a hedge moves nothing, and "I'm considering
+    buying it at $<ask>." closes nothing."""
+    seller = RuleBasedSeller(data_dir)
+    hedges = ["I'm considering buying it.", "I'll consider buying it.", "I will consider the price and make a decision.",
+              "I'll call you back soon.", "Let me think about it.", "I'm willing to negotiate."]
+    for case in neg_cases:
+        listing = float(case.fields["seller_price"])
+        for text in hedges:
+            outcome, history = first_turn_outcome(seller, case, text)
+            assert seller.replay(history).ask == listing, f"{text!r} moved the ask: {history[-1].text}"
+        outcome, history = first_turn_outcome(seller, case, f"I'm considering buying it at {money(listing)}.")
+        assert not outcome.success, history[-1].text
+
+
 def test_the_labelled_set_is_ours_and_documented():
     bench = reading_benchmark()
     rows = bench.load_rows()

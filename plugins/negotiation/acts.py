@@ -64,10 +64,21 @@ these never accepts by its words alone (it still closes a deal by naming a price
 CAN_PAY = re.compile(r"\bi (?:think i )?(?:can|could) (?:pay|do|afford|swing) (?:that|it|this)\b", re.IGNORECASE)
 """Saying one can pay the standing price ("I think I could pay that.", "I can do that."): an acceptance, whose
 own "think" and "could" are not hedges (any other hedge, condition or question still is)."""
-TENTATIVE = re.compile(r"\b(looking (?:for|at)|wondering|tell me|know more|more about)\b",
+TENTATIVE = re.compile(r"\b(looking (?:for|at)|wondering|tell me|know more|more about|i'?m considering"
+                       r"|i am considering|i'?ll consider|i will consider)\b",
                        re.IGNORECASE)
 """A turn that looks for something, wonders or asks to be told ("I'm looking at it for a price of 2100. Can you
 tell me more about it?") names a price as a description: it is no bid the Buyer is held to at the ask."""
+HEDGE_PHRASES = re.compile(
+    r"\b(consider|considering|think about it|thinking about it|let me think|make a decision|decide|call you back"
+    r"|get back to you|negotiate|keep (?:it|that) in mind|i'?ll see)\b",
+    re.IGNORECASE,
+)
+ASKS_LESS = re.compile(r"\b(lower|cheaper|less|discount|better|come down|go down|reduce|knock|off)\b", re.IGNORECASE)
+"""A turn with a hedge phrase and no price, question or request for less ("I'll consider it.", "I'm
+considering buying it.", "I'll call you back soon.", "I'm willing to negotiate.") is noncommittal whatever the
+act classifier reads: the Seller neither concedes nor closes (LLM agents hedge; a concession to a hedge paid
+them for it)."""
 PRICE_QUESTION = re.compile(
     r"\b(firm|final|lowest|best|negotiable|flexible|asking|include|includes|including|shipping|delivery)\b",
     re.IGNORECASE,
@@ -82,6 +93,11 @@ def accepts(text: str) -> bool:
     text = features(text.replace("\u2019", "'"))
     cue = ACCEPT_CUES.search(text) is not None or CAN_PAY.search(text) is not None
     return cue and HEDGE_CUES.search(CAN_PAY.sub(" ", text)) is None
+
+
+def hedges(text: str) -> bool:
+    """Whether ``text`` only hedges: a hedge phrase (:data:`HEDGE_PHRASES`), no question, no request for less."""
+    return "?" not in text and HEDGE_PHRASES.search(text) is not None and ASKS_LESS.search(text) is None
 
 
 def asks_about_price(text: str) -> bool:
@@ -118,6 +134,8 @@ def read_buyer(text: str, case: Case, classifier: "ActClassifier") -> BuyerReadi
         act = "agree"
     elif act == "agree":
         act = "counter" if offer is not None else NONCOMMITTAL
+    elif hedges(text) and not find_prices(text):
+        act, offer = NONCOMMITTAL, None
     return BuyerReading(act, offer, accepted, tentative=offer is not None and TENTATIVE.search(text) is not None)
 
 
