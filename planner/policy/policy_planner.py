@@ -283,7 +283,8 @@ class PolicyPlanner(nn.Module):
     def encodings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The pooled encodings ``[batch, hidden]`` (float32) of a frozen encoder, each input's computed once:
         in eval mode (no dropout inside the encoder), without gradients, with the encoder's weights at
-        ``inference_dtype`` (:meth:`_frozen_encoder`), and cached by its token ids (up to :data:`ENCODING_CACHE_SIZE` inputs). Planning and training therefore see the same
+        ``inference_dtype`` (:meth:`_frozen_encoder`), and cached by its token ids (up to
+        :data:`ENCODING_CACHE_SIZE` inputs). Planning and training therefore see the same
         features for the same input, and an RL update re-encodes nothing that its rollouts planned on. Valid
         only while the encoder's weights do not change: :meth:`forward` uses it only when none is trainable.
 
@@ -534,6 +535,8 @@ def encode_width(length: int, max_length: int) -> int:
     """The padded width of an input of ``length`` tokens in a frozen encoder's pass: ``length`` rounded up to a
     multiple of :data:`ENCODE_WIDTH`, but no more than ``max_length`` (or ``length``, if longer)."""
     return max(length, min(-(-length // ENCODE_WIDTH) * ENCODE_WIDTH, max_length))
+
+
 PLAN_BATCH_SIZE = 64  # aplan: requests per forward pass
 PLAN_WAIT_S = 0.002  # aplan: how long the worker waits for more requests (MicroBatcher's max_wait_s)
 _WORKER_LOCK = threading.Lock()
