@@ -6,8 +6,9 @@ Variants (each from the same start planner, ``--planner`` or a fresh MiniLM plan
 - ``full``: the whole encoder is fine-tuned (``ppdpp rl``'s default): every update re-encodes every state,
   forward and backward;
 - ``head-only``: the encoder is frozen (a planner saved with ``--freeze-encoder``, as the quickstart's; ``ppdpp
-  rl --head-only`` takes the same path but still writes the encoder into every checkpoint): each state is
-  encoded once, while planning, and the update trains the head over the cached encodings.
+  rl --head-only`` takes the same path): each state is encoded once, while planning, in fixed-shape passes
+  shared by the concurrent dialogues, the update trains the head over the cached encodings, and each
+  checkpoint holds only the head.
 
 ``--eval-cases N`` also evaluates each variant's final planner on N test cases (template agent, SL).
 
@@ -32,8 +33,7 @@ from ppdpp.simulators.env import EnvConfig
 
 def start_planner(out: Path, max_length: int, given: Path | None, frozen: bool) -> Path:
     """The planner every variant starts from: ``given``, else a fresh one (seed 0, the same weights for every
-    variant) saved once, with ``freeze_encoder`` for the head-only variant (as the quickstart's SFT saves it:
-    its checkpoints then hold no encoder)."""
+    variant) saved once, with ``freeze_encoder`` for the head-only variant (as the quickstart's SFT saves it)."""
     if given is not None:
         return given
     path = out / f"start-{max_length}{'-frozen' if frozen else ''}"

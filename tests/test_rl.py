@@ -279,14 +279,19 @@ def test_a_frozen_encoder_encodes_each_input_once_and_trains_the_head(tmp_path):
     conversations = [[Turn("user", "It's $100.")], [Turn("user", "It's $100."), Turn("agent", "Too much.", "counter"),
                                                     Turn("user", "Then $90.")]]
     planned = planner.plan_batch(conversations)
-    assert len(calls) == 2, "one unpadded encoder pass per input (an encoding never depends on its batch)"
+    assert len(calls) == 1, "the new inputs share one encoder pass"
+    alone = PolicyPlanner(domain, PlannerConfig(max_length=32, freeze_encoder=True), encoder=planner.encoder,
+                          tokenizer=planner.tokenizer)
+    second = alone.encodings(*alone.collate([alone.encode(conversations[1])]))
+    assert torch.allclose(second, planner.encodings(*planner.collate([planner.encode(conversations[1])])),
+                          atol=1e-6), "an input's encoding does not depend on what shares its pass"
     want = torch.tensor([[plan.distribution[name] for name in planner.strategy_names] for plan in planned])
     planner.eval()  # no dropout before the head
     assert torch.allclose(torch.exp(planner.log_probs(conversations).detach()), want, atol=5e-3), \
         "planning and training see the same encodings (the head may run in bf16 while planning)"
     planner.train()
     log_probs = planner.log_probs(conversations)
-    assert len(calls) == 2, "training on inputs already planned on runs no encoder pass"
+    assert len(calls) == 2, "training on inputs already planned on runs no encoder pass (one pass: `alone`'s)"
     log_probs[:, 0].sum().backward()
     assert planner.head.weight.grad is not None and planner.head.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in planner.encoder.parameters()), "the encoder stays as pretrained"

@@ -57,6 +57,11 @@ def copy_run(finished_run: Path, tmp_path: Path) -> Path:
     return run
 
 
+def frozen(run: Path) -> Path:
+    """A head-only run's planner with the untrained weights, which every checkpoint's head goes with."""
+    return run / "checkpoints" / "frozen" / "planner"
+
+
 def latest_state(run: Path) -> Path:
     name = json.loads((run / "checkpoints" / "latest.json").read_text())["checkpoint"]
     return run / "checkpoints" / name / "state.pt"
@@ -77,6 +82,14 @@ def test_an_intact_checkpoint_resumes_under_weights_only(domain, finished_run, t
     run = copy_run(finished_run, tmp_path)
     resumed = trainer(domain, run)
     assert resumed.load_checkpoint() and resumed.updates_done == 2 and resumed.finished == set(range(8))
+    checkpoint = latest_state(run).parent
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["head.safetensors", "state.pt"], \
+        "a head-only run's checkpoint holds the trained head, not the encoder"
+    assert (checkpoint / "head.safetensors").stat().st_size < 100_000
+    final = PolicyPlanner.from_pretrained(run / "final").state_dict()  # a full standard checkpoint
+    restored = resumed.planner.state_dict()
+    assert final.keys() == restored.keys()
+    assert all(torch.allclose(final[k], restored[k]) for k in final), "frozen planner + head = the final planner"
 
 
 def test_resume_with_other_user_personas_is_refused_naming_both(domain, finished_run, tmp_path):
@@ -156,16 +169,17 @@ DAMAGE = {
                     r"state\.pt: checkpoint format_version 2.*another ppdpp version.*--out"),
     "foreign state": (lambda run: _state_with(run, finished="all of them"),
                       r"state\.pt: does not fit this planner and trainer.*latest\.json"),
-    "missing planner.json": (lambda run: (latest_state(run).parent / "planner" / "planner.json").unlink(),
+    "missing planner.json": (lambda run: (frozen(run) / "planner.json").unlink(),
                              r"planner\.json is missing.*latest\.json: point it at an intact"),
     "truncated planner.json": (
-        lambda run: (latest_state(run).parent / "planner" / "planner.json").write_text('{"format_version": 1, "dom'),
+        lambda run: (frozen(run) / "planner.json").write_text('{"format_version": 1, "dom'),
         r"planner\.json:1: not valid JSON.*latest\.json: point it at an intact"),
-    "newer planner.json": (lambda run: _rewrite_json(latest_state(run).parent / "planner" / "planner.json",
-                                                     format_version=7),
+    "newer planner.json": (lambda run: _rewrite_json(frozen(run) / "planner.json", format_version=7),
                            r"planner\.json: format_version 7 is not supported.*delete it to replay"),
-    "truncated weights": (lambda run: (latest_state(run).parent / "planner" / "model.safetensors")
-                          .write_bytes(b"\x10"), r"model\.safetensors: cannot be read.*delete it to replay"),
+    "truncated weights": (lambda run: (frozen(run) / "model.safetensors").write_bytes(b"\x10"),
+                          r"model\.safetensors: cannot be read.*delete it to replay"),
+    "truncated head": (lambda run: (latest_state(run).parent / "head.safetensors").write_bytes(b"\x10"),
+                       r"update-000002/head\.safetensors: not this planner's head.*delete it to replay"),
     "missing transcripts": (lambda run: (run / "transcripts.jsonl").unlink(),
                             r"transcripts\.jsonl is missing, but the checkpoint has trained on 8 episodes: restore"),
     "corrupt middle line": (lambda run: _set_transcript_line(run, 2, '{"episode": 2, "ca'),

@@ -47,7 +47,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {  # what a size left at none means on eac
     "llm": {"domain": "emotional_support", "sft_examples": 3000, "rl_episodes": 16, "eval_cases": 10,
             "max_turns": 3, "max_tokens": 40},
 }
-EXPECTED_S = {"sft": 40, "rl": 50, "evaluate": 25, "plug-in": 55}
+EXPECTED_S = {"sft": 13, "rl": 18, "evaluate": 13, "plug-in": 23}
 """Each grounded stage's measured CPU seconds with one torch thread (about its wall time on an idle core;
 docs/planner.md, "The quickstart"; plug-in: with the GGUF conversion of an empty cache), printed as the stage
 starts; the LLM track's stages depend on the model."""

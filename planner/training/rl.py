@@ -22,6 +22,9 @@ Run directory::
     config.json          the RLConfig and what was trained
     transcripts.jsonl    one line per finished episode (also the journal that resume reads)
     checkpoints/latest.json -> checkpoints/update-NNNNNN/{planner/, state.pt}
+    checkpoints/update-NNNNNN/{head.safetensors, state.pt}, checkpoints/frozen/planner/
+                         when only the head trains (a frozen encoder, --head-only): each checkpoint holds the head
+                         (a few KB), and the planner with its untrained weights is written once per run
     curve.json, curve.png  per update: mean reward, success rate, average turns (the PNG at the end, and at
                            checkpoints at most once a minute)
     final/               the trained planner (save_pretrained)
@@ -45,6 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Protocol, Sequence
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import atomic_directory, remove_stale_temporaries, write_atomic, write_json
@@ -58,6 +62,8 @@ from ppdpp.simulators.env import EnvConfig
 Normalize = Literal["episode", "batch", "turn", "none"]
 STATE_FILE = "state.pt"
 LATEST_FILE = "latest.json"
+HEAD_FILE = "head.safetensors"  # a head-only checkpoint: the trained head alone
+FROZEN_DIR = "frozen"  # checkpoints/frozen/planner: the untrained weights that every head-only checkpoint uses
 STATE_FIELDS = ("format_version", "updates_done", "finished", "curve", "optimizer", "config")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a directory name, never a path
 RESUME_FIX = "point it at an intact checkpoints/update-NNNNNN, or delete it to replay the run from its transcripts"
@@ -396,6 +402,7 @@ class RLTrainer:
         self.curve: list[dict[str, float]] = []
         self._cases_by_id = {c.id: c for c in self.cases}
         self._plotted = time.monotonic()  # the first plot waits PLOT_EVERY_S (or the end of the run)
+        self._frozen_saved = False  # checkpoints/frozen/planner written by this trainer (or loaded from)
         self.optimizer = self._make_optimizer()
 
     # -- configuration and bookkeeping ---------------------------------------------------------------
@@ -436,8 +443,16 @@ class RLTrainer:
         root.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(root)  # what a kill while writing an earlier checkpoint left behind
         final = root / f"update-{self.updates_done:06d}"
+        head_only = self.trains_head_only()
+        if head_only and not self._frozen_saved:  # the untrained weights, once (they never change in a run)
+            self.planner.save_pretrained(root / FROZEN_DIR / "planner")
+            self._frozen_saved = True
         with atomic_directory(final) as tmp:
-            self.planner.save_pretrained(tmp / "planner")
+            if head_only:
+                head = self.planner.head.state_dict()  # type: ignore[attr-defined]
+                save_file({k: v.detach().to("cpu").contiguous() for k, v in head.items()}, str(tmp / HEAD_FILE))
+            else:
+                self.planner.save_pretrained(tmp / "planner")
             kill_point("rl.checkpoint.files")
             torch.save({
                 "format_version": FORMAT_VERSION,
@@ -480,8 +495,12 @@ class RLTrainer:
             mine["user_personas"] = self.config.env.user_personas
         if saved != mine:
             raise RLError(f"cannot resume {self.out}: it was run with {saved}, now asked for {mine}")
+        head_file = directory / HEAD_FILE
         try:
-            self.planner = self.load_planner(directory / "planner")
+            if head_file.is_file():
+                self.planner = self._load_head_checkpoint(head_file)
+            else:
+                self.planner = self.load_planner(directory / "planner")
         except DomainError as exc:
             raise RLError(f"{exc}. In {pointer}: {RESUME_FIX}") from None
         self.optimizer = self._make_optimizer()
@@ -494,6 +513,28 @@ class RLTrainer:
             raise RLError(f"{state_file}: does not fit this planner and trainer ({type(exc).__name__}: {exc}); "
                           f"in {pointer}: {RESUME_FIX}") from None
         return True
+
+    def trains_head_only(self) -> bool:
+        """Whether the optimizer trains the planner's ``head`` and nothing else (a frozen encoder, or
+        ``train_backbone=False``): then a checkpoint saves only the head."""
+        head = getattr(self.planner, "head", None)
+        if head is None:
+            return False
+        trained = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
+        return trained <= {id(p) for p in head.parameters()}
+
+    def _load_head_checkpoint(self, head_file: Path) -> TrainablePlanner:
+        """The planner of a head-only checkpoint: ``checkpoints/frozen/planner`` with the head of ``head_file``."""
+        from safetensors import SafetensorError
+
+        planner = self.load_planner(head_file.parent.parent / FROZEN_DIR / "planner")  # type: ignore[misc]
+        try:
+            planner.head.load_state_dict(load_file(str(head_file)))  # type: ignore[attr-defined]
+        except (SafetensorError, OSError, RuntimeError, KeyError) as exc:
+            raise DomainError(f"{head_file}: not this planner's head ({type(exc).__name__}: "
+                              f"{str(exc).strip()[:200]})") from None
+        self._frozen_saved = True
+        return planner
 
     def read_journal(self) -> dict[int, Episode]:
         """The finished episodes that the checkpoint has not trained on yet, from the transcript journal,
