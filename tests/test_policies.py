@@ -383,3 +383,31 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         assert sum(s is None for s in strategies) >= (stats["parse_failures"] if name != "icl-aif" else turns)
     config = json.loads((out / "config.json").read_text())
     assert config["prompting_max_tokens"] == 12
+
+
+# ---- what a trainable policy declares -----------------------------------------------------------------------
+class NotTrainable:
+    name = "half"
+
+    def plan(self, conversation, case=None, *, sample=False, generator=None):
+        return Plan(None, "", 1.0, {})
+
+
+def test_a_trainable_spec_whose_factory_lacks_the_protocol_names_what_is_missing():
+    spec = PolicySpec("half", lambda: NotTrainable(), trainable=True)
+    with pytest.raises(TypeError, match=r"'half' is registered as trainable.*lacks logits, parameters, train, eval, "
+                                        r"save_pretrained \(TrainablePolicy\)"):
+        spec.build_trainable()
+
+
+def test_a_trainable_spec_checks_a_saved_directory_its_own_way(tmp_path):
+    plain = PolicySpec("mine", lambda: NotTrainable(), trainable=True)
+    assert plain.check_saved(tmp_path) is None
+    assert "not a directory" in plain.check_saved(tmp_path / "missing")
+    planner = policies()["planner"]  # the built-in one asks for its config file
+    assert "not a saved planner directory (no planner.json" in planner.check_saved(tmp_path)
+    own = PolicySpec("own", lambda: NotTrainable(), trainable=True,
+                     saved_problem=lambda d: None if (d / "w.bin").is_file() else "no w.bin")
+    assert own.check_saved(tmp_path) == "no w.bin"
+    (tmp_path / "w.bin").write_bytes(b"")
+    assert own.check_saved(tmp_path) is None
