@@ -104,7 +104,7 @@ DOMAINS: dict[str, tuple[Callable[[Domain, Path, int], list[Item]], Callable[[Ju
 async def score(model: str, mode: str, domain: Domain, items: list[Item], read: Callable[[Judgement], bool],
                 samples: int, concurrency: int) -> dict:
     backend = open_chat(model, cache="all")
-    critic = Critic(backend, mode, samples=samples)  # type: ignore[arg-type]
+    critic = Critic(backend, mode, samples=samples)  # type: ignore[arg-type]  # a name from the command line
     gate = asyncio.Semaphore(concurrency)
 
     async def one(i: int, item: Item):

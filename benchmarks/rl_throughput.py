@@ -62,7 +62,7 @@ def run_variant(args: argparse.Namespace, variant: str, max_length: int) -> dict
     spent = {"update": 0.0, "update_cpu": 0.0}
     update = trainer.update
 
-    def timed(episodes):  # type: ignore[no-untyped-def]
+    def timed(episodes):  # type: ignore[no-untyped-def]  # a throwaway wrapper
         t, c = time.perf_counter(), time.process_time()
         try:
             return update(episodes)
@@ -70,7 +70,7 @@ def run_variant(args: argparse.Namespace, variant: str, max_length: int) -> dict
             spent["update"] += time.perf_counter() - t
             spent["update_cpu"] += time.process_time() - c
 
-    trainer.update = timed  # type: ignore[method-assign]
+    trainer.update = timed  # type: ignore[method-assign]  # timing each update
     loaded, cpu = time.perf_counter(), time.process_time()
     curve = run.train()
     wall, cpu = time.perf_counter() - loaded, time.process_time() - cpu

@@ -38,7 +38,7 @@ def step_seconds(backbone: str, dtype_name: str, length: int, batch_size: int, s
     inputs = [planner.encode(ex.history, ex.case) for ex in examples[: batch_size * (steps + warmup)]]
     targets = torch.tensor([planner.strategy_names.index(ex.label) for ex in examples[: len(inputs)]])
     optimizer = torch.optim.AdamW([p for p in planner.parameters() if p.requires_grad], lr=1e-5)
-    dtype = training_dtype(dtype_name, planner.device)  # type: ignore[arg-type]
+    dtype = training_dtype(dtype_name, planner.device)  # type: ignore[arg-type]  # a name from the command line
     loss_fn = torch.nn.CrossEntropyLoss()
     times = []
     for step in range(steps + warmup):

@@ -6,10 +6,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from ppdpp.planner.core.domain import Domain, DomainError
-from ppdpp.planner.core.plan import PolicySpec
+from ppdpp.planner.core.plan import PolicySpec, TrainablePolicy
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
 from ppdpp.planner.policy.llm_planner import LLMPlanner
@@ -19,17 +19,23 @@ from ppdpp.planner.policy.prompting import (
 )
 from ppdpp.planner.registry.hookspecs import hookimpl
 
-if TYPE_CHECKING:  # torch and transformers load when a planner is built
-    from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
-
-def trained_planner(domain: Domain, planner: Path | str | None = None) -> PolicyPlanner:
+def trained_planner(domain: Domain, planner: Path | str | None = None) -> TrainablePolicy:
     """The trained PPDPP planner saved in ``planner`` (``--planner DIR``; an RL checkpoint's on resume)."""
     if planner is None:
         raise DomainError("the trained planner is played from a saved directory: pass it as --planner DIR, not "
                           "in --baselines")
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
     return PolicyPlanner.from_pretrained(planner, domain=domain)
+
+
+def saved_planner_problem(directory: Path) -> str | None:
+    """What is wrong with ``directory`` as a saved PPDPP planner (it must hold the planner's config file)."""
+    from ppdpp.planner.policy.policy_planner import CONFIG_FILE
+
+    if not (directory / CONFIG_FILE).is_file():
+        return f"not a saved planner directory (no {CONFIG_FILE}; train one with ppdpp sft)"
+    return None
 
 
 def llm_planner(domain: Domain, agent_llm: ChatBackend | None) -> LLMPlanner:
@@ -65,7 +71,8 @@ def dpdp(domain: Domain, seed: int, agent_llm: ChatBackend | None, user_llm: Cha
 @hookimpl
 def register_policies(register: Callable[[PolicySpec], None]) -> None:
     register(PolicySpec("planner", trained_planner,
-                        "the trained PPDPP planner of --planner DIR, the one ppdpp rl trains", trainable=True))
+                        "the trained PPDPP planner of --planner DIR, the one ppdpp rl trains", trainable=True,
+                        saved_problem=saved_planner_problem))
     register(PolicySpec("no-planner", NoPlannerPolicy, "no strategy: the agent LLM prompted plainly (Standard)"))
     register(PolicySpec("random", lambda domain, seed: RandomPolicy(domain, seed=seed),
                         "a uniformly random strategy, seeded"))

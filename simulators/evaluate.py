@@ -132,8 +132,9 @@ async def evaluate_policies(
         report.policies.append(summarise(policy.name, results, domain, report.max_turns,
                                          planner_parse_failures=planner_failures, extra_usage=extra, seed=seed,
                                          human=human))
-        if callable(getattr(policy, "stats", None)):
-            report.policies[-1].planner_stats = dict(policy.stats())
+        stats = getattr(policy, "stats", None)
+        if callable(stats):
+            report.policies[-1].planner_stats = dict(stats())
         report.results[policy.name] = list(results)
     report.headline_metrics = headline_metrics(domain, report.results)
     report.comparisons = compare_policies(report.results, seed=seed, metrics=report.headline_metrics)
@@ -193,7 +194,8 @@ async def evaluate_over_seeds(
         parts = [rep.policies[index] for rep in reports]
         summary = summarise(name, results, domain, first.max_turns, seed=seeds[0], clusters=clusters, human=human)
         failures = [p.planner_parse_failures for p in parts]
-        summary.planner_parse_failures = None if any(f is None for f in failures) else sum(failures)  # type: ignore[arg-type]
+        counted = [f for f in failures if f is not None]
+        summary.planner_parse_failures = sum(counted) if len(counted) == len(failures) else None
         summary.prompt_tokens = sum(p.prompt_tokens for p in parts)
         summary.completion_tokens = sum(p.completion_tokens for p in parts)
         costs = [p.cost for p in parts]

@@ -154,7 +154,7 @@ def _permutation_row(a: Sequence[float], b: Sequence[float], resamples: int, see
     return {"difference": d.mean, "low": d.low, "high": d.high, "p_value": d.p_value, "test": "sign-flip permutation"}
 
 
-def compare_policies(results: dict[str, Sequence[EpisodeResult]], *, clusters: Sequence[Hashable] | None = None,
+def compare_policies(results: Mapping[str, Sequence[EpisodeResult]], *, clusters: Sequence[Hashable] | None = None,
                      resamples: int = 10_000, seed: int = 0, metrics: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every two policies (in report order, A before B) on the same dialogues (``results[name][i]`` for all
     names are the same case and seed): A minus B in SR (paired bootstrap interval, McNemar's exact p-value),

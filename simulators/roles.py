@@ -48,7 +48,7 @@ class Roles:
             critic = OracleCritic(user)
         else:
             raise DomainError("--critic oracle needs a programmatic --user that knows the outcome")
-        return SelfPlayEnv(self.domain, agent, user, critic, config)  # type: ignore[arg-type]
+        return SelfPlayEnv(self.domain, agent, user, critic, config)  # type: ignore[arg-type]  # a role or an LLM
 
     async def aclose(self) -> None:
         for backend in self.backends.values():
@@ -66,7 +66,7 @@ def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: s
     ``open_chat(model)``. Programmatic roles are built with ``data_dir=data_dir`` as their option."""
     specs: dict[str, SimulatorSpec] = {}
     for role, name in (("agent", agent), ("user", user)):
-        spec = get_simulator(domain.name, role, name) if name else None  # type: ignore[arg-type]
+        spec = get_simulator(domain.name, role, name) if name else None  # type: ignore[arg-type]  # a Role literal
         if spec is not None:
             specs[role] = spec
         elif name and "/" not in name and _closest(domain, role, name):  # a typo of a programmatic role

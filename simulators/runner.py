@@ -214,7 +214,7 @@ async def run_episodes(
         bar.update(1)
         meter = ACTIVE.get()  # the command's spend meter: tokens and cost so far
         spent = {} if meter is None else {"tokens": f"{meter.tokens:,}", "cost": usd(meter.cost)}
-        bar.set_postfix(SR=f"{successes / finished:.2f}", **spent)
+        bar.set_postfix({"SR": f"{successes / finished:.2f}", **spent})
         return result
 
     tasks = [asyncio.ensure_future(one(job)) for job in jobs]

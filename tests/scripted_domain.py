@@ -141,4 +141,4 @@ def register() -> ScriptedDomain:
         register_plugin(_Plugin(), name="scripted")
     from ppdpp.planner.registry.manager import get_domain
 
-    return get_domain("scripted")  # type: ignore[return-value]
+    return get_domain("scripted")  # type: ignore[return-value]  # registered just above as this class

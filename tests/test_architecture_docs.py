@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from test_types import python_files
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "architecture.md"
@@ -30,7 +31,7 @@ def modules(folder: Path) -> set[str]:
     """What a row of ``folder`` must name: each ``.py`` file but ``__init__.py`` (``sub/x.py`` in a
     sub-package, whose folder is named as ``sub/``) and each sub-package."""
     out = set()
-    for path in folder.rglob("*.py"):
+    for path in python_files(folder):  # not through ppdpp/'s links to the folders
         relative = path.relative_to(folder)
         if "__pycache__" in relative.parts:
             continue
@@ -80,7 +81,7 @@ def test_every_package_folder_has_a_row():
     rows = layer_rows()
     package_folders = {f"{p.parent.relative_to(REPO).as_posix()}/" for top in ("planner", "simulators", "plugins",
                                                                                "ppdpp")
-                       for p in (REPO / top).rglob("__init__.py") if "__pycache__" not in p.parts}
+                       for p in python_files(REPO / top) if p.name == "__init__.py"}
     package_folders -= {"planner/"}  # the planner/ package only groups the layers
     covered = set(rows)
     missing = sorted(f for f in package_folders if not any(f.startswith(c) for c in covered))

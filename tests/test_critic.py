@@ -125,7 +125,7 @@ def test_greedy_is_the_default_mode(esconv):
 
 def test_bad_modes_and_sample_counts_are_rejected():
     with pytest.raises(CriticError, match="unknown critic mode 'vote'"):
-        Critic(Answers([""]), "vote")  # type: ignore[arg-type]
+        Critic(Answers([""]), "vote")  # type: ignore[arg-type]  # a wrong value on purpose
     with pytest.raises(CriticError, match="at least 1"):
         Critic(Answers([""]), samples=0)
 

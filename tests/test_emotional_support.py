@@ -130,7 +130,7 @@ def test_missing_file_says_what_to_obtain(tmp_path: Path) -> None:
 
 def test_unknown_split_is_refused(domain: EmotionalSupportDomain) -> None:
     with pytest.raises(DomainError, match="unknown split 'dev'"):
-        domain.load_cases("dev", None)  # type: ignore[arg-type]
+        domain.load_cases("dev", None)  # type: ignore[arg-type]  # a wrong value on purpose
 
 
 # ---- prompts -----------------------------------------------------------------------------------------------

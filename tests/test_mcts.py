@@ -38,7 +38,7 @@ def transcript(tree):
 
 def test_puct_prefers_prior_then_value():
     domain = get_domain("negotiation")
-    policy = MCTSPolicy(domain, None, config=MCTSConfig(mcts_c_puct=1.0, mcts_q0=0.0))  # type: ignore[arg-type]
+    policy = MCTSPolicy(domain, None, config=MCTSConfig(mcts_c_puct=1.0, mcts_q0=0.0))  # type: ignore[arg-type]  # no LLM used
     names = domain.strategy_names
     node = _Node(prior={s: (0.9 if s == names[2] else 0.1 / (len(names) - 1)) for s in names})
     assert policy.select(node) == names[2]  # nothing visited: the prior decides

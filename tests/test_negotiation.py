@@ -295,4 +295,4 @@ def test_majority_rule_needs_a_quorum_of_all_samples(domain: NegotiationDomain, 
 
 def test_unknown_deal_rule_is_refused() -> None:
     with pytest.raises(ValueError, match="deal_rule"):
-        NegotiationDomain("mean")  # type: ignore[arg-type]
+        NegotiationDomain("mean")  # type: ignore[arg-type]  # a wrong value on purpose

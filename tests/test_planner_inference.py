@@ -69,7 +69,7 @@ def test_inference_setting_round_trips_and_is_validated(tmp_path):
     assert loaded.config.inference == "int8"
     assert PlannerConfig().inference == "eager"
     with pytest.raises(ValueError, match="inference='fast'"):
-        PlannerConfig(inference="fast")  # type: ignore[arg-type]
+        PlannerConfig(inference="fast")  # type: ignore[arg-type]  # a wrong value on purpose
     assert resolve_inference("auto", torch.device("cpu")) == "int8"
     assert resolve_inference("auto", torch.device("cuda")) == "eager"
     with pytest.raises(ValueError, match="CPU only"):

@@ -45,7 +45,7 @@ def first_case(name: str):
 def test_proactive_and_procot_prompts_hold_the_task_the_strategies_and_the_dialogue(name):
     domain, case, opening = first_case(name)
     for cls in (ProactivePolicy, ProCoTPolicy):
-        (message,) = cls(domain, None).messages(opening, case)  # type: ignore[arg-type]
+        (message,) = cls(domain, None).messages(opening, case)  # type: ignore[arg-type]  # no LLM used
         text = message["content"]
         assert message["role"] == "user"
         assert text.startswith(f"Assume you are the {domain.agent_role.lower()}.")
@@ -53,9 +53,9 @@ def test_proactive_and_procot_prompts_hold_the_task_the_strategies_and_the_dialo
         assert domain.background(case) in text
         assert f"The conversation history is {history_list(domain, opening)}" in text
         assert opening[-1].text in text
-    procot = ProCoTPolicy(domain, None).instruction()  # type: ignore[arg-type]
+    procot = ProCoTPolicy(domain, None).instruction()  # type: ignore[arg-type]  # no LLM used
     assert "first analyse the current" in procot and "To reach this goal, the most appropriate dialogue strategy" in procot
-    assert "analyse" not in ProactivePolicy(domain, None).instruction()  # type: ignore[arg-type]
+    assert "analyse" not in ProactivePolicy(domain, None).instruction()  # type: ignore[arg-type]  # no LLM used
 
 
 def test_history_is_written_as_in_the_proactive_paper():
@@ -67,7 +67,7 @@ def test_history_is_written_as_in_the_proactive_paper():
 @pytest.mark.parametrize("name", DOMAINS)
 def test_ask_an_expert_asks_three_questions_in_one_expert_conversation(name):
     domain, case, opening = first_case(name)
-    policy = AskAnExpertPolicy(domain, None)  # type: ignore[arg-type]
+    policy = AskAnExpertPolicy(domain, None)  # type: ignore[arg-type]  # no LLM used
     first = policy.expert_messages(opening, case, [])
     last = policy.expert_messages(opening, case, ["feels A", "because B"])
     assert_alternates(first)
@@ -83,13 +83,13 @@ def test_ask_an_expert_asks_three_questions_in_one_expert_conversation(name):
 
 def test_icl_aif_critic_prompt_follows_the_coach_prompt_with_domain_constraints():
     domain, case, opening = first_case("negotiation")
-    system, user = ICLAIFPolicy(domain, None).messages(opening, case)  # type: ignore[arg-type]
+    system, user = ICLAIFPolicy(domain, None).messages(opening, case)  # type: ignore[arg-type]  # no LLM used
     assert system["role"] == "system" and "you will play as a coach in a negotiation" in system["content"]
     assert "give three suggestions to the buyer" in user["content"]
     assert "1. it should not be about the specific price" in user["content"]
     assert domain.format_history(opening) in user["content"]
     tutoring, case, opening = first_case("tutoring")
-    _, user = ICLAIFPolicy(tutoring, None).messages(opening, case)  # type: ignore[arg-type]
+    _, user = ICLAIFPolicy(tutoring, None).messages(opening, case)  # type: ignore[arg-type]  # no LLM used
     assert "price" not in user["content"] and "1. it should improve the previous tutoring" in user["content"]
     folded = ICLAIFPolicy.feedback_instruction("  1. Ask.\n2. Listen.  ")
     assert folded.startswith("Here is the feedback from the critic:\n\n1. Ask.\n2. Listen.\n")
@@ -112,7 +112,7 @@ def test_read_strategy_prefers_the_bracket_after_the_last_marker():
 
 def test_llm_planner_and_the_prompting_baselines_share_one_parser():
     domain = get_domain("tutoring")
-    planner = LLMPlanner(domain, None)  # type: ignore[arg-type]
+    planner = LLMPlanner(domain, None)  # type: ignore[arg-type]  # no LLM used
     for answer in ("Strategy: hint", "Strategy: 3", "no idea"):
         assert planner.parse(answer) == parse_strategy(domain, answer)
     assert planner.parse("Strategy: Correction") == "Correction"
@@ -120,7 +120,7 @@ def test_llm_planner_and_the_prompting_baselines_share_one_parser():
 
 def test_strategy_plan_counts_answers_that_name_no_strategy():
     domain = get_domain("negotiation")
-    policy = ProactivePolicy(domain, None)  # type: ignore[arg-type]
+    policy = ProactivePolicy(domain, None)  # type: ignore[arg-type]  # no LLM used
     plan = policy.strategy_plan("The most appropriate dialogue strategy is ['propose']")
     assert plan == Plan("propose", domain.instruction("propose"), 1.0, {"propose": 1.0})
     assert policy.strategy_plan("I am not sure.") == Plan(None, "", 1.0, {})
@@ -152,10 +152,10 @@ def test_dry_run_estimates_the_calls_each_baseline_makes():
     domain, case, opening = first_case("emotional_support")
     config = PromptingConfig(prompting_max_tokens=7)
     for name, cls in PROMPTING.items():
-        calls = cls(domain, None, config=config).estimate_llm_calls(opening, case)  # type: ignore[arg-type]
+        calls = cls(domain, None, config=config).estimate_llm_calls(opening, case)  # type: ignore[arg-type]  # no LLM used
         assert len(calls) == cls.calls_per_plan == (3 if name == "ask-an-expert" else 1), name
         assert all(c["max_tokens"] == 7 and c["n"] == 1 and c["messages"] for c in calls)
-    expert = AskAnExpertPolicy(domain, None, config=config).estimate_llm_calls(opening, case)  # type: ignore[arg-type]
+    expert = AskAnExpertPolicy(domain, None, config=config).estimate_llm_calls(opening, case)  # type: ignore[arg-type]  # no LLM used
     assert [len(c["messages"]) for c in expert] == [2, 4, 6]
 
 
@@ -383,3 +383,31 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         assert sum(s is None for s in strategies) >= (stats["parse_failures"] if name != "icl-aif" else turns)
     config = json.loads((out / "config.json").read_text())
     assert config["prompting_max_tokens"] == 12
+
+
+# ---- what a trainable policy declares -----------------------------------------------------------------------
+class NotTrainable:
+    name = "half"
+
+    def plan(self, conversation, case=None, *, sample=False, generator=None):
+        return Plan(None, "", 1.0, {})
+
+
+def test_a_trainable_spec_whose_factory_lacks_the_protocol_names_what_is_missing():
+    spec = PolicySpec("half", lambda: NotTrainable(), trainable=True)
+    with pytest.raises(TypeError, match=r"'half' is registered as trainable.*lacks logits, parameters, train, eval, "
+                                        r"save_pretrained \(TrainablePolicy\)"):
+        spec.build_trainable()
+
+
+def test_a_trainable_spec_checks_a_saved_directory_its_own_way(tmp_path):
+    plain = PolicySpec("mine", lambda: NotTrainable(), trainable=True)
+    assert plain.check_saved(tmp_path) is None
+    assert "not a directory" in plain.check_saved(tmp_path / "missing")
+    planner = policies()["planner"]  # the built-in one asks for its config file
+    assert "not a saved planner directory (no planner.json" in planner.check_saved(tmp_path)
+    own = PolicySpec("own", lambda: NotTrainable(), trainable=True,
+                     saved_problem=lambda d: None if (d / "w.bin").is_file() else "no w.bin")
+    assert own.check_saved(tmp_path) == "no w.bin"
+    (tmp_path / "w.bin").write_bytes(b"")
+    assert own.check_saved(tmp_path) is None

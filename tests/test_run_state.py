@@ -301,7 +301,7 @@ def test_derived_seeds_are_pinned_distinct_and_the_same_in_every_process():
     assert torch.equal(torch.rand(4, generator=torch_generator(5, "x")), torch.rand(4, generator=torch_generator(5, "x")))
     assert python_random(5, "x").random() == python_random(5, "x").random()
     with pytest.raises(TypeError, match="ints or strings"):
-        derive_seed(1, 2.5)  # type: ignore[arg-type]
+        derive_seed(1, 2.5)  # type: ignore[arg-type]  # a wrong value on purpose
 
 
 def test_forked_torch_rng_is_seeded_inside_and_restores_outside():

@@ -122,9 +122,9 @@ def test_missing_file_says_what_to_get(tmp_path: Path) -> None:
 
 def test_unknown_split_and_success_rule_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(DomainError, match="unknown split 'dev'"):
-        TutoringDomain().load_cases("dev", tmp_path)  # type: ignore[arg-type]
+        TutoringDomain().load_cases("dev", tmp_path)  # type: ignore[arg-type]  # a wrong value on purpose
     with pytest.raises(DomainError, match="success_rule must be 'all' or 'majority'"):
-        TutoringDomain(success_rule="any")  # type: ignore[arg-type]
+        TutoringDomain(success_rule="any")  # type: ignore[arg-type]  # a wrong value on purpose
 
 
 # ---- prompts -----------------------------------------------------------------------------------------------

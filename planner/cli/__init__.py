@@ -46,12 +46,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = app(args=args, prog_name="ppdpp", standalone_mode=False)
     except _CLICK_ERRORS as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `ppdpp` or `ppdpp data` alone: the help
-            exc.show()  # type: ignore[attr-defined]
-            raise SystemExit(exc.exit_code) from None  # type: ignore[attr-defined]
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "ppdpp"
-        message = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
-        _echo_exit(f"{where}: {message} (see {where} --help)", exc.exit_code)  # type: ignore[attr-defined]
+        message = " ".join(exc.format_message().split())
+        _echo_exit(f"{where}: {message} (see {where} --help)", exc.exit_code)
     except _ABORTS:
         _echo_exit("aborted", 130)
     except USER_ERRORS as exc:

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from ppdpp.planner.cli.app import app, console, fail
-from ppdpp.planner.llm import LLMError, open_chat
+from ppdpp.planner.llm import LLMError, open_chat, supported_options
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.cli.serve import (LimitBodyOption, LimitNOption, LimitPromptOption, LimitQueueOption,
                                      LimitTokensOption, LogFormatOption, PortOption, RequestTimeoutOption, RetryAfterOption, one_of,
@@ -114,7 +114,7 @@ def serve_llm(
         console.print(f"[yellow]warning:[/] {warning}")
 
     _check_port(host, port)  # before the model loads (a minute for a large one), not after
-    options: dict[str, Any] = {"max_batch_size": max_batch_size, "dtype": dtype} if model.startswith("local/") else {}
+    options = supported_options(model, max_batch_size=max_batch_size, dtype=dtype)  # those its backend takes
     backend = _open(model, api_base, False, **options)
 
     async def main() -> None:

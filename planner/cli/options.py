@@ -123,7 +123,7 @@ class _Recorder:
 class ConfigParser(HfArgumentParser):
     """The options of one command, generated from ``dataclass_types`` (command settings, then configs)."""
 
-    def __init__(self, prog: str, dataclass_types: Sequence[type], *, description: str = "",
+    def __init__(self, prog: str, dataclass_types: Sequence[Any], *, description: str = "",
                  presets: dict[str, dict[str, Any]] | None = None) -> None:
         self.presets: dict[str, dict[str, Any]] = dict(presets or {})
         self.leaves: dict[str, Leaf] = {}
@@ -204,7 +204,7 @@ class ConfigParser(HfArgumentParser):
         recorder = _Recorder()
         field = copy.copy(leaf.field)
         field.type = hint
-        HfArgumentParser._parse_dataclass_field(recorder, field)  # type: ignore[arg-type]
+        HfArgumentParser._parse_dataclass_field(recorder, field)  # type: ignore[arg-type]  # a recorder, not a parser
         return recorder.kwargs
 
     def _scalar_converter(self, leaf: Leaf, hint: Any, optional: bool) -> Callable[[str], Any]:
@@ -225,7 +225,7 @@ class ConfigParser(HfArgumentParser):
         return convert
 
     # -- parsing ------------------------------------------------------------------------------------------
-    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+    def error(self, message: str) -> typing.NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
     def parse_values(self, args: Sequence[str]) -> dict[str, Any]:

@@ -91,7 +91,7 @@ class QuickstartCommand:
         if self.track == "grounded" and self.domain not in GROUNDED:
             raise ValueError(f"the grounded quickstart plays {' or '.join(GROUNDED)} (a programmatic user with an "
                              f"exact outcome), not {self.domain!r}; use --track llm for other domains")
-        if self.max_turns is None:
+        if self.max_turns is None and self.domain is not None:
             self.max_turns = GROUNDED[self.domain][2]
 
     def env(self, temperature: float = 0.0, turns: Optional[int] = None) -> EnvConfig:
@@ -174,14 +174,9 @@ def run_quickstart(command: QuickstartCommand) -> None:
 
 
 def _check_model(model: str) -> None:
-    if model.startswith("local/"):
-        from ppdpp.planner.llm.models import resolve_local_model
+    from ppdpp.planner.llm import check_model
 
-        resolve_local_model(model.removeprefix("local/"))  # a missing model says how to get it, before SFT runs
-    else:
-        from ppdpp.planner.llm.api import check_model
-
-        check_model(model)
+    check_model(model)  # a missing local model says how to get it, before SFT runs
 
 
 def _sft(command: QuickstartCommand, domain: Domain, stages: _Stages, planner: Any, **sizes: Any) -> Path:
@@ -266,7 +261,7 @@ def _llm_track(command: QuickstartCommand, domain: Domain) -> None:
 
 
 # ---- the grounded track ---------------------------------------------------------------------------------------
-QUICKSTART_PLANNER = {"max_length": 64, "strategy_history": True, "freeze_encoder": True}
+QUICKSTART_PLANNER: dict[str, Any] = {"max_length": 64, "strategy_history": True, "freeze_encoder": True}
 """The grounded quickstart's planner: MiniLM read once per input, a strategy head trained over its cached
 encodings (docs/planner.md, "The quickstart", measures this against full fine-tuning)."""
 QUICKSTART_SFT = {"epochs": 8, "lr": 2e-4, "max_select_examples": 200, "max_test_examples": 200}

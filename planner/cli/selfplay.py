@@ -19,7 +19,7 @@ from ppdpp.planner.core.domain import Case, Domain
 from ppdpp.planner.cli.cost import STOPPED_BY_BUDGET, dry_run_field, max_cost_field, meter_for, price_field
 from ppdpp.planner.cli.presets import preset_field, preset_values
 from ppdpp.planner.training.runs import (  # noqa: F401  (re-exported: the names the CLI has always had)
-    API_CONCURRENCY, BASELINES, LITELLM_PREFIXES, PLANNER_POLICY, EvaluateSettings, RLSettings, RunError,
+    BASELINES, PLANNER_POLICY, EvaluateSettings, RLSettings, RunError,
     model_options, open_roles as _open_roles, report_metrics, trainable_policies, trainable_spec)
 
 if TYPE_CHECKING:  # torch loads inside the commands, so that `ppdpp --help` stays quick
@@ -109,8 +109,8 @@ def _evaluate_parser(configs: tuple[type, ...]) -> ConfigParser:
                         description=evaluate_command.__doc__ or "", presets=preset_values("ppdpp evaluate"))
 
 
-rl_parser.cache_clear = _rl_parser.cache_clear  # type: ignore[attr-defined]
-evaluate_parser.cache_clear = _evaluate_parser.cache_clear  # type: ignore[attr-defined]
+rl_parser.cache_clear = _rl_parser.cache_clear  # type: ignore[attr-defined]  # the cached parser's, for tests
+evaluate_parser.cache_clear = _evaluate_parser.cache_clear  # type: ignore[attr-defined]  # as above
 
 
 def policy_config_types(*, trainable: bool = False) -> list[type]:

@@ -127,10 +127,9 @@ def serve_command(
     if not planner.is_dir() and not is_hub_id(planner):
         raise typer.BadParameter(f"{planner} is neither a saved planner folder nor a Hub repository (org/name)",
                                  param_hint="--planner")
-    if not upstream.startswith("local/"):  # a model string no provider serves fails before the planner loads
-        from ppdpp.planner.llm.api import check_model
+    from ppdpp.planner.llm import check_model
 
-        check_model(upstream, api_base)
+    check_model(upstream, api_base=api_base)  # a model string no backend serves fails before the planner loads
     if threads:
         import torch
 
@@ -205,10 +204,9 @@ def ui_command(
     from ppdpp.planner.llm import open_chat
     from ppdpp.planner.serving.playground import create_playground_app, is_loopback, playground_agents
 
-    if not upstream.startswith("local/"):
-        from ppdpp.planner.llm.api import check_model
+    from ppdpp.planner.llm import check_model
 
-        check_model(upstream, api_base)
+    check_model(upstream, api_base=api_base)
     if threads:
         import torch
 

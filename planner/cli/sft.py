@@ -100,7 +100,7 @@ def parse_sft(args: list[str]) -> tuple[SFTCommand, SFTConfig]:
     parser = sft_parser()
     values = parser.parse_values(args)
     _auto_splits(values)
-    return parser.build(values)  # type: ignore[return-value]
+    return parser.build(values)
 
 
 @app.command("sft", **CONFIG_COMMAND)

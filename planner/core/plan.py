@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, is_dataclass
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from ppdpp.planner.core.domain import Case, Turn
 from ppdpp.planner.core.factories import call_with_accepted
+
+if TYPE_CHECKING:  # torch loads when a trainable policy is built, not with this module
+    import torch
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,46 @@ class Policy(Protocol):
     name: str
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan: ...
+
+
+@runtime_checkable
+class TrainablePolicy(Protocol):
+    """A policy that ``ppdpp rl`` trains and ``ppdpp evaluate --planner DIR`` plays (``PolicyPlanner`` is one):
+    what :class:`~ppdpp.planner.training.rl.RLTrainer` needs, checked by the type checker where a trainable
+    :class:`PolicySpec`'s factory returns it and at run time by :meth:`PolicySpec.build_trainable`.
+
+    Optionally also an ``async aplan(conversation, case, *, sample=False, generator=None)`` (else ``plan`` runs in
+    a worker thread) and a ``head`` submodule, the only part trained with ``--head-only``."""
+
+    name: str
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None, *, sample: bool = False,
+             generator: torch.Generator | None = None) -> Plan:
+        """``sample=True`` draws the strategy with ``generator``; else the most probable one."""
+        ...
+
+    def logits(self, conversations: Sequence[Sequence[Turn]],
+               cases: Sequence[Case | None] | None = None) -> torch.Tensor:
+        """Shape ``(len(conversations), len(domain.strategies))`` in ``domain.strategy_names`` order,
+        differentiable (REINFORCE takes its ``log_softmax``)."""
+        ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[torch.nn.Parameter]:
+        """What the optimizer trains (``torch.nn.Module``'s)."""
+        ...
+
+    def train(self, mode: bool = True) -> Any:
+        """``train(False)``: inference mode (``torch.nn.Module``'s)."""
+        ...
+
+    def eval(self) -> Any:
+        """``train(False)`` (``torch.nn.Module``'s)."""
+        ...
+
+    def save_pretrained(self, directory: str | Path) -> Any:
+        """Write a directory the same factory builds this policy back from (its ``planner`` option):
+        checkpoints, resume and a run's ``final/`` rely on it."""
+        ...
 
 
 async def aplan(policy: Policy, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
@@ -67,20 +111,12 @@ class PolicySpec:
     commands that play it (give them names that say whose they are, e.g. ``mcts_simulations``) and the run's
     ``config.json`` records them. ``domains`` limits the policy to some domains (empty: every domain).
 
-    ``trainable``: the policy is a trained planner that ``ppdpp rl --policy NAME`` can train and
-    ``ppdpp evaluate --planner DIR --planner-policy NAME`` plays (it is not one of ``--baselines``). Its factory
-    takes the ``planner`` option (one saved directory) and returns what ``RLTrainer``
-    (``planner/training/rl.py``) trains, the interface ``PolicyPlanner`` has:
-
-    - ``name``; ``plan(conversation, case=None, *, sample=False, generator=None) -> Plan`` (``sample=True``
-      draws the strategy with the ``torch.Generator`` given); optionally ``async aplan(conversation, case, *,
-      sample=False, generator=None)`` (else ``plan`` runs in a worker thread);
-    - ``logits(conversations, cases) -> torch.Tensor`` of shape ``(len(conversations), len(domain.strategies))``,
-      differentiable, in ``domain.strategy_names`` order (REINFORCE takes ``log_softmax`` of it);
-    - the ``torch.nn.Module`` methods ``parameters()`` and ``train(mode)`` (``train(False)``: inference mode),
-      and a ``head`` submodule when run with ``--head-only`` (``train_backbone=False``: only its parameters are trained);
-    - ``save_pretrained(directory)``, writing a directory the same factory builds it back from (the ``planner``
-      option): checkpoints, resume and the run's ``final/`` rely on it.
+    What a policy can do is declared here, not known by name anywhere else: ``config`` is its option schema;
+    ``trainable``: it is a trained planner that ``ppdpp rl --policy NAME`` can train and ``ppdpp evaluate
+    --planner DIR --planner-policy NAME`` plays (it is not one of ``--baselines``); its factory takes the
+    ``planner`` option (one saved directory) and returns a :class:`TrainablePolicy`. ``saved_problem(directory)``
+    (trainable policies) says what is wrong with a ``--planner`` directory before anything loads (``None``: it
+    looks like one of this policy's; by default any directory does: :meth:`check_saved`).
     """
 
     name: str
@@ -89,6 +125,7 @@ class PolicySpec:
     config: type | None = None
     domains: tuple[str, ...] = ()
     trainable: bool = False
+    saved_problem: Callable[[Path], str | None] | None = None
 
     def __post_init__(self) -> None:
         if self.config is not None and not (isinstance(self.config, type) and is_dataclass(self.config)):
@@ -100,3 +137,19 @@ class PolicySpec:
         if not getattr(policy, "name", None):
             policy.name = self.name
         return policy
+
+    def build_trainable(self, **options: Any) -> TrainablePolicy:
+        """:meth:`build` for a trainable policy: what the factory returns must be a :class:`TrainablePolicy`."""
+        policy = self.build(**options)
+        if not isinstance(policy, TrainablePolicy):
+            missing = [m for m in ("plan", "logits", "parameters", "train", "eval", "save_pretrained")
+                       if not callable(getattr(policy, m, None))]
+            raise TypeError(f"policy {self.name!r} is registered as trainable, but its factory returned "
+                            f"{type(policy).__name__}, which lacks {', '.join(missing)} (TrainablePolicy)")
+        return policy
+
+    def check_saved(self, directory: Path) -> str | None:
+        """What is wrong with ``directory`` as a saved policy of this spec (``None``: nothing seen)."""
+        if self.saved_problem is not None:
+            return self.saved_problem(directory)
+        return None if directory.is_dir() else f"not a directory (the saved planner of policy {self.name!r})"

@@ -17,8 +17,29 @@ from ppdpp.planner.llm.models import ModelFetchError, ModelNotInstalledError
 
 __all__ = [
     "CachedBackend", "ChatBackend", "Completion", "LLMError", "ModelFetchError", "ModelNotInstalledError", "Usage",
-    "open_chat",
+    "backend_class", "check_model", "open_chat", "supported_options",
 ]
+
+
+def backend_class(model: str) -> type[ChatBackend]:
+    """The class that serves ``model``, whose class attributes say what it can do (``ChatBackend``'s
+    capabilities); a backend registered as a plain factory has the defaults of one that declares nothing."""
+    from ppdpp.planner.registry.manager import backend_entry
+
+    entry = backend_entry(model)
+    return entry if isinstance(entry, type) and issubclass(entry, ChatBackend) else ChatBackend
+
+
+def check_model(model: str, **options: Any) -> None:
+    """Fail at once when ``model`` cannot be served (an unknown provider, a local model not installed), before
+    anything slow loads: its backend's :meth:`~ChatBackend.check_model`."""
+    backend_class(model).check_model(model, **options)
+
+
+def supported_options(model: str, **options: Any) -> dict[str, Any]:
+    """Those of ``options`` that ``model``'s backend takes (its constructor's keyword options)."""
+    accepted = backend_class(model).open_options()
+    return {name: value for name, value in options.items() if name in accepted}
 
 
 def open_chat(model: str, *, cache: bool | Literal["all"] = True, cache_dir: str | Path | None = None,

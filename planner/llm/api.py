@@ -26,10 +26,13 @@ from typing import Any, AsyncIterator, Sequence
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from ppdpp.planner.core.domain import Message
-from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
+from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError, TokenCounter
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.sampling import check_sampling
+from ppdpp.planner.llm.spend import Price
 
+API_CONCURRENCY = 16
+"""The requests in flight at once an API backend defaults to; a run never gives it fewer."""
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 RETRY_AFTER_STATUS = frozenset({429, 503})  # the statuses whose Retry-After header we follow
 _SECRET_SUFFIXES = ("_API_KEY", "_KEY", "_TOKEN", "_SECRET")
@@ -160,9 +163,12 @@ class APIBackend(ChatBackend):
     passed to ``litellm.acompletion`` as they are.
     """
 
+    concurrency_option = "concurrency"  # requests in flight at once: a run's --concurrency, never fewer than 16
+    default_concurrency = API_CONCURRENCY
+
     def __init__(self, model: str, *, api_base: str | None = None, api_key: str | None = None,
                  timeout: float = 60.0, max_retries: int = 6, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
-                 concurrency: int = 16, n_in_one_request: bool | None = None, **extra: Any) -> None:
+                 concurrency: int = API_CONCURRENCY, n_in_one_request: bool | None = None, **extra: Any) -> None:
         if max_retries < 0 or concurrency < 1 or timeout <= 0:
             raise ValueError("max_retries must be >= 0, concurrency >= 1 and timeout > 0")
         check_model(model, api_base)  # ``banana`` fails here, not at the first request
@@ -181,6 +187,37 @@ class APIBackend(ChatBackend):
     def __repr__(self) -> str:  # never the key
         base = f", api_base={self.api_base!r}" if self.api_base else ""
         return f"APIBackend({self.model!r}{base})"
+
+    # -- what it can do (ChatBackend's capabilities) -------------------------------------------------------
+    @classmethod
+    def check_model(cls, model: str, *, api_base: str | None = None, **options: Any) -> None:
+        check_model(model, api_base)
+
+    @classmethod
+    def price(cls, model: str) -> Price | None:
+        """litellm's price for ``model`` (``openai/gpt-4o-mini``, ``gpt-3.5-turbo``), or ``None``."""
+        try:
+            prompt, completion = _litellm().cost_per_token(model=model, prompt_tokens=1_000_000,
+                                                        completion_tokens=1_000_000)
+        except Exception:  # noqa: BLE001 - litellm raises its own errors for models it has no price for
+            return None
+        return Price(float(prompt) / 1_000_000, float(completion) / 1_000_000)
+
+    @classmethod
+    def token_counter(cls, model: str) -> tuple[TokenCounter, str] | None:
+        """litellm's token counter, for a model litellm has a price for (so it knows the model)."""
+        if cls.price(model) is None:
+            return None
+        litellm = _litellm()
+
+        def count(messages: Sequence[Message]) -> int:
+            return int(litellm.token_counter(model=model, messages=list(messages)))
+
+        try:
+            count([{"role": "user", "content": "hello"}])
+        except Exception:  # noqa: BLE001 - litellm cannot count this model's tokens
+            return None
+        return count, "litellm"
 
     # -- helpers -------------------------------------------------------------------------------------------
     def _semaphore(self) -> asyncio.Semaphore:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, ClassVar, Sequence
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.core.types import Usage
+
+if TYPE_CHECKING:
+    from ppdpp.planner.llm.spend import Price
+
+TokenCounter = Callable[[Sequence[Message]], int]
+"""``count(messages)``: the prompt tokens of ``messages``."""
 
 
 class LLMError(RuntimeError):
@@ -68,6 +75,12 @@ class ChatStream:
             self._parts.append(item)
             return item
 
+    def result(self) -> Completion:
+        """The whole reply, once the stream is exhausted."""
+        if self.completion is None:
+            raise RuntimeError("the stream is not finished: iterate it to the end first")
+        return self.completion
+
     @property
     def usage(self) -> Usage:
         """The reply's usage (zero until the stream is exhausted, or where the backend does not report it)."""
@@ -81,9 +94,56 @@ class ChatStream:
 
 
 class ChatBackend(ABC):
-    """An async chat model. ``complete`` may be awaited from many coroutines at once."""
+    """An async chat model. ``complete`` may be awaited from many coroutines at once.
+
+    A backend class also says what it can do, so that no other module needs to know it by name (the registry
+    reads these from the class registered for a model-string prefix, before any model is opened; the defaults
+    are those of a backend that declares nothing):
+
+    - its option schema: the keyword options of its constructor (:meth:`open_options`);
+    - native concurrency: :attr:`concurrency_option` names the option that sets its requests in flight, and
+      :attr:`default_concurrency` their default, which a run's ``--concurrency`` never lowers;
+    - :meth:`check_model`: a cheap check that it can serve a model string, before anything slow loads;
+    - :attr:`free` (it runs on this machine: no price), :meth:`price` and :meth:`token_counter`, for spend and
+      estimates; :meth:`count_prompt_tokens`, an opened backend's own count of a prompt's tokens.
+    """
 
     model: str
+    concurrency_option: ClassVar[str | None] = None
+    """The constructor option that sets how many requests it sends at once (``None``: it has none, and a run's
+    ``--concurrency`` is not passed on)."""
+    default_concurrency: ClassVar[int] = 1
+    """Its requests in flight by default (with :attr:`concurrency_option`); a run never gives it fewer."""
+    free: ClassVar[bool] = False
+    """Its calls cost nothing (a model on this machine): spend is not counted in USD, whatever ``--price``."""
+
+    @classmethod
+    def open_options(cls) -> tuple[str, ...]:
+        """The keyword options its constructor takes (``open_chat(model, **options)`` passes them on)."""
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]  # after self, model
+        return tuple(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    @classmethod
+    def check_model(cls, model: str, **options: Any) -> None:
+        """Raise :class:`LLMError` (or a more precise error) at once when ``model`` cannot be served, before
+        anything slow loads; ``options`` are those it would be opened with. The default checks nothing."""
+
+    @classmethod
+    def price(cls, model: str) -> Price | None:
+        """USD per token of ``model``, or ``None`` where it is not known."""
+        return None
+
+    @classmethod
+    def token_counter(cls, model: str) -> tuple[TokenCounter, str] | None:
+        """``(count, how)`` for estimates before a run, without opening the model; ``None``: none (the
+        estimate falls back to bytes/4)."""
+        return None
+
+    async def count_prompt_tokens(self, messages: Sequence[Message]) -> tuple[int, str] | None:
+        """The prompt tokens of ``messages`` by this backend's own tokenizer and chat template, and how they
+        were counted; ``None`` where it has none (a wrapper with an ``inner`` backend asks that one)."""
+        inner = getattr(self, "inner", None)
+        return await inner.count_prompt_tokens(messages) if isinstance(inner, ChatBackend) else None
 
     @abstractmethod
     async def complete(

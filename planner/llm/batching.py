@@ -16,10 +16,11 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Callable, Generic, Sequence, TypeVar
 
 R = TypeVar("R")
 T = TypeVar("T")
+J = TypeVar("J")  # what a job returns
 
 GATHER_LIMIT = 8  # a batch waits for company at most this many times max_wait_s after its first request
 BATCH_HISTORY = 4096  # batch sizes kept for benchmarks and tests; a long-lived server keeps no more
@@ -38,7 +39,7 @@ class MicroBatcher(Generic[R, T]):
 
     def __init__(
         self,
-        run_batch: Callable[[list[R]], list[T]],
+        run_batch: Callable[[list[R]], Sequence[T | BaseException]],
         *,
         max_batch_size: int = 16,
         max_wait_s: float = 0.005,
@@ -58,11 +59,11 @@ class MicroBatcher(Generic[R, T]):
         self._closed = False
         self.batch_sizes: deque[int] = deque(maxlen=BATCH_HISTORY)  # rows of the latest batches (bounded)
 
-    def submit(self, request: R) -> Future:
+    def submit(self, request: R) -> Future[T]:
         """Queue a request; the future resolves to its result."""
         return self._put(request)
 
-    def submit_job(self, fn: Callable[[], T]) -> Future:
+    def submit_job(self, fn: Callable[[], J]) -> Future[J]:
         """Queue ``fn`` to run alone on the worker thread (after what is queued before it)."""
         return self._put(_Job(fn))
 
@@ -70,7 +71,7 @@ class MicroBatcher(Generic[R, T]):
         """Submit and await from any event loop."""
         return await asyncio.wrap_future(self.submit(request))
 
-    async def run_job(self, fn: Callable[[], T]) -> T:
+    async def run_job(self, fn: Callable[[], J]) -> J:
         return await asyncio.wrap_future(self.submit_job(fn))
 
     def close(self) -> None:
@@ -140,12 +141,14 @@ class MicroBatcher(Generic[R, T]):
             if not live:
                 continue
             try:
-                if isinstance(live[0][0], _Job):
-                    results = [live[0][0].fn()]
+                first = live[0][0]
+                results: list[object]
+                if isinstance(first, _Job):
+                    results = [first.fn()]
                 else:
-                    requests = [item for item, _ in live]
+                    requests = [item for item, _ in live if not isinstance(item, _Job)]  # a job comes alone
                     self.batch_sizes.append(sum(self._rows(r) for r in requests))
-                    results = self._run_batch(requests)
+                    results = list(self._run_batch(requests))
             except BaseException as exc:  # noqa: BLE001 - every waiter must hear about the failure
                 for _, future in live:
                     future.set_exception(exc)

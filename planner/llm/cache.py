@@ -139,7 +139,7 @@ class CachedBackend(ChatBackend):
     async def stream_items(self, messages: Sequence[Message], *, temperature: float = 0.0, max_tokens: int = 256,
                            stop: Sequence[str] | None = None, seed: int | None = None) -> AsyncIterator[Any]:
         """The wrapped backend's stream; a hit gives the stored text as one piece, a miss is stored once whole."""
-        options = dict(temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed)
+        options: dict[str, Any] = dict(temperature=temperature, max_tokens=max_tokens, stop=stop, seed=seed)
         key = self.key_for(messages, n=1, **options)
         hit = await asyncio.to_thread(self.read, key) if key is not None else None
         if hit is not None and len(hit.texts) == 1:

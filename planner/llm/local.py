@@ -30,13 +30,14 @@ import torch
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.core.hardware import pick_device, pick_dtype
 from ppdpp.planner.core.seeding import torch_generator
-from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError
+from ppdpp.planner.llm.base import ChatBackend, Completion, LLMError, TokenCounter
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.attention import use_cpu_attention
 from ppdpp.planner.llm.batching import MicroBatcher
 from ppdpp.planner.llm.models import LOCAL_PREFIX, ModelSource, models_dir, resolve_local_model
 from ppdpp.planner.llm.prefill import PrefixStore, cache_argument, prefilled_cache
 from ppdpp.planner.llm.sampling import check_sampling
+from ppdpp.planner.llm.spend import Price
 
 
 def converted_dir(source: ModelSource, dtype: torch.dtype) -> Path:
@@ -145,7 +146,7 @@ class _RowStops:
         self.stops = stops
         self.tail = max((len(s) for row in stops for s in row), default=0) + 1
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **_kwargs: Any) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **_kwargs: Any) -> torch.Tensor:
         generated = input_ids.shape[1] - self.prompt_len
         done = generated >= self.budgets.to(input_ids.device)
         for row, stop in enumerate(self.stops):
@@ -200,7 +201,7 @@ class _TextStreamer:
     def cancel(self) -> None:
         self.cancelled.set()
 
-    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **_kwargs: Any) -> torch.BoolTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: Any = None, **_kwargs: Any) -> torch.Tensor:
         return torch.full((input_ids.shape[0],), self.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -218,7 +219,7 @@ class _Engine:
         self.eos_ids: list[int] = []
         self.end_ids: set[int] = set()
         self.users = 0
-        self.batcher: MicroBatcher[_Request, Completion | Exception] = MicroBatcher(
+        self.batcher: MicroBatcher[_Request, Completion] = MicroBatcher(
             self._generate, max_batch_size=max_batch_size, max_wait_s=max_wait_s, rows=lambda r: r.rows,
             name=f"ppdpp-local-{source.name}",
         )
@@ -235,7 +236,7 @@ class _Engine:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=self.dtype, local_files_only=True)
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval()  # type: ignore[arg-type]  # transformers' wrapper of `to` hides self
         use_cpu_attention(self.model)
         self.tokenizer = tokenizer
         eos = model.generation_config.eos_token_id
@@ -360,6 +361,22 @@ class _Engine:
         return scores
 
 
+def _tokenizer_of(model: str) -> Any:
+    """The tokenizer of ``local/<name>``, without loading the model."""
+    from transformers import AutoTokenizer
+
+    source = resolve_local_model(model.removeprefix(LOCAL_PREFIX))
+    folder = None
+    if source.is_gguf:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            if (converted_dir(source, dtype) / "config.json").is_file():
+                folder = converted_dir(source, dtype)
+                break
+    if folder is None:
+        folder = prepare_weights(source, pick_dtype("auto", pick_device("auto")))
+    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
+
+
 _engines: dict[tuple, _Engine] = {}
 _engines_lock = threading.Lock()
 
@@ -377,6 +394,9 @@ class LocalBackend(ChatBackend):
     ``prefix_cache_tokens`` (prompt tokens whose KV cache is kept to continue later prompts that start the same
     way, default 32768; 0 turns it off; see :mod:`.prefill`).
     """
+
+    free = True  # on this machine: no price
+    # no concurrency_option: concurrent requests share its batches instead
 
     def __init__(self, model: str, *, device: str = "auto", dtype: str = "auto", max_batch_size: int = 16,
                  max_wait_ms: float = 5.0, num_threads: int | None = None, prefix_cache_tokens: int = 32768) -> None:
@@ -398,6 +418,42 @@ class LocalBackend(ChatBackend):
 
     def __repr__(self) -> str:
         return f"LocalBackend({self.model!r})"
+
+    # -- what it can do (ChatBackend's capabilities) -------------------------------------------------------
+    @classmethod
+    def check_model(cls, model: str, **options: Any) -> None:
+        """A model that is not installed says how to get it (:class:`ModelNotInstalledError`)."""
+        resolve_local_model(model.removeprefix(LOCAL_PREFIX))
+
+    @classmethod
+    def price(cls, model: str) -> Price:
+        return Price(0.0, 0.0)
+
+    @classmethod
+    def token_counter(cls, model: str) -> tuple[TokenCounter, str] | None:
+        """Its tokenizer and chat template, from the model's Hugging Face folder (a GGUF file's converted copy,
+        made once if there is none yet: the run would make it anyway); ``None`` where there is none to be had."""
+        try:
+            tokenizer = _tokenizer_of(model)
+        except Exception:  # noqa: BLE001 - no tokenizer to be had: the estimate falls back to bytes
+            return None
+
+        def count(messages: Sequence[Message]) -> int:
+            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        return count, "tokenizer"
+
+    async def count_prompt_tokens(self, messages: Sequence[Message]) -> tuple[int, str] | None:
+        """By the model's own chat template and tokenizer (loaded first if it is not yet; counted on a worker
+        thread); ``None`` where the template rejects the messages (that fails later, at generation)."""
+        engine = self.engine
+        if engine.tokenizer is None:
+            await self.load()
+        try:
+            return len(await asyncio.to_thread(engine.prompt_ids, list(messages))), f"{self.model}'s tokenizer"
+        except Exception:  # noqa: BLE001 - a template that rejects the messages fails later, at generation
+            return None
 
     @property
     def engine(self) -> _Engine:

@@ -33,11 +33,11 @@ MIN_SAVED = 128  # a beginning shared within a batch gets a pass of its own only
 def cache_argument(model: Any) -> str:
     """The name under which this transformers version passes a KV cache (``cache`` since 5, else
     ``past_key_values``); looked up once per model class, not on every batch."""
-    return _cache_argument(type(model))
+    return _cache_argument(model.__class__)
 
 
 @lru_cache(maxsize=None)
-def _cache_argument(model_class: type) -> str:
+def _cache_argument(model_class: Any) -> str:
     return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
 
 
@@ -103,6 +103,9 @@ def _reserved_layer_class() -> type:
         """A ``DynamicLayer`` over buffers with room for more tokens: ``update`` writes the new tokens in place
         and exposes the filled part as a view. Past the room, or once an inherited method (``crop``,
         ``batch_select_indices``, ``reset``) has replaced the view, it concatenates as ``DynamicLayer`` does."""
+
+        keys: torch.Tensor  # set from the first call on (``DynamicLayer`` allows None before it)
+        values: torch.Tensor
 
         def __init__(self, keys: torch.Tensor, values: torch.Tensor, filled: int) -> None:
             super().__init__()
@@ -258,7 +261,7 @@ def _compute(model: Any, argument: str, pad_id: int, store: PrefixStore,
     pending: dict[int, tuple[int, KV | None]] = {}
     for index, ids in enumerate(prompts):
         shared, past = store.longest_prefix(ids) or (0, None)
-        if shared == len(ids):  # all stored already (a view into a stored entry: not stored again)
+        if shared == len(ids) and past is not None:  # all stored already (a view into a stored entry: not stored again)
             states[index] = past
         else:
             pending[index] = (shared, past)

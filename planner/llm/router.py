@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 import yaml
 
 from ppdpp.planner.core.domain import Message
-from ppdpp.planner.llm.api import APIBackend, _litellm, check_model
+from ppdpp.planner.llm.api import API_CONCURRENCY, APIBackend, _litellm, check_model
 from ppdpp.planner.llm.base import LLMError
 
 ROUTER_PREFIX = "router/"
@@ -279,8 +279,12 @@ class RouterBackend(APIBackend):
     ``Router.acompletion``. ``served`` counts the replies by the ``api_base`` (else the deployment id) that
     gave them; each reply is also a DEBUG line on the ``ppdpp.llm.router`` logger."""
 
+    @classmethod
+    def check_model(cls, model: str, **options: Any) -> None:
+        """Nothing to check before it opens: opening reads the Router config and checks the model group."""
+
     def __init__(self, model: str, *, router_config: str | Path | RouterConfig | None = None,
-                 timeout: float = 60.0, concurrency: int = 16, n_in_one_request: bool | None = None,
+                 timeout: float = 60.0, concurrency: int = API_CONCURRENCY, n_in_one_request: bool | None = None,
                  **extra: Any) -> None:
         if concurrency < 1 or timeout <= 0:
             raise ValueError("concurrency must be >= 1 and timeout > 0")

@@ -21,7 +21,6 @@ from typing import Any, Callable, Sequence
 
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.llm.base import ChatBackend, Completion
-from ppdpp.planner.llm.models import LOCAL_PREFIX
 
 
 def usd(value: float) -> str:
@@ -59,28 +58,28 @@ class Price:
         return prompt_tokens * self.prompt + completion_tokens * self.completion
 
 
-def is_local(model: str) -> bool:
-    return model.startswith(LOCAL_PREFIX)
+FREE = Price(0.0, 0.0)
+
+
+def is_free(model: str) -> bool:
+    """``model``'s backend runs on this machine (``ChatBackend.free``): its calls cost nothing."""
+    from ppdpp.planner.llm import backend_class
+
+    return backend_class(model).free
 
 
 def known_price(model: str) -> Price | None:
-    """litellm's price for ``model`` (``openai/gpt-4o-mini``, ``gpt-3.5-turbo``), or ``None``; local models: 0."""
-    if is_local(model):
-        return Price(0.0, 0.0)
-    from ppdpp.planner.llm.api import _litellm  # imported as api.py does: offline prices, its HTTP pool sized
+    """The price ``model``'s backend declares (``ChatBackend.price``; litellm's for the API backends), or
+    ``None``; a free backend's models: 0."""
+    from ppdpp.planner.llm import backend_class
 
-    try:
-        prompt, completion = _litellm().cost_per_token(model=model, prompt_tokens=1_000_000,
-                                                    completion_tokens=1_000_000)
-    except Exception:  # noqa: BLE001 - litellm raises its own errors for models it has no price for
-        return None
-    return Price(float(prompt) / 1_000_000, float(completion) / 1_000_000)
+    return FREE if is_free(model) else backend_class(model).price(model)
 
 
 def price_for(model: str, override: Price | None = None) -> Price | None:
-    """The price a run charges ``model`` at: 0 for local models, else ``override``, else litellm's."""
-    if is_local(model):
-        return Price(0.0, 0.0)
+    """The price a run charges ``model`` at: 0 for a free backend's models, else ``override``, else its own."""
+    if is_free(model):
+        return FREE
     return override if override is not None else known_price(model)
 
 
@@ -97,6 +96,7 @@ class SpendMeter:
     by_model: dict[str, dict[str, float]] = field(default_factory=dict)
     unpriced: set[str] = field(default_factory=set)
     _prices: dict[str, Price | None] = field(default_factory=dict, repr=False)
+    _free_models: dict[str, bool] = field(default_factory=dict, repr=False)
 
     @property
     def tokens(self) -> int:
@@ -107,6 +107,11 @@ class SpendMeter:
         if self.max_cost is not None and self.cost >= self.max_cost:
             raise BudgetExceeded(self.cost, self.max_cost)
 
+    def _free(self, model: str) -> bool:
+        if model not in self._free_models:
+            self._free_models[model] = is_free(model)
+        return self._free_models[model]
+
     def price(self, model: str) -> Price | None:
         if model not in self._prices:
             self._prices[model] = price_for(model, self.price_override)
@@ -116,7 +121,7 @@ class SpendMeter:
         usage = completion.usage
         if usage.cached:
             return
-        if self.price_override is not None and not is_local(model):
+        if self.price_override is not None and not self._free(model):
             cost: float | None = self.price_override.cost(usage.prompt_tokens, usage.completion_tokens)
         elif usage.cost is not None:
             cost = float(usage.cost)
@@ -194,53 +199,10 @@ def bytes_counter(messages: Sequence[Message]) -> int:
     return sum(len(str(m.get("content", "")).encode("utf-8")) // 4 + 4 for m in messages)
 
 
-def _local_tokenizer(model: str) -> Any:
-    """The tokenizer of ``local/<name>``, from its Hugging Face folder (a GGUF file's converted copy, made
-    once if there is none yet: the run would make it anyway)."""
-    import torch
-    from transformers import AutoTokenizer
-
-    from ppdpp.planner.core.hardware import pick_device, pick_dtype
-    from ppdpp.planner.llm.local import converted_dir, prepare_weights
-    from ppdpp.planner.llm.models import resolve_local_model
-
-    source = resolve_local_model(model.removeprefix(LOCAL_PREFIX))
-    folder = None
-    if source.is_gguf:
-        for dtype in (torch.float32, torch.bfloat16, torch.float16):
-            if (converted_dir(source, dtype) / "config.json").is_file():
-                folder = converted_dir(source, dtype)
-                break
-    if folder is None:
-        folder = prepare_weights(source, pick_dtype("auto", pick_device("auto")))
-    return AutoTokenizer.from_pretrained(folder, local_files_only=True)
-
-
 def token_counter(model: str) -> tuple[Callable[[Sequence[Message]], int], str]:
     """``(count, how)``: ``count(messages)`` is the prompt's tokens for ``model``; ``how`` names the method
-    (``"tokenizer"``, ``"litellm"`` or ``"bytes/4"``)."""
-    if is_local(model):
-        try:
-            tokenizer = _local_tokenizer(model)
-        except Exception:  # noqa: BLE001 - no tokenizer to be had: estimate from the bytes
-            return bytes_counter, "bytes/4"
+    (``"tokenizer"`` or ``"litellm"``, what the model's backend declares: ``ChatBackend.token_counter``; else
+    ``"bytes/4"``)."""
+    from ppdpp.planner.llm import backend_class
 
-        def count(messages: Sequence[Message]) -> int:
-            text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-        return count, "tokenizer"
-    if known_price(model) is not None:  # litellm knows the model, so its token counter does too
-        from ppdpp.planner.llm.api import _litellm
-
-        litellm = _litellm()
-
-        def count_api(messages: Sequence[Message]) -> int:
-            return int(litellm.token_counter(model=model, messages=list(messages)))
-
-        try:
-            count_api([{"role": "user", "content": "hello"}])
-            return count_api, "litellm"
-        except Exception:  # noqa: BLE001
-            pass
-    return bytes_counter, "bytes/4"
+    return backend_class(model).token_counter(model) or (bytes_counter, "bytes/4")

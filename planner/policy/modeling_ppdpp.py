@@ -30,12 +30,14 @@ class PPDPPPlannerForSequenceClassification(PreTrainedModel):
     def __init__(self, config: PretrainedConfig) -> None:
         super().__init__(config)
         self.encoder = AutoModel.from_config(config)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = nn.Linear(config.hidden_size, len(config.id2label or ()))
         self.post_init()
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs: Any) -> SequenceClassifierOutput:
         if attention_mask is None:
+            if input_ids is None:
+                raise ValueError("input_ids is required")
             attention_mask = torch.ones_like(input_ids)
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if getattr(self.config, "ppdpp_pooling", "mean") == "cls":

@@ -37,14 +37,14 @@ ARCHITECTURE = "PPDPPPlannerForSequenceClassification"
 HUB_REPO_TYPE = "model"
 
 
-def merged_encoder(planner: "PolicyPlanner") -> nn.Module:
+def merged_encoder(planner: "PolicyPlanner") -> Any:
     """The encoder with a LoRA adapter merged into its weights (a copy: the planner keeps training its adapter)."""
     if not planner.config.lora:
         return planner.encoder
     return copy.deepcopy(planner.encoder).merge_and_unload()
 
 
-def hf_config(planner: "PolicyPlanner", encoder: nn.Module) -> Any:
+def hf_config(planner: "PolicyPlanner", encoder: Any) -> Any:
     """The backbone's config, made a classifier's: labels, architecture, auto_map, pooling."""
     config = copy.deepcopy(encoder.config)
     names = planner.strategy_names

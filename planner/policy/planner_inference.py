@@ -63,12 +63,12 @@ class Int8Forward:
 
     def __call__(self, planner: nn.Module) -> Forward:
         """The forward of ``planner`` (``PolicyPlanner.forward``: same pooling and head) over the int8 encoder."""
-        key = _fingerprint(planner.encoder)
+        key = _fingerprint(planner.get_submodule("encoder"))
         with self._lock:
             if self._planner is None or key != self._key:
                 # A shallow copy shares the head, dropout, config and tokenizer; only the encoder is replaced.
                 clone = copy.copy(planner)
                 clone._modules = dict(planner._modules)
-                clone._modules["encoder"] = _quantize(planner.encoder)
+                clone._modules["encoder"] = _quantize(planner.get_submodule("encoder"))
                 self._planner, self._key = clone, key
             return self._planner

@@ -173,6 +173,8 @@ class PolicyPlanner(nn.Module):
     """Reads the dialogue so far and scores every strategy of the domain (PPDPP's plug-in planner)."""
 
     name = "ppdpp"
+    encoder: Any  # the backbone: a transformers model, or a peft model with LoRA
+    tokenizer: Any  # the backbone's transformers tokenizer
 
     def __init__(self, domain: Domain | StrategySpace, config: PlannerConfig | None = None, *,
                  encoder: nn.Module | None = None, tokenizer: Any = None, inference_dtype: str = "auto"):
@@ -423,9 +425,9 @@ class PolicyPlanner(nn.Module):
     @property
     def async_batch_sizes(self) -> list[int]:
         """Requests answered by each forward pass of :meth:`aplan`'s worker (for benchmarks and tests)."""
-        return self._plan_worker().batch_sizes
+        return list(self._plan_worker().batch_sizes)
 
-    def _plan_worker(self) -> MicroBatcher:
+    def _plan_worker(self) -> MicroBatcher[_PlanRequest, Plan]:
         """The worker thread of :meth:`aplan`, started on first use; it stops when the planner is collected."""
         with _WORKER_LOCK:
             worker = self.__dict__.get("_async_worker")

@@ -303,7 +303,7 @@ class ICLAIFPolicy(PromptingPolicy):
     name = "icl-aif"
 
     @classmethod
-    def for_run(cls, domain: Domain, seed: int, agent_llm: ChatBackend | None,  # type: ignore[override]
+    def for_run(cls, domain: Domain, seed: int, agent_llm: ChatBackend | None,  # type: ignore[override]  # adds critic_llm
                 critic_llm: ChatBackend | None = None, config: PromptingConfig | None = None) -> "ICLAIFPolicy":
         """The critic's LLM gives the feedback where the run has one, else (``--critic oracle``) the agent's."""
         if agent_llm is None:

@@ -24,9 +24,12 @@ def register_domains(register: Callable) -> None:
 
 @hookspec
 def register_backends(register: Callable) -> None:
-    """Register LLM chat backends: call ``register(prefix, factory)``. A model string that starts with
-    ``prefix`` (the longest registered prefix wins; ``""`` is the fallback) is opened by
-    ``factory(model, **options)``, which returns a :class:`ppdpp.planner.llm.ChatBackend`."""
+    """Register LLM chat backends: call ``register(prefix, backend)``. A model string that starts with
+    ``prefix`` (the longest registered prefix wins; ``""`` is the fallback) is opened by ``backend(model,
+    **options)``. ``backend`` is a :class:`ppdpp.planner.llm.ChatBackend` subclass, whose class attributes and
+    class methods say what it can do (options, concurrency, token counting, price: docs/plugins.md), or a
+    ``"module:Class"`` reference to one, imported only when a model of that prefix is used; a plain factory
+    function also works, and gets the defaults of a backend that declares nothing."""
 
 
 @hookspec

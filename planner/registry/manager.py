@@ -221,9 +221,17 @@ class PluginRegistry:
         can treat ``name`` as a model string instead)."""
         return next((s for s in self.simulators(domain) if s.role == role and s.name == name), None)
 
-    def backend_factories(self) -> dict[str, Callable[..., "ChatBackend"]]:
-        """Model-string prefix -> backend factory."""
+    def backend_factories(self) -> dict[str, Any]:
+        """Model-string prefix -> what a plugin registered for it: a ``ChatBackend`` subclass, a
+        ``"module:Class"`` reference to one (imported when a model of that prefix is used), or a factory."""
         return {prefix: factory for _plugin, (prefix, factory) in self.collect("register_backends")}
+
+    def backend_entry(self, model: str) -> Callable[..., "ChatBackend"]:
+        """The backend class (or factory) that serves ``model``: the longest registered prefix's, a
+        ``"module:Class"`` reference imported now (as an entry point is)."""
+        factories = self.backend_factories()
+        entry = factories[self._longest_prefix(factories, model)]
+        return EntryPoint(name=model, value=entry, group="ppdpp.backends").load() if isinstance(entry, str) else entry
 
     def backend_prefix(self, model: str) -> str:
         """The registered model-string prefix that serves ``model``: the longest one it starts with (the one
@@ -242,10 +250,9 @@ class PluginRegistry:
 
     def get_backend(self, model: str, **options: Any) -> "ChatBackend":
         """Open the chat backend for ``model``: the longest registered prefix of the model string wins."""
-        factories = self.backend_factories()
-        return factories[self._longest_prefix(factories, model)](model, **options)
+        return self.backend_entry(model)(model, **options)
 
-    def _unique_by_name(self, hook_name: str, kind: type, what: str) -> dict[str, Any]:
+    def _unique_by_name(self, hook_name: str, kind: type[Any], what: str) -> dict[str, Any]:
         """What every plugin registered through ``hook_name`` by ``.name``, in registration order; a value that
         is not a ``kind`` or a name registered twice is a :class:`PluginError` naming the plugins."""
         found: dict[str, Any] = {}
@@ -303,6 +310,7 @@ simulators = REGISTRY.simulators
 get_simulator = REGISTRY.get_simulator
 backend_factories = REGISTRY.backend_factories
 backend_prefix = REGISTRY.backend_prefix
+backend_entry = REGISTRY.backend_entry
 get_backend = REGISTRY.get_backend
 converters = REGISTRY.converters
 get_converter = REGISTRY.get_converter

@@ -111,7 +111,7 @@ class AgentStream:
     async def __aiter__(self) -> AsyncIterator[str]:
         async for piece in self._pieces:
             yield piece
-        completion = self._pieces.completion
+        completion = self._pieces.result()
         self.reply = self._agent.finish(self.prepared, list(completion.texts), completion.usage)
 
 

@@ -35,7 +35,7 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     req = parse_chat_request(await read_json(request), limits, ROLES)
     backend, name = request.app[_BACKEND], request.app[_NAME]
     await check_prompt_tokens(backend, req.texts(), limits)
-    options = {"temperature": 1.0 if req.temperature is None else req.temperature, "stop": req.stop,
+    options: dict[str, Any] = {"temperature": 1.0 if req.temperature is None else req.temperature, "stop": req.stop,
                "max_tokens": req.max_tokens or DEFAULT_MAX_TOKENS, "seed": req.seed}
     metrics = server_metrics(request)
     if req.stream:

@@ -27,7 +27,7 @@ class ServerMetrics:
     def __init__(self, server: str) -> None:
         self.server = server
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = {"registry": self.registry, "namespace": "ppdpp"}
+        labels: dict[str, Any] = {"registry": self.registry, "namespace": "ppdpp"}
         self.requests = Counter("http_requests", "HTTP requests answered, by route template, method and status.",
                                 ["server", "route", "method", "status"], **labels)
         self.latency = Histogram("http_request_duration_seconds", "Time from a request's arrival to its last byte.",

@@ -22,9 +22,9 @@ from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from ppdpp.planner.core.domain import Message
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.base import ChatBackend, ChatStream, Completion, LLMError
-from ppdpp.planner.llm.local import LocalBackend
 from ppdpp.planner.serving.agent import ConversationError, message_text
 from ppdpp.planner.serving.metrics import METRICS, ServerMetrics, attach_metrics
 
@@ -244,33 +244,14 @@ def estimate_prompt_tokens(messages: Sequence[Mapping[str, str]]) -> int:
     return -(-size // ESTIMATE_BYTES_PER_TOKEN) + ESTIMATE_TOKENS_PER_MESSAGE * len(messages)
 
 
-def _local_backend(backend: ChatBackend) -> LocalBackend | None:
-    """The local transformers backend under ``backend`` (itself, or inside wrappers with an ``inner``)."""
-    for _ in range(8):
-        if isinstance(backend, LocalBackend):
-            return backend
-        backend = getattr(backend, "inner", None)
-        if not isinstance(backend, ChatBackend):
-            return None
-    return None
+async def count_prompt_tokens(backend: ChatBackend, messages: Sequence[Message]) -> tuple[int, str]:
+    """The prompt tokens of ``messages`` and how they were counted: the backend's own count where it has one
+    (``ChatBackend.count_prompt_tokens``: a local model's chat template and tokenizer), else
+    :func:`estimate_prompt_tokens`."""
+    return await backend.count_prompt_tokens(messages) or (estimate_prompt_tokens(messages), "estimated")
 
 
-async def count_prompt_tokens(backend: ChatBackend, messages: Sequence[Mapping[str, str]]) -> tuple[int, str]:
-    """The prompt tokens of ``messages`` and how they were counted: the chat template and tokenizer of a local
-    backend (loaded first if it is not yet; counted on a worker thread), else :func:`estimate_prompt_tokens`."""
-    local = _local_backend(backend)
-    if local is not None:
-        engine = local.engine
-        if engine.tokenizer is None:
-            await local.load()
-        try:
-            return len(await asyncio.to_thread(engine.prompt_ids, list(messages))), f"{local.model}'s tokenizer"
-        except Exception:  # noqa: BLE001 - a template that rejects the messages fails later, at generation
-            pass
-    return estimate_prompt_tokens(messages), "estimated"
-
-
-async def check_prompt_tokens(backend: ChatBackend, messages: Sequence[Mapping[str, str]],
+async def check_prompt_tokens(backend: ChatBackend, messages: Sequence[Message],
                               limits: ServerLimits) -> None:
     """A 400 (``param: "messages"``) when ``messages`` are over ``limits.max_prompt_tokens``."""
     tokens, how = await count_prompt_tokens(backend, messages)

@@ -45,7 +45,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Protocol, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -54,6 +54,7 @@ from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import atomic_directory, remove_stale_temporaries, write_atomic, write_json
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.faults import kill_point
+from ppdpp.planner.core.plan import TrainablePolicy
 from ppdpp.planner.core.seeding import derive_seed, forked_torch_rng, python_random
 from ppdpp.planner.training.tracking import Tracker, check_report_to, open_trackers, report_to_field
 from ppdpp.simulators.critic import Critic
@@ -124,20 +125,6 @@ class RLConfig:
         return math.ceil(self.episodes / self.episodes_per_update)
 
 
-class TrainablePlanner(Protocol):
-    """What RL needs from a planner (``PolicyPlanner`` provides it)."""
-
-    name: str
-
-    def plan(self, conversation: Sequence[Turn], case: Case | None = None, *, sample: bool = False,
-             generator: torch.Generator | None = None) -> Any: ...
-
-    def logits(self, conversations: Sequence[Sequence[Turn]], cases: Sequence[Case | None] | None = None
-               ) -> torch.Tensor: ...
-
-    def save_pretrained(self, directory: str | Path) -> Any: ...
-
-
 # ---- REINFORCE math ---------------------------------------------------------------------------------------
 def discounted_returns(rewards: Sequence[float], gamma: float) -> list[float]:
     """``G_t = r_t + gamma * G_{t+1}``, computed backwards from the last turn."""
@@ -191,6 +178,13 @@ def reinforce_loss(log_probs: torch.Tensor, weights: torch.Tensor, episodes: int
 
 
 # ---- episodes as the trainer records them ----------------------------------------------------------------
+def _chosen(strategies: Sequence[str | None], episode: str) -> list[str]:
+    """The strategies an episode's planner chose: every turn of a trained planner has one."""
+    if any(strategy is None for strategy in strategies):
+        raise ValueError(f"episode {episode}: a turn without a strategy cannot be trained on")
+    return [strategy for strategy in strategies if strategy is not None]
+
+
 @dataclass
 class Episode:
     """A finished training episode: enough to recompute its update without any LLM call."""
@@ -345,7 +339,7 @@ class _Sampler:
     share a batch (exact resume relies on it). Other planners run ``plan`` in a worker thread.
     """
 
-    def __init__(self, planner: TrainablePlanner, seed: int) -> None:
+    def __init__(self, planner: TrainablePolicy, seed: int) -> None:
         self.planner = planner
         self.name = getattr(planner, "name", "planner")
         self.generator = torch.Generator().manual_seed(seed)
@@ -373,14 +367,14 @@ class RLTrainer:
 
     def __init__(
         self,
-        planner: TrainablePlanner,
+        planner: TrainablePolicy,
         domain: Domain,
         cases: Sequence[Case],
         make_env: Callable[[EnvConfig], Any],
         config: RLConfig,
         out_dir: str | Path,
         *,
-        load_planner: Callable[[Path], TrainablePlanner] | None = None,
+        load_planner: Callable[[Path], TrainablePolicy] | None = None,
         progress: bool = True,
         on_episode: Callable[[Any], Any] | None = None,
         run_settings: dict[str, Any] | None = None,
@@ -412,11 +406,11 @@ class RLTrainer:
             head = getattr(module, "head", None)
             if head is None:
                 raise RLError("train_backbone=False needs a planner with a `head` module")
-            for p in module.parameters():  # type: ignore[attr-defined]
+            for p in module.parameters():
                 p.requires_grad_(False)
             for p in head.parameters():
                 p.requires_grad_(True)
-        params = [p for p in module.parameters() if p.requires_grad]  # type: ignore[attr-defined]
+        params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise RLError("the planner has no trainable parameters")
         return torch.optim.AdamW(params, lr=self.config.lr)
@@ -573,7 +567,7 @@ class RLTrainer:
         cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
         actions = torch.tensor([self.domain.strategy_index(a) for e in episodes for a in e.strategies])
         flat_weights = torch.tensor([w for ws in weights for w in ws], dtype=torch.float32)
-        self.planner.train()  # type: ignore[attr-defined]
+        self.planner.train()
         self.optimizer.zero_grad()
         total = 0.0
         try:
@@ -595,7 +589,7 @@ class RLTrainer:
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
             self.optimizer.step()
         finally:
-            self.planner.eval()  # type: ignore[attr-defined]
+            self.planner.eval()
         return total
 
     def _apply(self, update: int, episodes: list[Episode]) -> bool:
@@ -652,8 +646,8 @@ class RLTrainer:
             on_result=self.on_episode,
         )
         return [
-            Episode(int(r.episode_id), r.case_id, list(r.states), list(r.strategies), list(r.rewards), r.success,
-                    dict(r.metrics))
+            Episode(int(r.episode_id), r.case_id, list(r.states), _chosen(r.strategies, r.episode_id), list(r.rewards),
+                    r.success, dict(r.metrics))
             for r in results
         ]
 
@@ -668,7 +662,7 @@ class RLTrainer:
         settings = {**self.run_settings, "domain": self.domain.name, **dataclasses.asdict(self.config)}
         write_json(config_path, settings)
         journal = self.read_journal()
-        self.planner.eval()  # type: ignore[attr-defined]
+        self.planner.eval()
         tracker = await asyncio.to_thread(open_trackers, self.config.report_to, self.out, self.out.name)
         try:
             if not resume:

@@ -29,10 +29,11 @@ from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.toolkit.datafiles import DomainData, domain_data, skipped_lines
 from ppdpp.planner.training.tracking import check_report_to, report_to_field
+from ppdpp.planner.llm import backend_class
 from ppdpp.planner.llm.router import router_config_field, router_options
 
 if TYPE_CHECKING:  # torch loads when a run starts, so that `ppdpp --help` stays quick
-    from ppdpp.planner.core.plan import PolicySpec
+    from ppdpp.planner.core.plan import PolicySpec, TrainablePolicy
     from ppdpp.planner.llm.spend import SpendMeter
     from ppdpp.planner.training.rl import RLConfig, RLTrainer
     from ppdpp.simulators.env import EnvConfig
@@ -51,13 +52,6 @@ AUTO = "auto"
 PLANNER_POLICY = "planner"
 """The trainable policy ``ppdpp rl`` trains and ``ppdpp evaluate --planner DIR`` plays by default: the trained
 PPDPP planner (``plugins/policies.py``)."""
-
-LITELLM_PREFIXES = ("", "router/")
-"""The model-string prefixes of the built-in litellm backends (``plugins/backends.py``): the models that take
-the run's ``concurrency``."""
-
-API_CONCURRENCY = 16
-"""The requests in flight at once that APIBackend and RouterBackend default to; a run never gives them fewer."""
 
 DATA_DIR_HELP = "Dataset root (default: $PPDPP_DATA_DIR, else ../shared/data, else bundled cases)."
 MODEL_HELP = {
@@ -206,7 +200,8 @@ def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]
 
 
 def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path], data: DomainData,
-                   cases_file: Optional[Path], env: Any, specs: list[Any], configs: dict[type, Any]) -> dict[str, Any]:
+                   cases_file: Optional[Path], env: Any, specs: list[Any],
+                   configs: dict[type | None, Any]) -> dict[str, Any]:
     """The :data:`~ppdpp.planner.core.plan.POLICY_OPTIONS` a run gives the factories of ``specs`` (``config``
     and ``planner`` are each policy's own, given at its build)."""
     return {"domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
@@ -215,28 +210,24 @@ def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path]
             "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
 
 
-def check_planners(paths: list[Path], policy: str = PLANNER_POLICY) -> None:
-    """Each planner is a saved planner directory (checked before anything loads or is written): for the
-    built-in ``planner`` policy one holding its config file, for another trainable policy a directory."""
-    from ppdpp.planner.policy.policy_planner import CONFIG_FILE
-
+def check_planners(paths: list[Path], spec: PolicySpec) -> None:
+    """Each planner is a saved directory of the trainable policy ``spec`` (checked before anything loads or is
+    written, by the spec's :meth:`~ppdpp.planner.core.plan.PolicySpec.check_saved`)."""
     for path in paths:
-        if policy != PLANNER_POLICY:
-            if not path.is_dir():
-                raise DomainError(f"--planner {path}: not a directory (the saved planner of policy {policy!r})")
-        elif not (path / CONFIG_FILE).is_file():
-            raise DomainError(f"--planner {path}: not a saved planner directory (no {CONFIG_FILE}; "
-                              "train one with ppdpp sft)")
+        problem = spec.check_saved(path)
+        if problem is not None:
+            raise DomainError(f"--planner {path}: {problem}")
 
 
 def model_options(model: str, router_config: Optional[Path], concurrency: Optional[int] = None) -> dict[str, Any]:
     """The ``open_chat`` options of ``model`` in a run playing ``concurrency`` dialogues at once: the router
-    config of a ``router/`` model, and for a model of the built-in litellm backends (:data:`LITELLM_PREFIXES`)
-    ``concurrency`` requests in flight, never fewer than their default (:data:`API_CONCURRENCY`). A ``local/``
-    model or a third-party backend's gets no ``concurrency``."""
+    config of a ``router/`` model, and for a backend with native concurrency (``ChatBackend.concurrency_option``)
+    ``concurrency`` requests in flight, never fewer than its default (``default_concurrency``). A backend
+    without that option (the local one, which batches instead) gets none."""
     options = router_options(model, router_config)
-    if concurrency is not None and plugin_registry.backend_prefix(model) in LITELLM_PREFIXES:
-        options["concurrency"] = max(API_CONCURRENCY, concurrency)
+    backend = backend_class(model)
+    if concurrency is not None and backend.concurrency_option is not None:
+        options[backend.concurrency_option] = max(backend.default_concurrency, concurrency)
     return options
 
 
@@ -282,9 +273,9 @@ def _played_any(out: Path) -> bool:
     return any(path.stat().st_size > 0 for path in out.rglob("*.jsonl"))
 
 
-def _with_data_dir(run_settings: dict[str, Any] | None, data: DomainData) -> dict[str, Any] | None:
+def _with_data_dir(run_settings: dict[str, Any], data: DomainData) -> dict[str, Any]:
     """The settings a run records, with the data root it really read (``None``: the bundled cases)."""
-    if run_settings is None or "data_dir" not in run_settings:
+    if "data_dir" not in run_settings:
         return run_settings
     return {**run_settings, "data_dir": None if data.data_dir is None else str(data.data_dir)}
 
@@ -329,8 +320,8 @@ class RLRun:
         self.say = say
         self.progress = progress
         self.on_episode = on_episode
-        self.run_settings = _with_data_dir(run_settings, self.data)
-        check_planners([settings.planner], self.spec.name)
+        self.run_settings = None if run_settings is None else _with_data_dir(run_settings, self.data)
+        check_planners([settings.planner], self.spec)
         self.cases = pick_cases(self.domain, config.split, self.data, settings.cases, settings.cases_file,
                                 settings.skip_bad_rows, say, settings.out)
         self.roles = open_roles(self.domain, self.settings, self.data.data_dir, cache=True, meter=meter,
@@ -347,13 +338,13 @@ class RLRun:
         """The :class:`RLTrainer`, with the policy loaded from ``settings.planner`` (on first use)."""
         from ppdpp.planner.training.rl import RLTrainer
 
-        configs = {type(c): c for c in self.policy_configs}
+        configs: dict[type | None, Any] = {type(c): c for c in self.policy_configs}
         options = policy_options(self.domain, self.config.seed, self.roles, [self.settings.planner], self.data,
                                  self.settings.cases_file, self.config.env, [self.spec], configs)
         options["config"] = configs.get(self.spec.config)
 
-        def load_planner(directory: Path) -> Any:
-            return self.spec.build(**options, planner=directory)
+        def load_planner(directory: Path) -> TrainablePolicy:
+            return self.spec.build_trainable(**options, planner=directory)
 
         settings = self.run_settings or _settings_dict(self.settings, self.config, *self.policy_configs)
         return RLTrainer(load_planner(self.settings.planner), self.domain, self.cases, self.roles.make_env,
@@ -396,25 +387,25 @@ class Evaluator:
         self.meter = meter
         self.policy_configs = policy_configs
         self.run_settings = _with_data_dir(run_settings or _settings_dict(settings, env, *policy_configs), data)
-        check_planners(settings.planner, planner_spec.name)
+        check_planners(settings.planner, planner_spec)
         auto = settings.baselines == (AUTO,)
         specs = [plugin_registry.get_policy(name, dom.name) for name in (BASELINES if auto else settings.baselines)]
         self.cases = pick_cases(dom, settings.split, data, settings.cases, settings.cases_file,
                                 settings.skip_bad_rows, say, settings.out)
         self.roles = open_roles(dom, settings, data.data_dir, cache="all", meter=meter,
                                 concurrency=settings.concurrency)
-        configs = {type(c): c for c in policy_configs}
+        configs: dict[type | None, Any] = {type(c): c for c in policy_configs}
         options = policy_options(dom, settings.seed, self.roles, list(settings.planner), data, settings.cases_file,
                                  env, [planner_spec, *specs], configs)
         self.policies: list[Any] = []
         for path in settings.planner:  # each planner directory, built by the trainable planner_policy
-            loaded = planner_spec.build(**options, planner=path,
-                                        config=configs.get(planner_spec.config))  # type: ignore[arg-type]
+            loaded = planner_spec.build_trainable(**options, planner=path,
+                                        config=configs.get(planner_spec.config))
             self.policies.append(NamedPolicy(loaded, planner_name(path, planner_spec.name)))
         left_out = []
         for spec in specs:
             try:
-                policy = spec.build(**options, planner=None, config=configs.get(spec.config))  # type: ignore[arg-type]
+                policy = spec.build(**options, planner=None, config=configs.get(spec.config))
             except DomainError as exc:
                 if not auto:
                     raise
@@ -422,8 +413,9 @@ class Evaluator:
                 say(f"--baselines auto leaves out {spec.name}: {reason}")
                 left_out.append(spec.name)
                 continue
-            if getattr(policy, "source", None):
-                say(f"{spec.name}: {policy.source}")
+            source = getattr(policy, "source", None)
+            if source:
+                say(f"{spec.name}: {source}")
             self.policies.append(policy)
         if auto:  # the report and config.json name the baselines that played
             played = tuple(s.name for s in specs if s.name not in left_out)

@@ -207,7 +207,7 @@ def split_examples(domain: Domain, split: str, data_dir: Path | None, file: str 
     """The SFT examples of ``split``: from ``file`` when given (see :func:`file_examples`), else from the
     domain's data under ``data_dir`` (``None``: its bundled cases)."""
     if file is None:
-        return domain.sft_examples(split, data_dir)  # type: ignore[arg-type]
+        return domain.sft_examples(split, data_dir)  # type: ignore[arg-type]  # a Split: callers pass SPLITS
     return file_examples(domain, split, file, skip_bad_rows).examples
 
 
@@ -259,7 +259,7 @@ def load_sft_data(domain: Domain, config: SFTConfig, data_dir: Path | None) -> S
         file = getattr(config, f"{split}_file")
         where = f"--{split}-file {file}" if file is not None else f"the {split} split of {shared}"
         if file is None:
-            return domain.sft_examples(split, data_dir), where  # type: ignore[arg-type]
+            return domain.sft_examples(split, data_dir), where  # type: ignore[arg-type]  # a Split, as above
         read = file_examples(domain, split, file, config.skip_bad_rows)
         skipped.extend(read.skipped)
         return read.examples, where
@@ -289,8 +289,8 @@ def load_sft_data(domain: Domain, config: SFTConfig, data_dir: Path | None) -> S
     test = _subsample(test, config.max_test_examples, config.seed + 2)
     for name, part, split in (("training", train, "train"), ("selection", select, "valid"), ("test", test, "test")):
         if not part:
-            where = getattr(config, f"{split}_file") or data_dir or "the bundled cases"
-            raise SFTError(f"domain {domain.name!r} has no {name} examples in {where}")
+            location = getattr(config, f"{split}_file") or data_dir or "the bundled cases"
+            raise SFTError(f"domain {domain.name!r} has no {name} examples in {location}")
 
     def line(kept: int, full: int, parts: str) -> str:
         sample = f" (a random {kept} of {full})" if kept < full else ""
@@ -366,17 +366,23 @@ def evaluate_planner(planner: PolicyPlanner, examples: Sequence[SFTExample],
     return scores
 
 
+def _chosen(policy: MajorityPolicy | RandomPolicy, examples: Sequence[SFTExample]) -> list[str]:
+    """The strategy a baseline chose for each example (it always chooses one: else ``score`` refuses the count)."""
+    strategies = (policy.plan(ex.history, ex.case).strategy for ex in examples)
+    return [strategy for strategy in strategies if strategy is not None]
+
+
 def baseline_scores(domain: Domain, train: Sequence[SFTExample], examples: Sequence[SFTExample],
                     seeds: int = RANDOM_BASELINE_SEEDS) -> dict[str, Scores]:
     """The majority baseline (training labels) and the uniform random one (mean over ``seeds`` seeds)."""
     gold = [ex.label for ex in examples]
     names = domain.strategy_names
     majority = MajorityPolicy.from_examples(domain, train)
-    out = {"majority": score(gold, [majority.plan(ex.history, ex.case).strategy for ex in examples], names)}
+    out = {"majority": score(gold, _chosen(majority, examples), names)}
     runs = []
     for seed in range(seeds):
         policy = RandomPolicy(domain, seed=seed)
-        runs.append(score(gold, [policy.plan(ex.history, ex.case).strategy for ex in examples], names))
+        runs.append(score(gold, _chosen(policy, examples), names))
     out["random"] = mean_scores(runs)
     return out
 
@@ -500,7 +506,9 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
     total_steps = config.epochs * steps_per_epoch
     head = list(planner.head.parameters())
     encoder = [p for p in planner.parameters() if p.requires_grad and all(p is not h for h in head)]
-    groups = [{"params": encoder}] if encoder else []  # none with freeze_encoder: the head alone learns
+    assert config.lr is not None  # SFTConfig.__post_init__ resolved it
+    # no encoder group with freeze_encoder: the head alone learns
+    groups: list[dict[str, Any]] = [{"params": encoder}] if encoder else []
     optimizer = torch.optim.AdamW([*groups, {"params": head, "lr": config.lr * config.head_lr_scale}],
                                   lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)

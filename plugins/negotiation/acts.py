@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ppdpp.planner.core.domain import SPLITS, Case, DomainError
+from ppdpp.planner.core.domain import SPLITS, Case, DomainError, Split
 from ppdpp.planner.toolkit.parsing import find_prices
 
-TRAIN_SPLITS = ("train", "valid")
+TRAIN_SPLITS: tuple[Split, ...] = ("train", "valid")
 """The CraigslistBargain splits the classifier learns from; cb-test stays held out."""
 PRICE_TOKEN = "PRICETOKEN"
 SOLVER = "newton-cg"

@@ -50,7 +50,8 @@ from typing import Sequence
 from ppdpp.planner import hookimpl
 from ppdpp.planner.toolkit.datafiles import bundled_path, field_of, read_good_rows, read_jsonl, require_file
 from ppdpp.planner.core.domain import (
-    SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Split, Turn,
+    SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Speaker, Split,
+    Turn,
 )
 from ppdpp.planner.toolkit.chat import role_play_messages
 from ppdpp.planner.toolkit.parsing import parse_choice, words_of
@@ -78,12 +79,12 @@ def split_rows(n_rows: int, seed: int | None = None) -> dict[str, list[int]]:
 
 _SPEAKER_LINE = re.compile(r"^[\s*_]*user\s*([12])[\s*_]*:[\s*_]*(.*?)[\s*_]*$", re.IGNORECASE)
 _STAGE_DIRECTION = re.compile(r"^\s*[\[(].*$")
-_SPEAKERS = {"1": "agent", "2": "user", "User 1": "agent", "User 2": "user"}
+_SPEAKERS: dict[str, Speaker] = {"1": "agent", "2": "user", "User 1": "agent", "User 2": "user"}
 
 
 def parse_conversation(text: str) -> list[Turn]:
     """The turns of one ``Best Generated Conversation`` cell (reading rules in the module docstring)."""
-    turns: list[tuple[str, list[str]]] = []
+    turns: list[tuple[Speaker, list[str]]] = []
     for line in text.splitlines():
         match = _SPEAKER_LINE.match(line)
         if match:
@@ -437,8 +438,8 @@ def _bullets(items: Sequence[str]) -> str:
 
 def _examples(cases: Sequence[Case]) -> list[SFTExample]:
     """One example per labelled User 1 turn that has a turn before it."""
-    return [SFTExample(case.dialogue[:i], turn.strategy, case)
-            for case in cases for i, turn in enumerate(case.dialogue) if turn.speaker == "agent" and i > 0]
+    return [SFTExample(case.dialogue[:i], turn.strategy, case) for case in cases for i, turn in enumerate(case.dialogue)
+            if turn.speaker == "agent" and i > 0 and turn.strategy is not None]
 
 
 def _bundled_turns(obj: dict, path: Path, lineno: int) -> list[Turn]:

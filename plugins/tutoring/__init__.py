@@ -30,7 +30,8 @@ from ppdpp.planner.toolkit.datafiles import (
     bundled_path, cell_of, field_of, lazy_data_root, read_good_rows, read_jsonl, require_file,
 )
 from ppdpp.planner.core.domain import (
-    SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Split, Turn,
+    SPLITS, Case, CasesFromFile, Domain, DomainError, ExamplesFromFile, Judgement, Message, SFTExample, Speaker, Split,
+    Turn,
 )
 from ppdpp.planner.toolkit.chat import role_play_messages
 from ppdpp.planner.toolkit.parsing import parse_choice
@@ -39,7 +40,7 @@ SuccessRule = Literal["all", "majority"]
 VERDICT_REWARDS: dict[str, float] = {"incorrect": -1.0, "did_not": -0.5, "part": 0.5, "whole": 1.0}
 """Reward of each critic answer (PPDPP's ``reward_dict['cima']``), in the order of the answer options."""
 
-_SPEAKERS = {"sys": "agent", "usr": "user"}
+_SPEAKERS: dict[str, Speaker] = {"sys": "agent", "usr": "user"}
 
 
 class TutoringDomain(Domain):

@@ -53,7 +53,7 @@ import difflib
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.domain import Case, DomainError, Turn
@@ -219,7 +219,7 @@ class ScriptedStudent(UserSimulator):
 
     name = "scripted"
 
-    def __init__(self, **options: float) -> None:
+    def __init__(self, **options: Any) -> None:
         self.config = StudentConfig(**options)
         self._case: Case | None = None
 
