@@ -193,7 +193,7 @@ def test_bad_keys_in_a_config_file_are_one_line_naming_file_and_key(tmp_path, te
 @pytest.mark.parametrize("args, named", [
     (["sft", "-d", "tutoring", "--epochs", "x"], "--epochs"),
     (["sft", "-d", "tutoring", "--pooling", "max"], "--pooling"),
-    (["sft", "-d", "tutoring", "--max-length", "4"], "max_length"),
+    (["sft", "-d", "tutoring", "--max-length", "4"], "--max-length"),
     (["sft", "--epochs", "2"], "--domain"),
     (["sft", "-d", "tutoring", "--no-such-option"], "--no-such-option"),
     (["rl", *REQUIRED["rl"], "--critic-mode", "loud"], "--critic-mode"),

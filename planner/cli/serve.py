@@ -11,7 +11,7 @@ import typer
 
 from ppdpp.planner.serving.agent import PlannedAgent
 from ppdpp.planner.cli.app import app, console
-from ppdpp.planner.cli.options import out_of_bounds
+from ppdpp.planner.core.bounds import out_of_bounds
 from ppdpp.planner.registry.manager import register_plugin
 from ppdpp.planner.serving.openai_protocol import ServerLimits, exposure_warning
 from ppdpp.planner.serving.proxy import TOKEN_ENV, create_app, serve_forever

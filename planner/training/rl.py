@@ -48,6 +48,7 @@ import torch
 
 from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import atomic_directory, remove_stale_temporaries, write_atomic, write_json
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.faults import kill_point
 from ppdpp.planner.core.seeding import derive_seed, forked_torch_rng, python_random
@@ -102,16 +103,7 @@ class RLConfig:
         if isinstance(self.env, dict):
             self.env = EnvConfig(**self.env)
         self.report_to = check_report_to(self.report_to)
-        checks = {
-            "episodes": self.episodes >= 1, "episodes_per_update": self.episodes_per_update >= 1,
-            "gamma": 0.0 <= self.gamma <= 1.0, "lr": self.lr > 0,
-            "concurrency": self.concurrency >= 1, "checkpoint_every": self.checkpoint_every >= 1,
-            "keep_checkpoints": self.keep_checkpoints >= 1,
-            "normalize": self.normalize in ("episode", "batch", "turn", "none"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid RLConfig field(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        check_fields(self)
 
     @property
     def updates(self) -> int:
