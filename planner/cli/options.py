@@ -9,6 +9,7 @@ are the fields of the command's config dataclasses (``dataclasses.fields`` and t
 * ``metadata["min"]``, ``["max"]`` (inclusive), ``["gt"]``, ``["lt"]`` (exclusive): the range, checked by
   :mod:`ppdpp.planner.core.bounds` from the command line, from a file and in the dataclass's ``__post_init__``
   alike (``0`` is only allowed where a field documents what it means); a ``Literal[...]`` type: the choices;
+* ``metadata["is_dir"]``: a path that must be an existing directory;
 * ``metadata["default_text"]``: the default as help prints it where the value itself would be a machine path;
 * ``metadata["env"]``: an environment variable read when neither the file nor the command line sets the option;
   ``metadata["secret"]``: its value is never printed;
@@ -35,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import os
+import textwrap
 import tomllib
 import typing
 from pathlib import Path
@@ -128,6 +130,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, max_help_position=34)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 class ConfigParser(argparse.ArgumentParser):
@@ -232,8 +237,8 @@ class ConfigParser(argparse.ArgumentParser):
         choices = _base_type(leaf.hint)[1]
         extra: dict[str, Any] = {"choices": choices} if choices else {"metavar": metavar}
         if leaf.positional:
-            group.add_argument(leaf.name, nargs="?", type=convert, help=help_text, default=argparse.SUPPRESS,
-                               **extra)
+            # default None, not SUPPRESS: argparse would convert the SUPPRESS string (parse_values drops None)
+            group.add_argument(leaf.name, nargs="?", type=convert, help=help_text, default=None, **extra)
             return
         group.add_argument(leaf.option, *aliases, type=convert, help=help_text, **extra, **common)
 
@@ -241,6 +246,7 @@ class ConfigParser(argparse.ArgumentParser):
     def _scalar_converter(leaf: Leaf, hint: Any, optional: bool) -> Callable[[str], Any]:
         base = _base_type(hint)[0]
         bounds = leaf.bounds
+        is_dir = bool(leaf.field.metadata.get("is_dir"))
 
         def convert(text: str) -> Any:
             if optional and text.strip().lower() in ("none", "null"):
@@ -249,6 +255,8 @@ class ConfigParser(argparse.ArgumentParser):
             problem = out_of_bounds(value, bounds)
             if problem:
                 raise argparse.ArgumentTypeError(problem)
+            if is_dir and not Path(value).is_dir():
+                raise argparse.ArgumentTypeError(f"{value}: no such directory")
             return value
 
         convert.__name__ = getattr(base, "__name__", "value")  # argparse names it in "invalid int value"
@@ -270,7 +278,7 @@ class ConfigParser(argparse.ArgumentParser):
         config = namespace.pop("config", None)
         if config is not None:
             values.update(self.read_file(config))
-        values.update(namespace)
+        values.update({k: v for k, v in namespace.items() if not (v is None and self.leaves[k].positional)})
         values = self.with_preset(values)
         for name, leaf in self.leaves.items():
             env = leaf.field.metadata.get("env")

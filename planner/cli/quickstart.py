@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import typer
 
-from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.registry.manager import get_domain
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class QuickstartCommand:
                              f"exact outcome), not {self.domain!r}; use --track llm for other domains")
         if self.max_turns is None:
             self.max_turns = GROUNDED[self.domain][2]
+        check_fields(self)
 
     def env(self, temperature: float = 0.0, turns: Optional[int] = None) -> EnvConfig:
         """The dialogue settings of a stage: ``turns`` (default ``max_turns``) exchanges, ``max_tokens``."""
@@ -115,6 +117,9 @@ def quickstart_parser() -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
 
     return ConfigParser("ppdpp quickstart", [QuickstartCommand], description=quickstart_command.__doc__ or "")
+
+
+COMMAND_PARSERS["ppdpp quickstart"] = quickstart_parser
 
 
 @app.command("quickstart", **CONFIG_COMMAND)

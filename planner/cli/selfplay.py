@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from ppdpp.planner.registry import manager as plugin_registry
-from ppdpp.planner.cli.app import CONFIG_COMMAND, app, console, fail
+from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, app, console, fail
 from ppdpp.planner.core.domain import Case, Domain
 from ppdpp.planner.cli.cost import STOPPED_BY_BUDGET, dry_run_field, max_cost_field, meter_for, price_field
 from ppdpp.planner.cli.presets import preset_field, preset_values
@@ -109,6 +109,7 @@ def _evaluate_parser(configs: tuple[type, ...]) -> ConfigParser:
                         description=evaluate_command.__doc__ or "", presets=preset_values("ppdpp evaluate"))
 
 
+COMMAND_PARSERS.update({"ppdpp rl": rl_parser, "ppdpp evaluate": evaluate_parser})
 rl_parser.cache_clear = _rl_parser.cache_clear  # type: ignore[attr-defined]
 evaluate_parser.cache_clear = _evaluate_parser.cache_clear  # type: ignore[attr-defined]
 

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, DATA_DIR_HELP, app, console
 from ppdpp.planner.cli.presets import preset_field, preset_values
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.toolkit.datafiles import domain_data, skipped_lines
 from ppdpp.planner.training.metrics import Scores
 from ppdpp.planner.registry.manager import get_domain
@@ -73,6 +74,9 @@ class SFTCommand:
                                                            "min": 1, "max": 1024})
     preset: Optional[str] = preset_field()
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @lru_cache(maxsize=1)
 def sft_parser() -> ConfigParser:
@@ -101,6 +105,9 @@ def parse_sft(args: list[str]) -> tuple[SFTCommand, SFTConfig]:
     values = parser.parse_values(args)
     _auto_splits(values)
     return parser.build(values)  # type: ignore[return-value]
+
+
+COMMAND_PARSERS["ppdpp sft"] = sft_parser
 
 
 @app.command("sft", **CONFIG_COMMAND)

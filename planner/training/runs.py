@@ -99,6 +99,9 @@ class RLSettings:
     cases_file: Optional[Path] = field(default=None, metadata={"help": CASES_FILE_HELP})
     skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass
 class EvaluateSettings:
