@@ -13,7 +13,7 @@ import re
 import sys
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 import typer
@@ -22,6 +22,9 @@ from ppdpp.planner.cli import app
 from ppdpp.planner.cli.app import COMMAND_PARSERS
 from ppdpp.planner.cli.options import ConfigParser, Leaf, UsageError
 from ppdpp.planner.core.bounds import optional_inner, out_of_bounds
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import option_args, other_value  # noqa: E402
 
 # valid values where a field's type alone does not say one (the others come from the type and the default)
 VALUES: dict[str, Any] = {
@@ -51,25 +54,7 @@ def test_every_command_has_a_generated_parser():
 
 def _other(leaf: Leaf, folder: Path) -> Any:
     """A valid value of ``leaf`` that differs from its default."""
-    if leaf.name in VALUES:
-        return VALUES[leaf.name]
-    hint, _ = optional_inner(leaf.hint)
-    default = None if leaf.default is dataclasses.MISSING else leaf.default
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return next(c for c in typing.get_args(hint) if c != default)
-    if hint is bool:
-        return not default
-    if hint is int:
-        return 3 if default is None else default + 1
-    if hint is float:
-        return 0.5 if not default else default / 2
-    if hint is Path:
-        return folder
-    if origin is list:
-        return [folder, folder]
-    assert hint is str, f"{leaf.path}: no test value for {leaf.hint}"
-    return "other"
+    return VALUES[leaf.name] if leaf.name in VALUES else other_value(leaf, folder)
 
 
 def _required(parser: ConfigParser, folder: Path) -> dict[str, Any]:
@@ -93,21 +78,9 @@ def _get(instances: tuple, path: tuple[str, ...]) -> Any:
     raise AssertionError(f"{path} is in none of {instances}")
 
 
-def _as_args(leaf: Leaf, value: Any) -> list[str]:
-    if leaf.positional:
-        return [str(value)]
-    if isinstance(value, bool):
-        return [leaf.option if value else f"--no-{leaf.option[2:]}"]
-    if isinstance(value, list):
-        return [a for v in value for a in (leaf.option, str(v))]
-    if isinstance(value, tuple):
-        return [leaf.option, ",".join(map(str, value))]
-    return [leaf.option, str(value)]
-
-
 def _args(parser: ConfigParser, values: dict[str, Any]) -> list[str]:
     leaves = sorted((parser.leaves[name] for name in values), key=lambda leaf: not leaf.positional)
-    return [a for leaf in leaves for a in _as_args(leaf, values[leaf.name])]
+    return [a for leaf in leaves for a in option_args(leaf, values[leaf.name])]
 
 
 def _file(tmp_path: Path, values: dict[str, Any]) -> Path:

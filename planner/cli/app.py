@@ -61,9 +61,9 @@ def data_dir_field() -> Any:
     return field(default=None, metadata={"help": DATA_DIR_HELP})
 
 
-def threads_field(what: str = "") -> Any:
+def threads_field(what: str = "", note: str = "") -> Any:
     """The ``threads`` field of a command's settings (``--threads``: torch CPU threads)."""
-    return field(default=None, metadata={"help": f"torch CPU threads{what} (none = torch's choice).",
+    return field(default=None, metadata={"help": f"torch CPU threads{what} (none = torch's choice{note}).",
                                          "min": 1, "max": 1024})
 
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import typer
 
-from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, app, console, data_dir_field, threads_field
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.registry.manager import get_domain
 
@@ -80,10 +80,8 @@ class QuickstartCommand:
         "help": "Tokens per LLM reply at most (none = 40).", "min": 1})
     demo_turns: int = field(default=3, metadata={
         "help": "Grounded: turns of the planner driving --model at the end (0 = skip that stage).", "min": 0})
-    data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
-    threads: Optional[int] = field(default=None, metadata={
-        "help": "torch CPU threads (none = torch's choice; 1 is faster on a machine busy with other work).",
-        "min": 1, "max": 1024})
+    data_dir: Optional[Path] = data_dir_field()
+    threads: Optional[int] = threads_field(note="; 1 is faster on a machine busy with other work")
 
     def __post_init__(self) -> None:
         for name, value in DEFAULTS[self.track].items():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, app, console, data_dir_field, threads_field
 from ppdpp.planner.cli.presets import preset_field, preset_values
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.toolkit.datafiles import domain_data, skipped_lines
@@ -68,10 +68,9 @@ class SFTCommand:
     """What ``ppdpp sft`` needs besides the training settings (:class:`~ppdpp.planner.training.sft.SFTConfig`)."""
 
     out: Optional[Path] = field(default=None, metadata={"help": "Run directory (none = runs/sft-DOMAIN)."})
-    data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
+    data_dir: Optional[Path] = data_dir_field()
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its checkpoint."})
-    threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads (none = torch's choice).",
-                                                           "min": 1, "max": 1024})
+    threads: Optional[int] = threads_field()
     preset: Optional[str] = preset_field()
 
     def __post_init__(self) -> None:
