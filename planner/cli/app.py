@@ -67,25 +67,31 @@ def threads_field(what: str = "", note: str = "") -> Any:
                                          "min": 1, "max": 1024})
 
 
-def config_command(group: typer.Typer, name: str, *dataclass_types: type) -> Callable[[Action], Action]:
+def config_command(group: typer.Typer, name: str, *dataclass_types: type, parser: Callable[[], Any] | None = None,
+                   prepare: Callable[[dict[str, Any]], None] | None = None,
+                   help: str | None = None) -> Callable[[Action], Action]:
     """Register the decorated function as command ``name`` of ``group``: its options are generated from
-    ``dataclass_types`` (:class:`~ppdpp.planner.cli.options.ConfigParser`, ``--config FILE`` included), its
-    docstring is the help, and it is called with one instance of each (:data:`COMMAND_PARSERS` has the parser)."""
+    ``dataclass_types`` (:class:`~ppdpp.planner.cli.options.ConfigParser`, ``--config FILE`` included; or
+    ``parser()`` gives the parser, for ``sft``, ``rl`` and ``evaluate`` with their presets and policy configs), its
+    docstring (or ``help``) is the help, ``prepare`` may complete the parsed values, and it is called with one
+    instance of each dataclass. :data:`COMMAND_PARSERS` gets the parser."""
     def register(action: Action) -> Action:
         from ppdpp.planner.cli.options import ConfigParser, run_parser
 
-        doc = inspect.getdoc(action) or ""
+        doc = help or inspect.getdoc(action) or ""
         path = " ".join(filter(None, ["ppdpp", _group_path(group), name]))
 
         @lru_cache(maxsize=1)
-        def parser() -> ConfigParser:
+        def generated() -> ConfigParser:
             return ConfigParser(path, dataclass_types, description=doc)
+
+        factory = parser or generated
 
         @group.command(name, help=doc, **CONFIG_COMMAND)
         def command(ctx: typer.Context) -> None:
-            run_parser(parser(), ctx, action)
+            run_parser(factory(), ctx, action, prepare=prepare)
 
-        COMMAND_PARSERS[path] = parser
+        COMMAND_PARSERS[path] = factory
         return action
 
     return register

@@ -24,9 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-import typer
-
-from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, app, console, data_dir_field, threads_field
+from ppdpp.planner.cli.app import app, config_command, console, data_dir_field, threads_field
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.registry.manager import get_domain
 
@@ -114,19 +112,11 @@ def quickstart_parser() -> ConfigParser:
     """The options of ``ppdpp quickstart``."""
     from ppdpp.planner.cli.options import ConfigParser
 
-    return ConfigParser("ppdpp quickstart", [QuickstartCommand], description=quickstart_command.__doc__ or "")
+    return ConfigParser("ppdpp quickstart", [QuickstartCommand], description=QUICKSTART_HELP)
 
 
-COMMAND_PARSERS["ppdpp quickstart"] = quickstart_parser
-
-
-@app.command("quickstart", **CONFIG_COMMAND)
-def quickstart_command(ctx: typer.Context) -> None:
-    """Train a planner (SFT -> RL), show it winning on exact outcomes, then plug it into an LLM (the README gives
-    the measured time)."""
-    from ppdpp.planner.cli.options import run_parser
-
-    run_parser(quickstart_parser(), ctx, run_quickstart)
+QUICKSTART_HELP = ("Train a planner (SFT -> RL), show it winning on exact outcomes, then plug it into an LLM (the "
+                   "README gives the measured time).")
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
@@ -158,6 +148,7 @@ def _say(line: str) -> None:
     console.print(line, highlight=False, soft_wrap=True)
 
 
+@config_command(app, "quickstart", parser=quickstart_parser, help=QUICKSTART_HELP)
 def run_quickstart(command: QuickstartCommand) -> None:
     """Run the track ``command.track``; ``OUT/config.json`` records ``command``."""
     from ppdpp.planner.cli.options import record_resolved

@@ -7,10 +7,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import COMMAND_PARSERS, CONFIG_COMMAND, app, console, data_dir_field, threads_field
+from ppdpp.planner.cli.app import app, config_command, console, data_dir_field, threads_field
 from ppdpp.planner.cli.presets import preset_field, preset_values
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.toolkit.datafiles import domain_data, skipped_lines
@@ -63,6 +62,9 @@ def print_report(result: SFTResult) -> None:
                   f"peak RSS {train['peak_rss_mb']:.0f} MB; planner in {result.out_dir / 'best'}")
 
 
+SFT_HELP = "Fine-tune the policy planner on human strategy labels and report test scores against baselines."
+
+
 @dataclass
 class SFTCommand:
     """What ``ppdpp sft`` needs besides the training settings (:class:`~ppdpp.planner.training.sft.SFTConfig`)."""
@@ -83,7 +85,7 @@ def sft_parser() -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.sft import SFTConfig
 
-    return ConfigParser("ppdpp sft", [SFTCommand, SFTConfig], description=sft_command.__doc__ or "",
+    return ConfigParser("ppdpp sft", [SFTCommand, SFTConfig], description=SFT_HELP,
                         presets=preset_values("ppdpp sft"))
 
 
@@ -106,17 +108,7 @@ def parse_sft(args: list[str]) -> tuple[SFTCommand, SFTConfig]:
     return parser.build(values)  # type: ignore[return-value]
 
 
-COMMAND_PARSERS["ppdpp sft"] = sft_parser
-
-
-@app.command("sft", **CONFIG_COMMAND)
-def sft_command(ctx: typer.Context) -> None:
-    """Fine-tune the policy planner on human strategy labels and report test scores against baselines."""
-    from ppdpp.planner.cli.options import run_parser
-
-    run_parser(sft_parser(), ctx, run_sft, prepare=_auto_splits)
-
-
+@config_command(app, "sft", parser=sft_parser, prepare=_auto_splits, help=SFT_HELP)
 def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     """Train as ``command`` and ``config`` say; the run's ``config.json`` gets both, resolved."""
     import torch
