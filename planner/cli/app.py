@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from ppdpp.planner.registry import manager as plugin_registry
+from ppdpp.planner.training.runs import DATA_DIR_HELP
 
 app = typer.Typer(
     name="ppdpp",
@@ -40,7 +41,6 @@ def fail(error: BaseException | str, code: int = 2) -> NoReturn:
     click.echo(f"error: {error if isinstance(error, str) else describe(error)}")
     raise typer.Exit(code)
 
-DATA_DIR_HELP = "Dataset root (default: $PPDPP_DATA_DIR, else ../shared/data, else bundled cases)."
 # every command's options come from config dataclasses (planner/cli/options.py): Typer only picks the command and
 # hands the raw arguments on
 CONFIG_COMMAND: dict = {"context_settings": {"ignore_unknown_options": True, "allow_extra_args": True},
