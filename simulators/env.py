@@ -13,13 +13,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, Judgement, Turn
 from ppdpp.planner.core.seeding import derive_seed
 from ppdpp.planner.llm.base import ChatBackend, Completion
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.simulation import Outcome, ScriptedAgent, UserSimulator
 from ppdpp.planner.policy.guardrails import StrategyGuardrails
-from ppdpp.simulators.critic import CRITIC_MODES, ORACLE, Critic, CriticMode, OracleCritic, with_honesty
+from ppdpp.simulators.critic import ORACLE, Critic, CriticMode, OracleCritic, with_honesty
 from ppdpp.simulators.personas import Persona, check_user_personas, persona_for, persona_json, persona_set
 from ppdpp.simulators.players import agent_player, user_player
 from ppdpp.simulators.postprocess import normalise
@@ -55,14 +56,7 @@ class EnvConfig:
         "help": "Guardrail: strategies a policy may never play, comma-separated (replaced as above)."})
 
     def __post_init__(self) -> None:
-        if self.max_turns < 1:
-            raise ValueError(f"max_turns must be at least 1, got {self.max_turns}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.critic_mode not in CRITIC_MODES:
-            raise ValueError(f"critic_mode={self.critic_mode!r} (use {', '.join(CRITIC_MODES)})")
-        if self.critic_samples is not None and self.critic_samples < 1:
-            raise ValueError(f"critic_samples must be at least 1, got {self.critic_samples}")
+        check_fields(self)
         self._personas = persona_set(check_user_personas(self.user_personas))  # a file is read once, here
 
     @property

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Literal
 
 from aiohttp import web
 
@@ -87,3 +90,38 @@ def scrape(root_url: str, token: str | None = None) -> "Callable[..., float]":
         return sum(s.value for s in samples if s.name == name and labels.items() <= s.labels.items())
 
     return value
+
+
+def other_value(leaf: Any, path: Path) -> Any:
+    """A valid value of a command option ``leaf`` (planner/cli/options.py's ``Leaf``) that differs from its
+    default, from its type alone (``path`` for a path; callers override what the type does not say)."""
+    hint = typing.get_args(leaf.hint)[0] if type(None) in typing.get_args(leaf.hint) else leaf.hint
+    default = None if leaf.default is dataclasses.MISSING else leaf.default
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return next(c for c in typing.get_args(hint) if c != default)
+    if hint is bool:
+        return not default
+    if hint is int:
+        return 3 if default is None else default + 1
+    if hint is float:
+        return 0.5 if not default else default / 2
+    if hint is Path:
+        return path
+    if origin is list:
+        return [path, path]
+    assert hint is str, f"no test value for {leaf.path} ({leaf.hint})"
+    return "tutoring" if leaf.name == "domain" else "other"
+
+
+def option_args(leaf: Any, value: Any) -> list[str]:
+    """The command-line words that give option ``leaf`` the ``value``."""
+    if getattr(leaf, "positional", False):
+        return [str(value)]
+    if isinstance(value, bool):
+        return [leaf.option if value else f"--no-{leaf.option[2:]}"]
+    if isinstance(value, list):
+        return [a for v in value for a in (leaf.option, str(v))]
+    if isinstance(value, tuple):
+        return [leaf.option, ",".join(map(str, value))]
+    return [leaf.option, str(value)]

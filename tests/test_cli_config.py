@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -19,6 +20,9 @@ from ppdpp.planner.cli.quickstart import quickstart_parser
 from ppdpp.planner.cli.selfplay import evaluate_parser, rl_parser
 from ppdpp.planner.cli.sft import parse_sft, sft_parser
 from ppdpp.planner.toolkit.datafiles import resolve_data_dir
+
+sys.path.insert(0, str(Path(__file__).parent))
+from helpers import option_args, other_value  # noqa: E402
 
 REQUIRED = {  # the smallest command lines the parsers accept
     "sft": ["-d", "tutoring", "--train-splits", "train"],
@@ -57,32 +61,11 @@ VALUES = {"SFTConfig.train_splits": ("train", "valid"), "EvaluateCommand.baselin
 def _other_value(leaf: Any) -> Any:
     """A valid value of the leaf's field that differs from its default."""
     key = f"{leaf.owner.__name__}.{leaf.name}"
-    if key in VALUES:
-        return VALUES[key]
-    default = leaf.default
-    hint = typing.get_args(leaf.hint)[0] if type(None) in typing.get_args(leaf.hint) else leaf.hint
-    if typing.get_origin(hint) is Literal:
-        return next(c for c in typing.get_args(hint) if c != default)
-    if hint is bool:
-        return not default
-    if hint is int:
-        return 3 if default is None else default + 1
-    if hint is float:
-        return 0.5 if not default else default / 2
-    if hint is Path:
-        return Path("some/dir")
-    assert hint is str, f"no test value for {leaf.path} ({leaf.hint})"
-    return "tutoring" if leaf.name == "domain" else "other"
+    return VALUES[key] if key in VALUES else other_value(leaf, Path("some/dir"))
 
 
 def _as_args(leaf: Any, value: Any) -> list[str]:
-    if isinstance(value, bool):
-        return [leaf.option if value else f"--no-{leaf.option[2:]}"]
-    if isinstance(value, list):
-        return [a for v in value for a in (leaf.option, str(v))]
-    if isinstance(value, tuple):
-        return [leaf.option, ",".join(map(str, value))]
-    return [leaf.option, str(value)]
+    return option_args(leaf, value)
 
 
 def _get(instances: tuple, path: tuple[str, ...]) -> Any:
@@ -193,7 +176,7 @@ def test_bad_keys_in_a_config_file_are_one_line_naming_file_and_key(tmp_path, te
 @pytest.mark.parametrize("args, named", [
     (["sft", "-d", "tutoring", "--epochs", "x"], "--epochs"),
     (["sft", "-d", "tutoring", "--pooling", "max"], "--pooling"),
-    (["sft", "-d", "tutoring", "--max-length", "4"], "max_length"),
+    (["sft", "-d", "tutoring", "--max-length", "4"], "--max-length"),
     (["sft", "--epochs", "2"], "--domain"),
     (["sft", "-d", "tutoring", "--no-such-option"], "--no-such-option"),
     (["rl", *REQUIRED["rl"], "--critic-mode", "loud"], "--critic-mode"),

@@ -68,7 +68,7 @@ def test_inference_setting_round_trips_and_is_validated(tmp_path):
     loaded = PolicyPlanner.from_pretrained(planner.save_pretrained(tmp_path / "p"))
     assert loaded.config.inference == "int8"
     assert PlannerConfig().inference == "eager"
-    with pytest.raises(ValueError, match="inference='fast'"):
+    with pytest.raises(ValueError, match="inference must be one of auto, eager, int8, got 'fast'"):
         PlannerConfig(inference="fast")  # type: ignore[arg-type]  # a wrong value on purpose
     assert resolve_inference("auto", torch.device("cpu")) == "int8"
     assert resolve_inference("auto", torch.device("cuda")) == "eager"

@@ -74,7 +74,7 @@ def test_turn_normalisation_compares_episodes_at_the_same_turn():
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="episodes_per_update=0"):
+    with pytest.raises(ValueError, match="episodes_per_update must be at least 1, got 0"):
         RLConfig(episodes_per_update=0)
     with pytest.raises(ValueError, match="normalize"):
         RLConfig(normalize="sometimes")

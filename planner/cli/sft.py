@@ -7,11 +7,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-import typer
 from rich.table import Table
 
-from ppdpp.planner.cli.app import CONFIG_COMMAND, DATA_DIR_HELP, app, console
+from ppdpp.planner.cli.app import app, config_command, console, data_dir_field, threads_field
 from ppdpp.planner.cli.presets import preset_field, preset_values
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.toolkit.datafiles import domain_data, skipped_lines
 from ppdpp.planner.training.metrics import Scores
 from ppdpp.planner.registry.manager import get_domain
@@ -62,16 +62,21 @@ def print_report(result: SFTResult) -> None:
                   f"peak RSS {train['peak_rss_mb']:.0f} MB; planner in {result.out_dir / 'best'}")
 
 
+SFT_HELP = "Fine-tune the policy planner on human strategy labels and report test scores against baselines."
+
+
 @dataclass
 class SFTCommand:
     """What ``ppdpp sft`` needs besides the training settings (:class:`~ppdpp.planner.training.sft.SFTConfig`)."""
 
     out: Optional[Path] = field(default=None, metadata={"help": "Run directory (none = runs/sft-DOMAIN)."})
-    data_dir: Optional[Path] = field(default=None, metadata={"help": DATA_DIR_HELP})
+    data_dir: Optional[Path] = data_dir_field()
     resume: bool = field(default=False, metadata={"help": "Continue the run in --out from its checkpoint."})
-    threads: Optional[int] = field(default=None, metadata={"help": "torch CPU threads (none = torch's choice).",
-                                                           "min": 1, "max": 1024})
+    threads: Optional[int] = threads_field()
     preset: Optional[str] = preset_field()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @lru_cache(maxsize=1)
@@ -80,7 +85,7 @@ def sft_parser() -> ConfigParser:
     from ppdpp.planner.cli.options import ConfigParser
     from ppdpp.planner.training.sft import SFTConfig
 
-    return ConfigParser("ppdpp sft", [SFTCommand, SFTConfig], description=sft_command.__doc__ or "",
+    return ConfigParser("ppdpp sft", [SFTCommand, SFTConfig], description=SFT_HELP,
                         presets=preset_values("ppdpp sft"))
 
 
@@ -103,14 +108,7 @@ def parse_sft(args: list[str]) -> tuple[SFTCommand, SFTConfig]:
     return parser.build(values)
 
 
-@app.command("sft", **CONFIG_COMMAND)
-def sft_command(ctx: typer.Context) -> None:
-    """Fine-tune the policy planner on human strategy labels and report test scores against baselines."""
-    from ppdpp.planner.cli.options import run_parser
-
-    run_parser(sft_parser(), ctx, run_sft, prepare=_auto_splits)
-
-
+@config_command(app, "sft", parser=sft_parser, prepare=_auto_splits, help=SFT_HELP)
 def run_sft(command: SFTCommand, config: SFTConfig) -> None:
     """Train as ``command`` and ``config`` say; the run's ``config.json`` gets both, resolved."""
     import torch

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain, Message, Turn
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.plan import Plan, aplan
 from ppdpp.planner.core.seeding import derive_seed, python_random
 from ppdpp.planner.core.types import Usage
@@ -38,20 +39,21 @@ from ppdpp.planner.policy.llm_planner import named_strategy, planning_messages
 class MCTSConfig:
     """GDP-Zero's options (their names are global CLI options of ``ppdpp evaluate``)."""
 
-    mcts_simulations: int = 10
-    """simulations per turn (GDP-Zero: 10-20)"""
-    mcts_realizations: int = 3
-    """sampled dialogue continuations kept per node (open-loop; GDP-Zero: 3)"""
-    mcts_q0: float = 0.0
-    """value of an action never tried"""
-    mcts_c_puct: float = 1.0
-    """exploration weight of PUCT"""
-    mcts_max_depth: int = 3
-    """strategy moves below the root a simulation may go"""
-    mcts_temperature: float = 0.7
-    """sampling temperature of the simulated agent and user turns (seeded)"""
-    mcts_max_tokens: int = 64
-    """max tokens of each simulated agent/user turn"""
+    mcts_simulations: int = field(default=10, metadata={
+        "min": 1, "help": "MCTS (gdp-zero, dpdp): simulations per turn (GDP-Zero: 10-20)."})
+    mcts_realizations: int = field(default=3, metadata={
+        "min": 1, "help": "MCTS: sampled dialogue continuations kept per node (open-loop; GDP-Zero: 3)."})
+    mcts_q0: float = field(default=0.0, metadata={"help": "MCTS: value of an action never tried."})
+    mcts_c_puct: float = field(default=1.0, metadata={"min": 0, "help": "MCTS: exploration weight of PUCT."})
+    mcts_max_depth: int = field(default=3, metadata={
+        "min": 1, "help": "MCTS: strategy moves below the root a simulation may go."})
+    mcts_temperature: float = field(default=0.7, metadata={
+        "min": 0, "help": "MCTS: sampling temperature of the simulated agent and user turns (seeded)."})
+    mcts_max_tokens: int = field(default=64, metadata={
+        "min": 1, "help": "MCTS: tokens of each simulated agent/user turn at most."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def _clean(text: str) -> str:
@@ -235,8 +237,12 @@ class MCTSPolicy:
 class DPDPConfig:
     """DPDP's option; the search it falls back on takes the ``mcts_*`` options."""
 
-    dpdp_threshold: float = 0.5
-    """the trained planner acts when its top probability is at least this; the MCTS otherwise"""
+    dpdp_threshold: float = field(default=0.5, metadata={
+        "min": 0, "max": 1,
+        "help": "DPDP: the trained planner acts when its top probability is at least this; the MCTS otherwise."})
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 class DualProcessPolicy:

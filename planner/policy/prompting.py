@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Message, Turn
 from ppdpp.planner.core.plan import Plan
 from ppdpp.planner.core.seeding import derive_seed
@@ -47,10 +48,7 @@ class PromptingConfig:
         "the case, the turn and the call).")})
 
     def __post_init__(self) -> None:
-        if self.prompting_max_tokens < 1:
-            raise ValueError(f"prompting_max_tokens must be at least 1, got {self.prompting_max_tokens}")
-        if self.prompting_temperature < 0:
-            raise ValueError(f"prompting_temperature must be at least 0, got {self.prompting_temperature}")
+        check_fields(self)
 
 
 @dataclass(frozen=True)

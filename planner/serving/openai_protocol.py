@@ -17,11 +17,12 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Message
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.llm.base import ChatBackend, ChatStream, Completion, LLMError
@@ -48,24 +49,30 @@ class ServerLimits:
       cancelled and the client gets 504 (``code: request_timeout``).
     """
 
-    max_body_bytes: int = 1024 * 1024
-    max_n: int = 16
-    max_tokens: int = 4096
-    max_prompt_tokens: int = 4096
-    max_queue: int = 64
-    retry_after_s: int = 2
-    request_timeout_s: float | None = 180.0
+    max_body_bytes: int = field(default=1024 * 1024, metadata={
+        "min": 1, "option": "--limit-body-bytes", "help": "Largest request body in bytes (a larger one gets 413)."})
+    max_n: int = field(default=16, metadata={
+        "min": 1, "option": "--limit-n", "help": "Largest n a request may ask for (else 400)."})
+    max_tokens: int = field(default=4096, metadata={
+        "min": 1, "option": "--limit-max-tokens", "help": "Largest max_tokens a request may ask for (else 400)."})
+    max_prompt_tokens: int = field(default=4096, metadata={
+        "min": 1, "option": "--limit-prompt-tokens",
+        "help": "Longest prompt in tokens, counted by a local model's tokenizer, else estimated (else 400, param "
+                "messages)."})
+    max_queue: int = field(default=64, metadata={
+        "min": 1, "option": "--limit-queue",
+        "help": "Requests admitted at once, answered or waiting (one more gets 429)."})
+    retry_after_s: int = field(default=2, metadata={
+        "min": 1, "option": "--retry-after", "help": "Seconds a refused (429) client is told to wait, in Retry-After."})
+    request_timeout_s: float | None = field(default=180.0, metadata={
+        "min": 0, "lt": float("inf"), "option": "--request-timeout",
+        "help": "Seconds one request may take; past it the model call is cancelled and the client gets 504 "
+                "(0 or none = no limit)."})
 
     def __post_init__(self) -> None:
-        for name in ("max_body_bytes", "max_n", "max_tokens", "max_prompt_tokens", "max_queue", "retry_after_s"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"ServerLimits.{name} must be a positive integer, got {value!r}")
-        timeout = self.request_timeout_s
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                    or not 0 < timeout < float("inf")):
-            raise ValueError(f"ServerLimits.request_timeout_s must be a positive number of seconds or None, "
-                             f"got {timeout!r}")
+        check_fields(self)
+        if self.request_timeout_s == 0:
+            object.__setattr__(self, "request_timeout_s", None)  # 0 = no limit, as None
 
 
 LIMITS = web.AppKey("limits", ServerLimits)

@@ -52,6 +52,7 @@ from safetensors.torch import load_file, save_file
 
 from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import atomic_directory, remove_stale_temporaries, write_atomic, write_json
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.faults import kill_point
 from ppdpp.planner.core.plan import TrainablePolicy
@@ -109,16 +110,7 @@ class RLConfig:
         if isinstance(self.env, dict):
             self.env = EnvConfig(**self.env)
         self.report_to = check_report_to(self.report_to)
-        checks = {
-            "episodes": self.episodes >= 1, "episodes_per_update": self.episodes_per_update >= 1,
-            "gamma": 0.0 <= self.gamma <= 1.0, "lr": self.lr > 0,
-            "concurrency": self.concurrency >= 1, "checkpoint_every": self.checkpoint_every >= 1,
-            "keep_checkpoints": self.keep_checkpoints >= 1,
-            "normalize": self.normalize in ("episode", "batch", "turn", "none"),
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid RLConfig field(s): {', '.join(f'{b}={getattr(self, b)!r}' for b in bad)}")
+        check_fields(self)
 
     @property
     def updates(self) -> int:
@@ -443,7 +435,7 @@ class RLTrainer:
             self._frozen_saved = True
         with atomic_directory(final) as tmp:
             if head_only:
-                head = self.planner.head.state_dict()  # type: ignore[attr-defined]
+                head = self.planner.head.state_dict()  # type: ignore[attr-defined]  # a head-only planner has a head (trains_head_only)
                 save_file({k: v.detach().to("cpu").contiguous() for k, v in head.items()}, str(tmp / HEAD_FILE))
             else:
                 self.planner.save_pretrained(tmp / "planner")
@@ -517,13 +509,14 @@ class RLTrainer:
         trained = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         return trained <= {id(p) for p in head.parameters()}
 
-    def _load_head_checkpoint(self, head_file: Path) -> TrainablePlanner:
+    def _load_head_checkpoint(self, head_file: Path) -> TrainablePolicy:
         """The planner of a head-only checkpoint: ``checkpoints/frozen/planner`` with the head of ``head_file``."""
         from safetensors import SafetensorError
 
-        planner = self.load_planner(head_file.parent.parent / FROZEN_DIR / "planner")  # type: ignore[misc]
+        assert self.load_planner is not None  # checked by resume() before it reads a checkpoint
+        planner: Any = self.load_planner(head_file.parent.parent / FROZEN_DIR / "planner")  # has a head
         try:
-            planner.head.load_state_dict(load_file(str(head_file)))  # type: ignore[attr-defined]
+            planner.head.load_state_dict(load_file(str(head_file)))
         except (SafetensorError, OSError, RuntimeError, KeyError) as exc:
             raise DomainError(f"{head_file}: not this planner's head ({type(exc).__name__}: "
                               f"{str(exc).strip()[:200]})") from None

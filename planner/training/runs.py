@@ -25,6 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.toolkit.datafiles import DomainData, domain_data, skipped_lines
@@ -92,6 +93,9 @@ class RLSettings:
     cases_file: Optional[Path] = field(default=None, metadata={"help": CASES_FILE_HELP})
     skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
 
 @dataclass
 class EvaluateSettings:
@@ -115,7 +119,7 @@ class EvaluateSettings:
         "help": "Only the first N cases of the split (none = all).", "min": 1})
     seed: int = field(default=0, metadata={"help": "Seed of the dialogues (critic samples, random baseline).",
                                            "min": 0})
-    seeds: tuple[int, ...] = field(default=(), metadata={
+    seeds: tuple[int, ...] = field(default=(), metadata={"min": 0, 
         "help": "Evaluate once per seed (e.g. 0,1,2; replaces --seed): seed-<s>/ per seed, and a pooled report "
                 "with intervals over cases, per-seed numbers and paired tests over every (seed, case)."})
     concurrency: int = field(default=16, metadata={"help": "Dialogues played at once.", "min": 1, "max": 1024})
@@ -129,8 +133,7 @@ class EvaluateSettings:
         self.baselines = tuple(self.baselines)
         self.seeds = tuple(self.seeds)
         self.planner = [Path(p) for p in self.planner]
-        if any(s < 0 for s in self.seeds):
-            raise ValueError(f"seeds must be at least 0, got {','.join(map(str, self.seeds))}")
+        check_fields(self)
         self.report_to = check_report_to(self.report_to)
         known = plugin_registry.policies()
         unknown = [name for name in self.baselines if name not in known and self.baselines != (AUTO,)]

@@ -24,6 +24,7 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.checkpoints import CheckpointError, load_data_checkpoint
 from ppdpp.planner.core.atomic import remove_stale_temporaries, write_atomic, write_json
 from ppdpp.planner.core.faults import kill_point
@@ -117,18 +118,9 @@ class SFTConfig:
                     if s not in ("train", "valid")]
         if not self.train_splits:
             problems.append("train_splits is empty")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.head_lr_scale <= 0:
-            problems.append("epochs, batch_size, lr and head_lr_scale must be positive")
-        if not 0.0 < self.holdout_fraction < 1.0:
-            problems.append(f"holdout_fraction={self.holdout_fraction} (between 0 and 1)")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            problems.append(f"label_smoothing={self.label_smoothing} (at least 0, below 1)")
-        if self.train_dtype not in ("float32", "bfloat16", "auto"):
-            problems.append(f"train_dtype={self.train_dtype!r} (use 'float32', 'bfloat16' or 'auto')")
-        if self.class_weighting not in ("sqrt_inverse", "none"):
-            problems.append(f"class_weighting={self.class_weighting!r} (use 'sqrt_inverse' or 'none')")
         if problems:
             raise ValueError(f"invalid SFTConfig: {'; '.join(problems)}")
+        check_fields(self)
 
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the interrupted one (all but ``max_steps``,
