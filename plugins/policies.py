@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ppdpp.planner.core.domain import Domain, DomainError
 from ppdpp.planner.core.plan import PolicySpec
@@ -51,13 +51,13 @@ def gdp_zero(domain: Domain, seed: int, agent_llm: ChatBackend | None, user_llm:
 
 
 def dpdp(domain: Domain, seed: int, agent_llm: ChatBackend | None, user_llm: ChatBackend | None,
-         critic_llm: ChatBackend | None, planners: list, config: DPDPConfig | None = None,
-         policy_configs: dict | None = None) -> DualProcessPolicy:
-    """DPDP: the first --planner acts when confident, gdp-zero's MCTS (with the mcts_* options) otherwise."""
+         critic_llm: ChatBackend | None, planners: list, load_planner: Callable[[Path], Any] | None = None,
+         config: DPDPConfig | None = None, policy_configs: dict | None = None) -> DualProcessPolicy:
+    """DPDP: the first --planner (built by the run's trainable policy, --planner-policy) acts when confident,
+    gdp-zero's MCTS (with the mcts_* options) otherwise."""
     if not planners:
         raise DomainError("dpdp needs a trained planner as its fast system: pass --planner DIR")
-    from ppdpp.planner.policy.policy_planner import PolicyPlanner
-    fast = PolicyPlanner.from_pretrained(planners[0], domain=domain)
+    fast = (load_planner or (lambda path: trained_planner(domain, path)))(planners[0])
     slow = gdp_zero(domain, seed, agent_llm, user_llm, critic_llm, (policy_configs or {}).get("gdp-zero"))
     return DualProcessPolicy(fast, slow, threshold=(config or DPDPConfig()).dpdp_threshold)
 

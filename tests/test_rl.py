@@ -294,3 +294,20 @@ def test_a_frozen_encoder_encodes_each_input_once_and_trains_the_head(tmp_path):
     assert (saved / "model.safetensors").is_file(), "a standard checkpoint, the frozen encoder's weights included"
     again = PolicyPlanner.from_pretrained(saved, domain=domain)
     assert [p.strategy for p in again.plan_batch(conversations)] == [p.strategy for p in planned]
+
+
+def test_dpdp_plays_the_planner_policy_as_its_fast_system(counting_plugin, tutoring_planner, tmp_path):
+    """dpdp's fast planner is built by --planner-policy (with its config), as every other path builds one."""
+    import ppdpp
+    from ppdpp.planner.policy.mcts import DualProcessPolicy
+
+    settings = ppdpp.EvaluateSettings(domain="tutoring", agent="local/smollm2", user="scripted", critic="oracle",
+                                      planner=[tutoring_planner], planner_policy="counting-planner",
+                                      baselines=("dpdp",), cases=1, out=tmp_path / "eval")
+    evaluator = ppdpp.Evaluator(settings, EnvConfig(max_turns=1), CountingConfig(counting_tag="dpdp"))
+    try:
+        dpdp = evaluator.policies[-1]
+        assert isinstance(dpdp, DualProcessPolicy) and isinstance(dpdp.fast, CountingPlanner)
+        assert CountingPlanner.built == [(tutoring_planner, "dpdp")] * 2, "the planner itself, then dpdp's fast one"
+    finally:
+        evaluator.close()

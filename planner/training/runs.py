@@ -206,13 +206,23 @@ def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]
 
 
 def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path], data: DomainData,
-                   cases_file: Optional[Path], env: Any, specs: list[Any], configs: dict[type, Any]) -> dict[str, Any]:
+                   cases_file: Optional[Path], env: Any, specs: list[Any], configs: dict[type, Any],
+                   planner_spec: PolicySpec) -> dict[str, Any]:
     """The :data:`~ppdpp.planner.core.plan.POLICY_OPTIONS` a run gives the factories of ``specs`` (``config``
-    and ``planner`` are each policy's own, given at its build)."""
-    return {"domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
-            "critic_llm": roles.backend("critic"), "planners": planners,
-            "train_examples": _train_examples(domain, data, cases_file), "env": env,
-            "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
+    and ``planner`` are each policy's own, given at its build); ``load_planner`` builds ``planner_spec`` (the
+    run's trainable policy) from a directory, with its config."""
+    options: dict[str, Any] = {
+        "domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
+        "critic_llm": roles.backend("critic"), "planners": planners,
+        "train_examples": _train_examples(domain, data, cases_file), "env": env,
+        "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
+
+    def load_planner(directory: Path) -> Any:
+        return planner_spec.build(**{**options, "planner": Path(directory),
+                                     "config": configs.get(planner_spec.config)})
+
+    options["load_planner"] = load_planner
+    return options
 
 
 def check_planners(paths: list[Path], policy: str = PLANNER_POLICY) -> None:
@@ -349,11 +359,8 @@ class RLRun:
 
         configs = {type(c): c for c in self.policy_configs}
         options = policy_options(self.domain, self.config.seed, self.roles, [self.settings.planner], self.data,
-                                 self.settings.cases_file, self.config.env, [self.spec], configs)
-        options["config"] = configs.get(self.spec.config)
-
-        def load_planner(directory: Path) -> Any:
-            return self.spec.build(**options, planner=directory)
+                                 self.settings.cases_file, self.config.env, [self.spec], configs, self.spec)
+        load_planner = options["load_planner"]
 
         settings = self.run_settings or _settings_dict(self.settings, self.config, *self.policy_configs)
         return RLTrainer(load_planner(self.settings.planner), self.domain, self.cases, self.roles.make_env,
@@ -405,12 +412,10 @@ class Evaluator:
                                 concurrency=settings.concurrency)
         configs = {type(c): c for c in policy_configs}
         options = policy_options(dom, settings.seed, self.roles, list(settings.planner), data, settings.cases_file,
-                                 env, [planner_spec, *specs], configs)
+                                 env, [planner_spec, *specs], configs, planner_spec)
         self.policies: list[Any] = []
         for path in settings.planner:  # each planner directory, built by the trainable planner_policy
-            loaded = planner_spec.build(**options, planner=path,
-                                        config=configs.get(planner_spec.config))  # type: ignore[arg-type]
-            self.policies.append(NamedPolicy(loaded, planner_name(path, planner_spec.name)))
+            self.policies.append(NamedPolicy(options["load_planner"](path), planner_name(path, planner_spec.name)))
         left_out = []
         for spec in specs:
             try:
