@@ -645,8 +645,27 @@ class RLTrainer:
         finally:
             await asyncio.to_thread(tracker.close)
         self.write_curve()
+        self.write_strategy_shift()
         self.planner.save_pretrained(self.out / "final")
         return self.curve
+
+    def write_strategy_shift(self) -> dict[str, Any]:
+        """``strategy_shift.json``: the strategies sampled in the first update's self-play (by the starting, SFT
+        planner) against those of the last update (by the planner before its last step), each with its
+        distribution and entropy, and each strategy's share shift (:func:`~ppdpp.simulators.report.strategy_shift`)."""
+        from ppdpp.simulators.report import strategy_counts, strategy_shift
+
+        size, last = self.config.episodes_per_update, self.config.updates - 1
+        played: dict[int, list[str | None]] = {0: [], last: []}
+        for _, row in read_transcript_journal(self.transcripts_path):
+            update = int(row["episode"]) // size
+            if update in played:
+                played[update] += [step["strategy"] for step in row["steps"]]
+        shift = strategy_shift(strategy_counts(played[0], self.domain), strategy_counts(played[last], self.domain))
+        data = {"basis": f"self-play strategies sampled in update 1 (the starting planner) and update {last + 1} "
+                         "(the planner before its last step), at the run's temperature", **shift}
+        write_json(self.out / "strategy_shift.json", data)
+        return data
 
 
 def train_sync(trainer: RLTrainer, *, resume: bool = False) -> list[dict[str, float]]:
