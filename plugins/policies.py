@@ -1,7 +1,7 @@
 """The built-in policies, registered through the ``register_policies`` hook exactly like a third-party plugin's:
 ``planner`` (the trained PPDPP planner of ``--planner DIR``, the trainable one), ``no-planner``, ``random``,
 ``majority``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``, ``ask-an-expert``,
-``icl-aif``) and the search planners (``gdp-zero``, ``dpdp``); docs/policies.md."""
+``icl-aif``), the search planners (``gdp-zero``, ``dpdp``) and ``principles``; docs/policies.md."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
 from ppdpp.planner.policy.llm_planner import LLMPlanner
 from ppdpp.planner.policy.mcts import DPDPConfig, DualProcessPolicy, MCTSConfig, MCTSPolicy
+from ppdpp.planner.policy.principles import (
+    PrinciplesConfig, PrinciplesPolicy, build_memory, load_memory,
+)
 from ppdpp.planner.policy.prompting import (
     AskAnExpertPolicy, ICLAIFPolicy, ProactivePolicy, ProCoTPolicy, PromptingConfig,
 )
@@ -62,6 +65,24 @@ def dpdp(domain: Domain, seed: int, agent_llm: ChatBackend | None, user_llm: Cha
     return DualProcessPolicy(fast, slow, threshold=(config or DPDPConfig()).dpdp_threshold)
 
 
+def principles(domain: Domain, seed: int, agent_llm: ChatBackend | None, make_env: Callable[[Any], Any],
+               train_cases: Callable[[], list], env: Any, config: PrinciplesConfig | None = None) -> PrinciplesPolicy:
+    """PRINCIPLES: the memory of --principles-memory, else one built at the first decision by offline
+    self-play on the train cases (principles from the agent's LLM where the agent is one, else from the
+    strategy/outcome statistics), saved there when given."""
+    config = config or PrinciplesConfig()
+    path = config.principles_memory
+    if path is not None and Path(path).is_file():
+        return PrinciplesPolicy(domain, load_memory(Path(path)), top_k=config.principles_top_k)
+    cases = train_cases()  # no train split: a clear error now, before anything plays
+
+    async def build() -> dict:
+        return await build_memory(domain, make_env, env, cases, config, seed, llm=agent_llm)
+
+    return PrinciplesPolicy(domain, build=build, save_to=None if path is None else Path(path),
+                            top_k=config.principles_top_k)
+
+
 @hookimpl
 def register_policies(register: Callable[[PolicySpec], None]) -> None:
     register(PolicySpec("planner", trained_planner,
@@ -76,6 +97,9 @@ def register_policies(register: Callable[[PolicySpec], None]) -> None:
                         config=MCTSConfig))
     register(PolicySpec("dpdp", dpdp, "the trained planner when confident, gdp-zero's MCTS otherwise (DPDP)",
                         config=DPDPConfig))
+    register(PolicySpec("principles", principles,
+                        "PRINCIPLES: principles distilled from offline self-play on the train cases, retrieved "
+                        "with MiniLM (Kim et al., EMNLP 2025 Findings)", config=PrinciplesConfig))
     register(PolicySpec("proactive", ProactivePolicy.for_run,
                         "the agent LLM names the next dialogue strategy (Proactive, Deng et al. 2023)",
                         config=PromptingConfig))

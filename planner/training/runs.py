@@ -205,6 +205,19 @@ def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]
     return read
 
 
+def _train_cases(domain: Domain, data: DomainData, cases_file: Optional[Path]) -> Any:
+    """``train_cases()`` for the policies: the train split's cases (never the bundled ones beside a user's
+    cases file), or a :class:`DomainError` saying why there are none."""
+    def read() -> list[Case]:
+        if cases_file is not None and data.bundled:
+            raise DomainError(f"--cases-file {cases_file} holds test cases only")
+        try:
+            return domain.load_cases("train", data.data_dir)
+        except DomainError as exc:
+            raise DomainError(f"no {domain.name} train split in {data.source} ({exc})") from None
+    return read
+
+
 def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path], data: DomainData,
                    cases_file: Optional[Path], env: Any, specs: list[Any], configs: dict[type, Any],
                    planner_spec: PolicySpec) -> dict[str, Any]:
@@ -214,7 +227,8 @@ def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path]
     options: dict[str, Any] = {
         "domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
         "critic_llm": roles.backend("critic"), "planners": planners,
-        "train_examples": _train_examples(domain, data, cases_file), "env": env,
+        "train_examples": _train_examples(domain, data, cases_file), "env": env, "make_env": roles.make_env,
+        "train_cases": _train_cases(domain, data, cases_file),
         "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
 
     def load_planner(directory: Path) -> Any:
