@@ -1,7 +1,7 @@
 """The built-in policies, registered through the ``register_policies`` hook exactly like a third-party plugin's:
 ``planner`` (the trained PPDPP planner of ``--planner DIR``, the trainable one), ``no-planner``, ``random``,
 ``majority``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``, ``ask-an-expert``,
-``icl-aif``), the search planners (``gdp-zero``, ``dpdp``) and ``principles``; docs/policies.md."""
+``icl-aif``), the search planners (``gdp-zero``, ``dpdp``, ``nrpa-gd``, ``nrpa-gd-oracle``) and ``principles``; docs/policies.md."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
 from ppdpp.planner.policy.llm_planner import LLMPlanner
 from ppdpp.planner.policy.mcts import DPDPConfig, DualProcessPolicy, MCTSConfig, MCTSPolicy
+from ppdpp.planner.policy.nrpa import LLMWorld, NRPAConfig, NRPAPolicy, SimulatorWorld
 from ppdpp.planner.policy.principles import (
     PrinciplesConfig, PrinciplesPolicy, build_memory, load_memory,
 )
@@ -83,6 +84,23 @@ def principles(domain: Domain, seed: int, agent_llm: ChatBackend | None, make_en
                             top_k=config.principles_top_k)
 
 
+def nrpa_gd(domain: Domain, seed: int, agent_llm: ChatBackend | None, user_llm: ChatBackend | None,
+            critic_llm: ChatBackend | None, config: NRPAConfig | None = None) -> NRPAPolicy:
+    """NRPA-GD with the LLM as world model (as the paper): the agent's LLM simulates both sides and scores the
+    end, where the run's user or critic is programmatic (they have no LLM to lend), as for gdp-zero."""
+    if agent_llm is None:
+        raise DomainError("nrpa-gd simulates the dialogue with the agent's LLM, but the agent is scripted: leave "
+                          "nrpa-gd out of --baselines (nrpa-gd-oracle plays with the simulators)")
+    return NRPAPolicy(domain, LLMWorld(domain, agent_llm, user_llm, critic_llm, config or NRPAConfig(), seed),
+                      config, seed=seed, name="nrpa-gd")
+
+
+def nrpa_gd_oracle(domain: Domain, seed: int, make_env: Callable[[Any], Any], env: Any,
+                   config: NRPAConfig | None = None) -> NRPAPolicy:
+    """NRPA-GD with the run's grounded simulators as world model: an oracle-model upper bound."""
+    return NRPAPolicy(domain, SimulatorWorld(make_env, env), config, seed=seed, name="nrpa-gd-oracle")
+
+
 @hookimpl
 def register_policies(register: Callable[[PolicySpec], None]) -> None:
     register(PolicySpec("planner", trained_planner,
@@ -100,6 +118,10 @@ def register_policies(register: Callable[[PolicySpec], None]) -> None:
     register(PolicySpec("principles", principles,
                         "PRINCIPLES: principles distilled from offline self-play on the train cases, retrieved "
                         "with MiniLM (Kim et al., EMNLP 2025 Findings)", config=PrinciplesConfig))
+    register(PolicySpec("nrpa-gd", nrpa_gd, "nested rollout policy adaptation over continuations the LLM "
+                        "simulates (NRPA-GD, Wang et al. 2025)", config=NRPAConfig))
+    register(PolicySpec("nrpa-gd-oracle", nrpa_gd_oracle, "NRPA-GD with the run's simulators as world model: an "
+                        "ORACLE-MODEL UPPER BOUND (it sees the simulated user's hidden state)", config=NRPAConfig))
     register(PolicySpec("proactive", ProactivePolicy.for_run,
                         "the agent LLM names the next dialogue strategy (Proactive, Deng et al. 2023)",
                         config=PromptingConfig))

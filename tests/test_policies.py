@@ -365,7 +365,8 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         "--cases", "1", "--max-turns", "2", "--max-tokens", "8", "--concurrency", "1", "--planner", str(planner),
         "--baselines", ",".join(built_in), "--mcts-simulations", "1", "--mcts-realizations", "1",
         "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--principles-cases", "1", "--principles-rollouts", "1",
-        "--principles-situations", "2", "--out", str(out)],
+        "--principles-situations", "2", "--nrpa-level", "1", "--nrpa-iterations", "1", "--nrpa-depth", "1",
+        "--nrpa-max-tokens", "8", "--out", str(out)],
         terminal_width=200)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
