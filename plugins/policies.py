@@ -1,5 +1,5 @@
 """The built-in policies, registered through the ``register_policies`` hook exactly like a third-party plugin's:
-``planner`` (the trained PPDPP planner of ``--planner DIR``, the trainable one), ``no-planner``, ``random``,
+``planner`` (the trained PPDPP planner of ``--planner DIR``) and ``dialogxpert`` (the trainable ones), ``no-planner``, ``random``,
 ``majority``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``, ``ask-an-expert``,
 ``icl-aif``), the search planners (``gdp-zero``, ``dpdp``, ``nrpa-gd``, ``nrpa-gd-oracle``) and ``principles``; docs/policies.md."""
 
@@ -24,6 +24,7 @@ from ppdpp.planner.policy.prompting import (
 from ppdpp.planner.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # torch and transformers load when a planner is built
+    from ppdpp.planner.policy.dialogxpert import DialogXpertConfig, DialogXpertPolicy
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
 
 
@@ -34,6 +35,17 @@ def trained_planner(domain: Domain, planner: Path | str | None = None) -> Policy
                           "in --baselines")
     from ppdpp.planner.policy.policy_planner import PolicyPlanner
     return PolicyPlanner.from_pretrained(planner, domain=domain)
+
+
+def dialogxpert(domain: Domain, seed: int, planner: Path | str | None = None,
+                config: DialogXpertConfig | None = None) -> DialogXpertPolicy:
+    """DialogXpert from ``planner``: a saved DialogXpert folder, or an SFT planner (the proposer) with a fresh
+    Q-network."""
+    if planner is None:
+        raise DomainError("dialogxpert is played from a saved directory: pass it as --planner DIR (with "
+                          "--planner-policy dialogxpert)")
+    from ppdpp.planner.policy.dialogxpert import DialogXpertPolicy
+    return DialogXpertPolicy.from_directory(planner, domain, config, seed)
 
 
 def llm_planner(domain: Domain, agent_llm: ChatBackend | None) -> LLMPlanner:
@@ -105,6 +117,11 @@ def nrpa_gd_oracle(domain: Domain, seed: int, make_env: Callable[[Any], Any], en
 def register_policies(register: Callable[[PolicySpec], None]) -> None:
     register(PolicySpec("planner", trained_planner,
                         "the trained PPDPP planner of --planner DIR, the one ppdpp rl trains", trainable=True))
+    from ppdpp.planner.policy.dialogxpert import DialogXpertConfig  # torch: only when the policies register
+
+    register(PolicySpec("dialogxpert", dialogxpert, "DialogXpert: the SFT planner proposes the top-k strategies, "
+                        "a Q-network over frozen MiniLM picks one; ppdpp rl --policy dialogxpert trains it by TD "
+                        "learning (Rakib et al., AAAI 2026)", config=DialogXpertConfig, trainable=True))
     register(PolicySpec("no-planner", NoPlannerPolicy, "no strategy: the agent LLM prompted plainly (Standard)"))
     register(PolicySpec("random", lambda domain, seed: RandomPolicy(domain, seed=seed),
                         "a uniformly random strategy, seeded"))

@@ -525,8 +525,12 @@ class RLTrainer:
 
     # -- the loop --------------------------------------------------------------------------------------
     def update(self, episodes: Sequence[Episode]) -> float:
-        """One REINFORCE step over ``episodes``. Dropout draws from a fork of torch's global generator seeded
-        by the update number (replays are exact; the caller's generator state is left as it was)."""
+        """One step over ``episodes``: REINFORCE, or the planner's own TD loss for a planner whose
+        ``learning_rule`` is ``"td"`` (:meth:`td_update`). Dropout draws from a fork of torch's global
+        generator seeded by the update number (replays are exact; the caller's generator state is left as it
+        was)."""
+        if getattr(self.planner, "learning_rule", "reinforce") == "td":
+            return self.td_update(episodes)
         weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize)
         states = [s for e in episodes for s in e.states]
         cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
@@ -556,6 +560,28 @@ class RLTrainer:
         finally:
             self.planner.eval()  # type: ignore[attr-defined]
         return total
+
+    def td_update(self, episodes: Sequence[Episode]) -> float:
+        """Temporal-difference steps: ``planner.td_steps`` (default 1) optimizer steps on the planner's
+        ``td_loss(episodes, cases_by_id, gamma)`` (a value-based planner such as DialogXpert's Q-network), each
+        clipped; the mean loss."""
+        self.planner.train()  # type: ignore[attr-defined]
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        steps, total = int(getattr(self.planner, "td_steps", 1)), 0.0
+        try:
+            with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
+                for _ in range(steps):
+                    self.optimizer.zero_grad()
+                    loss = self.planner.td_loss(episodes, self._cases_by_id, self.config.gamma)  # type: ignore[attr-defined]
+                    loss.backward()
+                    if self.config.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+                    self.optimizer.step()
+                    total += float(loss.detach())
+            kill_point("rl.update")
+        finally:
+            self.planner.eval()  # type: ignore[attr-defined]
+        return total / steps
 
     def _apply(self, update: int, episodes: list[Episode]) -> bool:
         """Train on one update's episodes; ``True`` when a checkpoint was written."""
