@@ -52,6 +52,7 @@ SFT = {"epochs": 8, "lr": 2e-4, "max_select_examples": 200, "max_test_examples":
 RL = {"episodes": 384, "episodes_per_update": 16, "lr": 1e-3, "concurrency": 16}
 PLANNERS = ("sft", "sft+rl")
 BEST = "sft+rl"
+SLOW = ("nrpa-gd-oracle",)
 
 
 def cpu_flags() -> str:
@@ -201,6 +202,7 @@ def main() -> None:
         needs_llm = [n for n, s in specs.items() if not s.trainable and
                      n in ("llm", "proactive", "procot", "ask-an-expert", "icl-aif", "gdp-zero", "dpdp", "nrpa-gd")]
         names = [*PLANNERS, *(n for n, s in specs.items() if not s.trainable and n not in needs_llm)]
+        names.sort(key=lambda n: n in SLOW)  # the searches last: the cheap rows come first
         if args.policies:
             names = [n for n in names if n in args.policies.split(",")]
             names = [*dict.fromkeys([BEST, *names])]

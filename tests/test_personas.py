@@ -142,7 +142,7 @@ def test_rl_and_evaluate_both_take_the_option_from_envconfig():
     for parser in (rl_parser(), evaluate_parser()):
         leaf = parser.leaves["user_personas"]
         assert leaf.owner is EnvConfig and leaf.default == "none"
-    (_, config) = rl_parser().parse(["-d", "negotiation", "--planner", "p", "--agent", "template",
+    (_, config, *_) = rl_parser().parse(["-d", "negotiation", "--planner", "p", "--agent", "template",
                                     "--user-personas", "train"])
     assert config.env.user_personas == "train" and len(config.env.personas) == 40
 
