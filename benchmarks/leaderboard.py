@@ -150,7 +150,7 @@ def table(domain: str, folders: dict[str, Path]) -> list[str]:
     values = {n: per_case(folders[n], rows[n]["policy"], metric) for n in folders}
     cases = sorted(values[BEST])
     lines = [f"| policy | {label} [95%] | SR [95%] | AT | H nats | KL human | {label} vs SFT+RL [95%] | p | "
-             "SR vs SFT+RL | McNemar p | LLM calls/dec | tokens/dec | ms/dec |", "|" + "---|" * 13]
+             "SR vs SFT+RL | McNemar p | LLM calls/dec | tokens/dec | ms/dec mean (median) |", "|" + "---|" * 13]
     for name, row in rows.items():
         timing = json.loads((folders[name] / "timing.json").read_text())
         est = row["sr"] if metric == "success" else row["metrics"][metric]
@@ -168,11 +168,11 @@ def table(domain: str, folders: dict[str, Path]) -> list[str]:
             sa = [values[BEST][c][1] for c in cases]
             sb = [values[name][c][1] for c in cases]
             s = paired_difference([float(x) for x in sa], [float(x) for x in sb])
-            paired = (f"{-d.mean:+.3f} [{-d.high:+.3f}, {-d.low:+.3f}] | {d.p_value:.4f} | {-s.mean:+.3f} | "
-                      f"{mcnemar_exact(sa, sb).p_value:.4f}")
+            paired = (f"{0.0 - d.mean:+.3f} [{0.0 - d.high:+.3f}, {0.0 - d.low:+.3f}] | {d.p_value:.4f} | "
+                      f"{0.0 - s.mean:+.3f} | {mcnemar_exact(sa, sb).p_value:.4f}")
         entropy = "-" if use["entropy_nats"] is None else f"{use['entropy_nats']:.2f}"
         kl = "-" if use["kl_from_human_nats"] is None else f"{use['kl_from_human_nats']:.2f}"
-        ms = "-" if timing["ms_mean"] is None else f"{timing['ms_mean']:.1f}"
+        ms = "-" if timing["ms_mean"] is None else f"{timing['ms_mean']:.1f} ({timing['ms_median']:.1f})"
         shown = "**nrpa-gd-oracle** (oracle-model upper bound)" if name == "nrpa-gd-oracle" else name
         lines.append(f"| {shown} | {est['mean']:.3f} [{est['low']:.3f}, {est['high']:.3f}] | "
                      f"{row['sr']['mean']:.3f} [{row['sr']['low']:.2f}, {row['sr']['high']:.2f}] | "
