@@ -46,11 +46,12 @@ from ppdpp.simulators.evaluate import mcnemar_exact, paired_difference, transcri
 DOMAINS = {  # domain -> (programmatic user, headline metric, turns per dialogue, what the metric is called)
     "negotiation": ("rule-based", "sl", 8, "SL"),
     "tutoring": ("scripted", "success", 4, "SR@4"),
-}
+}  # dialogxpert: trained here from the SFT planner (128 dialogues, 16 per update, lr 0.01, TD), then evaluated
 SFT_PLANNER = {"max_length": 64, "strategy_history": True, "freeze_encoder": True}
 SFT = {"epochs": 8, "lr": 2e-4, "max_select_examples": 200, "max_test_examples": 200}
 RL = {"episodes": 384, "episodes_per_update": 16, "lr": 1e-3, "concurrency": 16}
-PLANNERS = ("sft", "sft+rl")
+DIALOGXPERT = {"episodes": 128, "episodes_per_update": 16, "lr": 0.01, "concurrency": 16}
+PLANNERS = ("sft", "sft+rl", "dialogxpert")
 BEST = "sft+rl"
 SLOW = ("nrpa-gd-oracle",)
 
@@ -103,6 +104,23 @@ def train(domain: str, root: Path, data_dir: Path | None, seed: int) -> tuple[Pa
     return sft / "best", rl / "final", seconds
 
 
+def train_dialogxpert(domain: str, root: Path, sft: Path, args: argparse.Namespace) -> Path:
+    """DialogXpert's Q-network over the SFT proposer, trained by ``ppdpp rl --policy dialogxpert``'s TD rule."""
+    from ppdpp.planner.policy.dialogxpert import DialogXpertConfig
+    from ppdpp.planner.training.rl import RLConfig
+
+    user, _, turns, _ = DOMAINS[domain]
+    out = root / "dialogxpert"
+    if not (out / "final" / "dialogxpert.json").is_file():
+        settings = ppdpp.RLSettings(domain=domain, planner=sft, agent="template", user=user, critic="oracle",
+                                    out=out, data_dir=args.data_dir, policy="dialogxpert",
+                                    resume=(out / "checkpoints" / "latest.json").is_file())
+        config = RLConfig(env=EnvConfig(max_turns=turns, temperature=0.7), seed=args.seed, train_backbone=False,
+                          **DIALOGXPERT)
+        ppdpp.RLRun(settings, config, DialogXpertConfig(), progress=False).train()
+    return out / "final"
+
+
 def evaluate(domain: str, name: str, root: Path, planners: dict[str, Path], args: argparse.Namespace) -> Path:
     """Piece 3: one policy on the test cases, timed; its folder."""
     user, _, turns, _ = DOMAINS[domain]
@@ -114,6 +132,7 @@ def evaluate(domain: str, name: str, root: Path, planners: dict[str, Path], args
     settings = ppdpp.EvaluateSettings(
         domain=domain, agent="template", user=user, critic="oracle", data_dir=args.data_dir, cases=args.cases,
         planner=[planners[name]] if name in planners else [], baselines=() if name in planners else (name,),
+        planner_policy="dialogxpert" if name == "dialogxpert" else "planner",
         seed=args.seed, concurrency=1, out=out)
     evaluator = ppdpp.Evaluator(settings, EnvConfig(max_turns=turns),
                                 PrinciplesConfig(principles_memory=root / "principles.json"), NRPAConfig())
@@ -198,6 +217,8 @@ def main() -> None:
         root = args.out / domain
         sft, rl, seconds = train(domain, root, args.data_dir, args.seed)
         planners = {"sft": sft, "sft+rl": rl}
+        if not args.policies or "dialogxpert" in args.policies.split(","):
+            planners["dialogxpert"] = train_dialogxpert(domain, root, sft, args)
         specs = registry.policies(domain)
         needs_llm = [n for n, s in specs.items() if not s.trainable and
                      n in ("llm", "proactive", "procot", "ask-an-expert", "icl-aif", "gdp-zero", "dpdp", "nrpa-gd")]
