@@ -44,7 +44,7 @@ from ppdpp.simulators.env import SelfPlayEnv
 from ppdpp.simulators.rendering import plot_report, report_table
 from ppdpp.simulators.report import (
     EvaluationReport, HumanStrategies, PolicyReport, compare_policies, headline_metrics, human_strategies,
-    persona_breakdown, strategy_use, summarise,
+    persona_breakdown, strategy_counts, strategy_shift, strategy_use, summarise,
 )
 from ppdpp.simulators.runner import EpisodeJob, run_episodes
 from ppdpp.simulators.statistics import (
@@ -55,7 +55,7 @@ from ppdpp.simulators.statistics import (
 __all__ = [  # this module's own names and those other code imports from here
     "NamedPolicy", "episode_seed", "evaluate_policies", "evaluate_over_seeds", "personas_info", "transcript_path",
     "EvaluationReport", "HumanStrategies", "PolicyReport", "compare_policies", "headline_metrics",
-    "human_strategies", "persona_breakdown", "strategy_use", "summarise", "plot_report", "report_table",
+    "human_strategies", "persona_breakdown", "strategy_counts", "strategy_shift", "strategy_use", "summarise", "plot_report", "report_table",
     "Estimate", "McNemar", "PairedDifference", "bootstrap_interval", "cluster_bootstrap_interval", "estimate",
     "mcnemar_exact", "paired_difference", "wilson_interval",
 ]

@@ -3,7 +3,7 @@ policies, and the whole :class:`EvaluationReport` written to ``report.json``.
 
 Per policy: SR with its Wilson interval (a cluster bootstrap over cases with several seeds), AT, reward and the
 domain's outcome metrics with bootstrap intervals, success by turn, parse failures, tokens and cost, the persona
-breakdown, and the strategy distribution with its entropy and its KL divergence from the human agents' (both in
+breakdown (with each persona group's strategy use), and the strategy distribution with its entropy and its KL divergence from the human agents' (both in
 nats). Per pair of policies: SR (McNemar's exact test), reward, AT and each of the domain's headline metrics
 (:attr:`ppdpp.planner.core.domain.Domain.headline_metrics`; sign-flip permutation tests), with paired-bootstrap
 intervals. The keys are listed in docs/selfplay.md.
@@ -49,11 +49,17 @@ def human_strategies(domain: Domain, data_dir: Path | str | None, split: Split =
 
 def strategy_use(results: Sequence[EpisodeResult], domain: Domain,
                  human: HumanStrategies | None = None) -> dict[str, Any]:
-    """A policy's strategy choices over its episodes: ``decisions`` (turns with a strategy; a policy without
-    a planner has none), ``distribution`` (share per strategy, the domain's order), ``entropy_nats``, and with
-    ``human``: ``kl_from_human_nats`` = KL(policy || human) (``None`` where infinite: the policy used a
+    """A policy's strategy choices over its episodes: see :func:`strategy_counts`."""
+    return strategy_counts([s for r in results for s in r.strategies], domain, human)
+
+
+def strategy_counts(strategies: Sequence[str | None], domain: Domain,
+                    human: HumanStrategies | None = None) -> dict[str, Any]:
+    """Strategy choices (``None``: a turn without a strategy): ``decisions`` (turns with a strategy; a policy
+    without a planner has none), ``distribution`` (share per strategy, the domain's order), ``entropy_nats``,
+    and with ``human``: ``kl_from_human_nats`` = KL(policy || human) (``None`` where infinite: the policy used a
     strategy the humans never did) and ``unseen_share``, the share of its decisions on such strategies."""
-    chosen = [s for r in results for s in r.strategies if s is not None]
+    chosen = [s for s in strategies if s is not None]
     out: dict[str, Any] = {"decisions": len(chosen), "distribution": distribution(chosen, domain.strategy_names),
                            "entropy_nats": None, "kl_from_human_nats": None, "unseen_share": None}
     if not chosen:
@@ -64,6 +70,20 @@ def strategy_use(results: Sequence[EpisodeResult], domain: Domain,
         out["kl_from_human_nats"] = finite_or_none(kl_divergence_nats(p, human.distribution))
         out["unseen_share"] = sum(share for name, share in p.items() if human.distribution[name] == 0.0)
     return out
+
+
+def strategy_shift(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, Any]:
+    """How a planner's strategy use moved from ``before`` to ``after`` (two :func:`strategy_counts`, e.g. the SFT
+    planner's and the RL-trained one's): ``shift`` (each strategy's share after minus before), the entropy
+    change, the total variation distance (half the summed absolute shifts) and KL(after || before) in nats
+    (``None`` where infinite: ``after`` uses a strategy ``before`` never did, or either made no decision)."""
+    p, q = after["distribution"], before["distribution"]
+    shift = {name: p[name] - q[name] for name in q}
+    decided = bool(before["decisions"]) and bool(after["decisions"])
+    return {"before": dict(before), "after": dict(after), "shift": shift,
+            "entropy_change_nats": after["entropy_nats"] - before["entropy_nats"] if decided else None,
+            "total_variation": sum(abs(v) for v in shift.values()) / 2 if decided else None,
+            "kl_after_from_before_nats": finite_or_none(kl_divergence_nats(p, q)) if decided else None}
 
 
 def headline_metrics(domain: Domain, results: Mapping[str, Sequence[EpisodeResult]]) -> list[str]:
@@ -94,7 +114,7 @@ class PolicyReport:
     prompt_tokens: int
     completion_tokens: int
     cost: float | None
-    by_persona: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    by_persona: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # persona_breakdown()
     per_seed: list[dict[str, float]] = field(default_factory=list)
     seed_std: dict[str, float] = field(default_factory=dict)
     planner_stats: dict[str, Any] = field(default_factory=dict)  # a policy's own stats() (search planners' calls)
@@ -127,10 +147,12 @@ class EvaluationReport:
         return out
 
 
-def persona_breakdown(results: Sequence[EpisodeResult], seed: int = 0) -> dict[str, dict[str, dict[str, float]]]:
+def persona_breakdown(results: Sequence[EpisodeResult], seed: int = 0, domain: Domain | None = None,
+                      human: HumanStrategies | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """SR (with its Wilson interval), AT and mean reward per user-persona trait and per decision-making style,
-    over the episodes that had a persona (``{}`` when none had)."""
-    out: dict[str, dict[str, dict[str, float]]] = {}
+    over the episodes that had a persona (``{}`` when none had); with ``domain``, each group's ``strategies``
+    too (:func:`strategy_use`: distribution, entropy, KL from ``human``)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
     for key in ("trait", "style"):
         groups: dict[str, list[EpisodeResult]] = {}
         for r in results:
@@ -145,6 +167,8 @@ def persona_breakdown(results: Sequence[EpisodeResult], seed: int = 0) -> dict[s
             lo, hi = wilson_interval(k, n)
             out[key][name] = {"episodes": n, "successes": k, "sr": k / n, "sr_low": lo, "sr_high": hi,
                               "at": sum(r.turns for r in rs) / n, "reward": sum(r.total_reward for r in rs) / n}
+            if domain is not None:
+                out[key][name]["strategies"] = strategy_use(rs, domain, human)
     return out
 
 
@@ -219,6 +243,6 @@ def summarise(name: str, results: Sequence[EpisodeResult], domain: Domain, max_t
         repeated=sum(r.repeated for r in results),
         planner_parse_failures=planner_parse_failures,
         prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost=usage.cost,
-        by_persona=persona_breakdown(results, seed),
+        by_persona=persona_breakdown(results, seed, domain, human),
         strategies=strategy_use(results, domain, human),
     )

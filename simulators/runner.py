@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from tqdm.auto import tqdm
 
 from ppdpp.planner.core.domain import Case, Turn
+from ppdpp.planner.core.simulation import EPISODE_SEED
 from ppdpp.planner.core.types import Usage
 from ppdpp.planner.core.plan import Plan, Policy, aplan
 from ppdpp.planner.llm.spend import ACTIVE, usd
@@ -107,6 +108,7 @@ def _step_json(record: StepRecord, plan: Plan) -> dict[str, Any]:
 async def play_episode(env: SelfPlayEnv, job: EpisodeJob) -> EpisodeResult:
     """Play one dialogue to its end: the policy plans before every exchange."""
     start = time.perf_counter()
+    EPISODE_SEED.set(job.seed)  # this dialogue's task only (asyncio copies the context per task)
     conversation = await env.reset(job.case, seed=job.seed)
     opening = list(conversation)
     states: list[tuple[Turn, ...]] = []

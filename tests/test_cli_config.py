@@ -119,7 +119,7 @@ def test_aliases_and_negative_flags_reach_their_fields():
     assert config.holdout_fraction == 0.4 and config.planner.use_background and config.planner.lora
     assert config.lr == 5e-4, "without --lr, LoRA trains at 5e-4"
     assert config.checkpoint_every == 100, "the one default of checkpoint_every is the CLI's old 100"
-    _, rl = rl_parser().parse([*REQUIRED["rl"], "--head-only", "--no-reminder", "--grad-clip", "none"])
+    _, rl, *_ = rl_parser().parse([*REQUIRED["rl"], "--head-only", "--no-reminder", "--grad-clip", "none"])
     assert rl.train_backbone is False and rl.env.reminder is False and rl.grad_clip is None
     assert rl.env.temperature == 0.7, "RL samples agent and user at 0.7 unless told otherwise"
     command, env, *_ = evaluate_parser().parse([*REQUIRED["evaluate"], "--planner", "p1", "--planner", "p2",
@@ -146,7 +146,7 @@ def test_a_yaml_file_is_read_and_options_override_it(tmp_path):
     toml = tmp_path / "rl.toml"
     toml.write_text('domain = "tutoring"\nplanner = "p"\nagent = "a"\ncritic_mode = "sampled"\n'
                     '[env]\nmax_turns = 2\ntemperature = 0\n', encoding="utf-8")
-    command, config = rl_parser().parse(["--config", str(toml), "--max-turns", "4"])
+    command, config, *_ = rl_parser().parse(["--config", str(toml), "--max-turns", "4"])
     assert config.env == dataclasses.replace(config.env, max_turns=4, temperature=0.0, critic_mode="sampled")
     assert command.planner == Path("p")
 
@@ -203,7 +203,7 @@ def test_the_rl_environment_is_built_from_config_env():
     from scripted_domain import ScriptedAgent, ScriptedCritic, ScriptedTraveller, register
 
     domain = register()
-    _, config = rl_parser().parse([*REQUIRED["rl"], "--critic-mode", "majority", "--critic-samples", "3",
+    _, config, *_ = rl_parser().parse([*REQUIRED["rl"], "--critic-mode", "majority", "--critic-samples", "3",
                                    "--max-turns", "2", "--no-stop-on-repeat"])
     from ppdpp.simulators.roles import Roles
 

@@ -116,6 +116,16 @@ def test_grounded_evaluation_records_personas_and_breaks_the_report_down(tmp_pat
             got = rows[name]["by_persona"][key]
             assert {k: v["episodes"] for k, v in got.items()} == dict(counts), (name, key)
             assert {k: v["successes"] for k, v in got.items() if v["successes"]} == dict(wins), (name, key)
+            for group, row in got.items():  # each persona group's strategy use, from its own transcripts
+                chosen = [step["strategy"] for line in lines if line["user_persona"][key] == group
+                          for step in line["steps"] if step["strategy"] is not None]
+                assert row["strategies"]["decisions"] == len(chosen), (name, key, group)
+                if chosen:
+                    top, count = collections.Counter(chosen).most_common(1)[0]
+                    assert row["strategies"]["distribution"][top] == pytest.approx(count / len(chosen))
+                    assert row["strategies"]["entropy_nats"] >= 0 and row["strategies"]["kl_from_human_nats"] is not None
+                else:
+                    assert row["strategies"]["entropy_nats"] is None
     first = {json.loads(line)["case_id"]: json.loads(line)["user_persona"]["id"]
              for line in (out / "transcripts" / "no-planner.jsonl").read_text().splitlines()}
     second = {json.loads(line)["case_id"]: json.loads(line)["user_persona"]["id"]
@@ -132,7 +142,7 @@ def test_rl_and_evaluate_both_take_the_option_from_envconfig():
     for parser in (rl_parser(), evaluate_parser()):
         leaf = parser.leaves["user_personas"]
         assert leaf.owner is EnvConfig and leaf.default == "none"
-    (_, config) = rl_parser().parse(["-d", "negotiation", "--planner", "p", "--agent", "template",
+    (_, config, *_) = rl_parser().parse(["-d", "negotiation", "--planner", "p", "--agent", "template",
                                     "--user-personas", "train"])
     assert config.env.user_personas == "train" and len(config.env.personas) == 40
 

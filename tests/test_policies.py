@@ -364,7 +364,9 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         "evaluate", "-d", "negotiation", "--agent", "openai/smollm2", "--user", "rule-based", "--critic", "oracle",
         "--cases", "1", "--max-turns", "2", "--max-tokens", "8", "--concurrency", "1", "--planner", str(planner),
         "--baselines", ",".join(built_in), "--mcts-simulations", "1", "--mcts-realizations", "1",
-        "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--out", str(out)],
+        "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--principles-cases", "1", "--principles-rollouts", "1",
+        "--principles-situations", "2", "--nrpa-level", "1", "--nrpa-iterations", "1", "--nrpa-depth", "1",
+        "--nrpa-max-tokens", "8", "--out", str(out)],
         terminal_width=200)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -381,6 +383,8 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         assert by_name[name]["planner_parse_failures"] == stats["parse_failures"], name
         strategies = [s["strategy"] for s in json.loads((out / "transcripts" / f"{name}.jsonl").read_text())["steps"]]
         assert sum(s is None for s in strategies) >= (stats["parse_failures"] if name != "icl-aif" else turns)
+    built = by_name["principles"]["planner_stats"]  # the agent is an LLM: it wrote the principles
+    assert built["source"] == "llm:openai/smollm2" and built["build_llm_calls"] == built["situations"] >= 1
     config = json.loads((out / "config.json").read_text())
     assert config["prompting_max_tokens"] == 12
 

@@ -19,7 +19,7 @@ EVALUATE = ["-d", "negotiation", "--agent", "local/smollm2"]
 
 
 def test_the_paper_preset_sets_the_paper_code_settings():
-    command, rl = rl_parser().parse([*RL, "--preset", PAPER])
+    command, rl, *_ = rl_parser().parse([*RL, "--preset", PAPER])
     assert command.preset == PAPER
     assert (rl.episodes, rl.episodes_per_update, rl.lr, rl.gamma, rl.normalize, rl.grad_clip, rl.entropy_coef) == (
         1000, 1, 1e-6, 0.999, "episode", None, 0.0)
@@ -37,13 +37,13 @@ def test_the_paper_preset_sets_the_paper_code_settings():
 
 
 def test_explicit_options_and_the_config_file_win_over_the_preset(tmp_path):
-    _, rl = rl_parser().parse([*RL, "--preset", PAPER, "--episodes", "40", "--critic-mode", "greedy"])
+    _, rl, *_ = rl_parser().parse([*RL, "--preset", PAPER, "--episodes", "40", "--critic-mode", "greedy"])
     assert rl.episodes == 40 and rl.env.critic_mode == "greedy" and rl.lr == 1e-6
     file = tmp_path / "settings.yaml"
     file.write_text("preset: ppdpp-paper\nepisodes_per_update: 8\nenv:\n  max_turns: 5\n")
-    _, rl = rl_parser().parse([*RL, "--config", str(file)])
+    _, rl, *_ = rl_parser().parse([*RL, "--config", str(file)])
     assert (rl.episodes_per_update, rl.env.max_turns, rl.normalize) == (8, 5, "episode"), "file > preset"
-    _, rl = rl_parser().parse([*RL, "--config", str(file), "--max-turns", "3"])
+    _, rl, *_ = rl_parser().parse([*RL, "--config", str(file), "--max-turns", "3"])
     assert rl.env.max_turns == 3, "command line > file > preset"
 
 

@@ -96,6 +96,9 @@ def test_reinforce_learns_the_only_route_from_a_fresh_planner(domain, tmp_path):
     assert (tmp_path / "curve.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "curve.json").read_text())
     assert [p["update"] for p in saved] == list(range(20))
+    shift = json.loads((tmp_path / "strategy_shift.json").read_text())  # drift: the route (never south) took over
+    assert shift["before"]["distribution"]["south"] > 0.15 and shift["after"]["distribution"]["south"] < 0.05, shift
+    assert shift["shift"]["south"] < -0.1 and shift["total_variation"] > 0.1, shift
     reloaded = PolicyPlanner.from_pretrained(tmp_path / "final")
     assert reloaded.plan(domain.opening(cases[0]), cases[0]).strategy == "east"
 
@@ -222,6 +225,11 @@ def test_rl_trains_the_trainable_policy_named_by_policy(counting_plugin, tutorin
     assert config["policy"] == "counting-planner" and config["counting_tag"] == "seen"
     assert [p["update"] for p in json.loads((out / "curve.json").read_text())] == [0]
     assert len((out / "transcripts.jsonl").read_text().splitlines()) == 2
+    shift = json.loads((out / "strategy_shift.json").read_text())  # one update: the first is the last
+    played = [s["strategy"] for line in (out / "transcripts.jsonl").read_text().splitlines()
+              for s in json.loads(line)["steps"]]
+    assert shift["before"]["decisions"] == shift["after"]["decisions"] == len(played) > 0
+    assert shift["total_variation"] == pytest.approx(0.0) and set(shift["shift"]) == set(get_domain("tutoring").strategy_names)
     assert CountingPlanner.from_pretrained(out / "final").strategy_names == get_domain("tutoring").strategy_names
     resumed = CliRunner().invoke(app, [*TINY_RL, "--planner", str(tutoring_planner), "--policy", "counting-planner",
                                        "--counting-tag", "seen", "--out", str(out), "--resume"], terminal_width=250)
@@ -299,3 +307,20 @@ def test_a_frozen_encoder_encodes_each_input_once_and_trains_the_head(tmp_path):
     assert (saved / "model.safetensors").is_file(), "a standard checkpoint, the frozen encoder's weights included"
     again = PolicyPlanner.from_pretrained(saved, domain=domain)
     assert [p.strategy for p in again.plan_batch(conversations)] == [p.strategy for p in planned]
+
+
+def test_dpdp_plays_the_planner_policy_as_its_fast_system(counting_plugin, tutoring_planner, tmp_path):
+    """dpdp's fast planner is built by --planner-policy (with its config), as every other path builds one."""
+    import ppdpp
+    from ppdpp.planner.policy.mcts import DualProcessPolicy
+
+    settings = ppdpp.EvaluateSettings(domain="tutoring", agent="local/smollm2", user="scripted", critic="oracle",
+                                      planner=[tutoring_planner], planner_policy="counting-planner",
+                                      baselines=("dpdp",), cases=1, out=tmp_path / "eval")
+    evaluator = ppdpp.Evaluator(settings, EnvConfig(max_turns=1), CountingConfig(counting_tag="dpdp"))
+    try:
+        dpdp = evaluator.policies[-1]
+        assert isinstance(dpdp, DualProcessPolicy) and isinstance(dpdp.fast, CountingPlanner)
+        assert CountingPlanner.built == [(tutoring_planner, "dpdp")] * 2, "the planner itself, then dpdp's fast one"
+    finally:
+        evaluator.close()

@@ -133,3 +133,25 @@ def test_entropy_and_kl_of_known_distributions():
         distribution(["z"], names)
     with pytest.raises(ValueError, match="different strategies"):
         kl_divergence_nats({"a": 1.0}, q)
+
+
+def test_strategy_shift_of_known_distributions():
+    from ppdpp.planner.registry.manager import get_domain
+    from ppdpp.simulators.report import strategy_counts, strategy_shift
+
+    domain = get_domain("negotiation")
+    a, b, *_ = domain.strategy_names
+    before = strategy_counts([a, a, b, b, None], domain)  # half and half; a turn without a strategy is no decision
+    after = strategy_counts([a, a, a, b], domain)  # three quarters, one quarter
+    assert before["decisions"] == 4 and before["entropy_nats"] == pytest.approx(math.log(2))
+    shift = strategy_shift(before, after)
+    assert shift["shift"][a] == pytest.approx(0.25) and shift["shift"][b] == pytest.approx(-0.25)
+    assert all(v == 0 for k, v in shift["shift"].items() if k not in (a, b))
+    assert shift["total_variation"] == pytest.approx(0.25)
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    assert shift["entropy_change_nats"] == pytest.approx(h - math.log(2))
+    assert shift["kl_after_from_before_nats"] == pytest.approx(0.75 * math.log(1.5) + 0.25 * math.log(0.5))
+    collapsed = strategy_shift(before, strategy_counts([domain.strategy_names[2]] * 3, domain))
+    assert collapsed["kl_after_from_before_nats"] is None, "a strategy the SFT planner never used: infinite"
+    assert collapsed["total_variation"] == pytest.approx(1.0)
+    assert strategy_shift(before, strategy_counts([None], domain))["entropy_change_nats"] is None

@@ -92,14 +92,18 @@ async def aplan(policy: Policy, conversation: Sequence[Turn], case: Case | None 
 
 
 POLICY_OPTIONS = ("domain", "seed", "agent_llm", "user_llm", "critic_llm", "planners", "planner",
-                  "train_examples", "config", "policy_configs", "env")
+                  "load_planner", "train_examples", "train_cases", "config", "policy_configs", "env", "make_env")
 """What a policy factory may name in its signature (it is given those it names): ``domain``; ``seed`` (the
 run's); ``agent_llm`` / ``user_llm`` / ``critic_llm`` (the run's chat backends, ``None`` where a programmatic
 role plays); ``planners`` (the ``--planner`` directories); ``planner`` (a trainable policy's one saved
 directory: the ``--planner DIR`` it is built from, or an RL checkpoint's planner folder on resume; ``None`` for
-the other policies); ``train_examples()`` (the domain's training examples, raising ``DomainError`` saying what
-is missing); ``config`` (this policy's config instance); ``policy_configs`` (every policy's config by policy
-name); ``env`` (the run's ``EnvConfig``)."""
+the other policies); ``load_planner(directory)`` (builds the run's trainable policy, ``--planner-policy`` /
+``--policy``, with its config, from a saved directory: what a policy that plays a trained planner inside it,
+e.g. ``dpdp``'s fast system, uses); ``train_examples()`` (the domain's training examples, raising ``DomainError`` saying what
+is missing); ``train_cases()`` (the domain's train-split cases, likewise); ``config`` (this policy's config
+instance); ``policy_configs`` (every policy's config by policy name); ``env`` (the run's ``EnvConfig``);
+``make_env(env_config)`` (a fresh self-play environment with the run's agent, user and critic: what a policy
+that simulates dialogues offline or looks ahead with the simulators uses)."""
 
 
 @dataclass(frozen=True)

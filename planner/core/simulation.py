@@ -17,11 +17,17 @@ turn. They must be deterministic given the case, the seed and the history.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Sequence
 
 from ppdpp.planner.core.domain import Case, Turn
 from ppdpp.planner.core.factories import call_with_accepted
+
+EPISODE_SEED: ContextVar[int | None] = ContextVar("ppdpp_episode_seed", default=None)
+"""The seed of the self-play dialogue being played (set by the runner for the dialogue's task; ``None``
+outside self-play): what a world model that replays the dialogue in the simulators (``nrpa-gd-oracle``) needs
+to meet the same simulated user."""
 
 Role = Literal["user", "agent"]
 

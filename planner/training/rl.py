@@ -553,8 +553,12 @@ class RLTrainer:
 
     # -- the loop --------------------------------------------------------------------------------------
     def update(self, episodes: Sequence[Episode]) -> float:
-        """One REINFORCE step over ``episodes``. Dropout draws from a fork of torch's global generator seeded
-        by the update number (replays are exact; the caller's generator state is left as it was)."""
+        """One step over ``episodes``: REINFORCE, or the planner's own TD loss for a planner whose
+        ``learning_rule`` is ``"td"`` (:meth:`td_update`). Dropout draws from a fork of torch's global
+        generator seeded by the update number (replays are exact; the caller's generator state is left as it
+        was)."""
+        if getattr(self.planner, "learning_rule", "reinforce") == "td":
+            return self.td_update(episodes)
         weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize)
         states = [s for e in episodes for s in e.states]
         cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
@@ -584,6 +588,28 @@ class RLTrainer:
         finally:
             self.planner.eval()
         return total
+
+    def td_update(self, episodes: Sequence[Episode]) -> float:
+        """Temporal-difference steps: ``planner.td_steps`` (default 1) optimizer steps on the planner's
+        ``td_loss(episodes, cases_by_id, gamma)`` (a value-based planner such as DialogXpert's Q-network), each
+        clipped; the mean loss."""
+        self.planner.train()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        steps, total = int(getattr(self.planner, "td_steps", 1)), 0.0
+        try:
+            with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
+                for _ in range(steps):
+                    self.optimizer.zero_grad()
+                    loss = self.planner.td_loss(episodes, self._cases_by_id, self.config.gamma)  # type: ignore[attr-defined]  # learning_rule "td" policies have td_loss
+                    loss.backward()
+                    if self.config.grad_clip:
+                        torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+                    self.optimizer.step()
+                    total += float(loss.detach())
+            kill_point("rl.update")
+        finally:
+            self.planner.eval()
+        return total / steps
 
     def _apply(self, update: int, episodes: list[Episode]) -> bool:
         """Train on one update's episodes; ``True`` when a checkpoint was written."""
@@ -673,8 +699,27 @@ class RLTrainer:
         finally:
             await asyncio.to_thread(tracker.close)
         self.write_curve()
+        self.write_strategy_shift()
         self.planner.save_pretrained(self.out / "final")
         return self.curve
+
+    def write_strategy_shift(self) -> dict[str, Any]:
+        """``strategy_shift.json``: the strategies sampled in the first update's self-play (by the starting, SFT
+        planner) against those of the last update (by the planner before its last step), each with its
+        distribution and entropy, and each strategy's share shift (:func:`~ppdpp.simulators.report.strategy_shift`)."""
+        from ppdpp.simulators.report import strategy_counts, strategy_shift
+
+        size, last = self.config.episodes_per_update, self.config.updates - 1
+        played: dict[int, list[str | None]] = {0: [], last: []}
+        for _, row in read_transcript_journal(self.transcripts_path):
+            update = int(row["episode"]) // size
+            if update in played:
+                played[update] += [step["strategy"] for step in row["steps"]]
+        shift = strategy_shift(strategy_counts(played[0], self.domain), strategy_counts(played[last], self.domain))
+        data = {"basis": f"self-play strategies sampled in update 1 (the starting planner) and update {last + 1} "
+                         "(the planner before its last step), at the run's temperature", **shift}
+        write_json(self.out / "strategy_shift.json", data)
+        return data
 
 
 def train_sync(trainer: RLTrainer, *, resume: bool = False) -> list[dict[str, float]]:

@@ -202,15 +202,38 @@ def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]
     return read
 
 
+def _train_cases(domain: Domain, data: DomainData, cases_file: Optional[Path]) -> Any:
+    """``train_cases()`` for the policies: the train split's cases (never the bundled ones beside a user's
+    cases file), or a :class:`DomainError` saying why there are none."""
+    def read() -> list[Case]:
+        if cases_file is not None and data.bundled:
+            raise DomainError(f"--cases-file {cases_file} holds test cases only")
+        try:
+            return domain.load_cases("train", data.data_dir)
+        except DomainError as exc:
+            raise DomainError(f"no {domain.name} train split in {data.source} ({exc})") from None
+    return read
+
+
 def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path], data: DomainData,
-                   cases_file: Optional[Path], env: Any, specs: list[Any],
-                   configs: dict[type | None, Any]) -> dict[str, Any]:
+                   cases_file: Optional[Path], env: Any, specs: list[Any], configs: dict[type | None, Any],
+                   planner_spec: PolicySpec) -> dict[str, Any]:
     """The :data:`~ppdpp.planner.core.plan.POLICY_OPTIONS` a run gives the factories of ``specs`` (``config``
-    and ``planner`` are each policy's own, given at its build)."""
-    return {"domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
-            "critic_llm": roles.backend("critic"), "planners": planners,
-            "train_examples": _train_examples(domain, data, cases_file), "env": env,
-            "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
+    and ``planner`` are each policy's own, given at its build); ``load_planner`` builds ``planner_spec`` (the
+    run's trainable policy) from a directory, with its config."""
+    options: dict[str, Any] = {
+        "domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
+        "critic_llm": roles.backend("critic"), "planners": planners,
+        "train_examples": _train_examples(domain, data, cases_file), "env": env, "make_env": roles.make_env,
+        "train_cases": _train_cases(domain, data, cases_file),
+        "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
+
+    def load_planner(directory: Path) -> TrainablePolicy:
+        return planner_spec.build_trainable(**{**options, "planner": Path(directory),
+                                               "config": configs.get(planner_spec.config)})
+
+    options["load_planner"] = load_planner
+    return options
 
 
 def check_planners(paths: list[Path], spec: PolicySpec) -> None:
@@ -343,11 +366,8 @@ class RLRun:
 
         configs: dict[type | None, Any] = {type(c): c for c in self.policy_configs}
         options = policy_options(self.domain, self.config.seed, self.roles, [self.settings.planner], self.data,
-                                 self.settings.cases_file, self.config.env, [self.spec], configs)
-        options["config"] = configs.get(self.spec.config)
-
-        def load_planner(directory: Path) -> TrainablePolicy:
-            return self.spec.build_trainable(**options, planner=directory)
+                                 self.settings.cases_file, self.config.env, [self.spec], configs, self.spec)
+        load_planner = options["load_planner"]
 
         settings = self.run_settings or _settings_dict(self.settings, self.config, *self.policy_configs)
         return RLTrainer(load_planner(self.settings.planner), self.domain, self.cases, self.roles.make_env,
@@ -399,12 +419,10 @@ class Evaluator:
                                 concurrency=settings.concurrency)
         configs: dict[type | None, Any] = {type(c): c for c in policy_configs}
         options = policy_options(dom, settings.seed, self.roles, list(settings.planner), data, settings.cases_file,
-                                 env, [planner_spec, *specs], configs)
+                                 env, [planner_spec, *specs], configs, planner_spec)
         self.policies: list[Any] = []
         for path in settings.planner:  # each planner directory, built by the trainable planner_policy
-            loaded = planner_spec.build_trainable(**options, planner=path,
-                                        config=configs.get(planner_spec.config))
-            self.policies.append(NamedPolicy(loaded, planner_name(path, planner_spec.name)))
+            self.policies.append(NamedPolicy(options["load_planner"](path), planner_name(path, planner_spec.name)))
         left_out = []
         for spec in specs:
             try:

