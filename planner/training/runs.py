@@ -23,7 +23,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Split
@@ -189,27 +189,15 @@ def pick_cases(domain: Domain, split: str, data: DomainData, limit: Optional[int
     return picked
 
 
-def _train_examples(domain: Domain, data: DomainData, cases_file: Optional[Path]) -> Any:
-    """``train_examples()`` for the policies: the train split of the data read (never the bundled one beside a
-    user's cases file), or a :class:`DomainError` saying why there is none."""
-    def read() -> list[Any]:
+def _train_split(domain: Domain, data: DomainData, cases_file: Optional[Path],
+                 load: Callable[[Split, Optional[Path]], Sequence[Any]]) -> Callable[[], Sequence[Any]]:
+    """A reader of the train split by ``load`` (``domain.sft_examples`` or ``domain.load_cases``) for the
+    policies: never the bundled split beside a user's cases file; a :class:`DomainError` says why there is none."""
+    def read() -> Sequence[Any]:
         if cases_file is not None and data.bundled:
             raise DomainError(f"--cases-file {cases_file} holds test cases only")
         try:
-            return domain.sft_examples("train", data.data_dir)
-        except DomainError as exc:
-            raise DomainError(f"no {domain.name} train split in {data.source} ({exc})") from None
-    return read
-
-
-def _train_cases(domain: Domain, data: DomainData, cases_file: Optional[Path]) -> Any:
-    """``train_cases()`` for the policies: the train split's cases (never the bundled ones beside a user's
-    cases file), or a :class:`DomainError` saying why there are none."""
-    def read() -> list[Case]:
-        if cases_file is not None and data.bundled:
-            raise DomainError(f"--cases-file {cases_file} holds test cases only")
-        try:
-            return domain.load_cases("train", data.data_dir)
+            return load("train", data.data_dir)
         except DomainError as exc:
             raise DomainError(f"no {domain.name} train split in {data.source} ({exc})") from None
     return read
@@ -224,8 +212,8 @@ def policy_options(domain: Domain, seed: int, roles: Roles, planners: list[Path]
     options: dict[str, Any] = {
         "domain": domain, "seed": seed, "agent_llm": roles.backend("agent"), "user_llm": roles.backend("user"),
         "critic_llm": roles.backend("critic"), "planners": planners,
-        "train_examples": _train_examples(domain, data, cases_file), "env": env, "make_env": roles.make_env,
-        "train_cases": _train_cases(domain, data, cases_file),
+        "train_examples": _train_split(domain, data, cases_file, domain.sft_examples), "env": env, "make_env": roles.make_env,
+        "train_cases": _train_split(domain, data, cases_file, domain.load_cases),
         "policy_configs": {s.name: configs[s.config] for s in specs if s.config and s.config in configs}}
 
     def load_planner(directory: Path) -> TrainablePolicy:
