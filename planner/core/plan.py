@@ -68,10 +68,6 @@ class TrainablePolicy(Protocol):
         """``train(False)``: inference mode (``torch.nn.Module``'s)."""
         ...
 
-    def eval(self) -> Any:
-        """``train(False)`` (``torch.nn.Module``'s)."""
-        ...
-
     def save_pretrained(self, directory: str | Path) -> Any:
         """Write a directory the same factory builds this policy back from (its ``planner`` option):
         checkpoints, resume and a run's ``final/`` rely on it."""

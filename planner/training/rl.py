@@ -586,7 +586,7 @@ class RLTrainer:
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
             self.optimizer.step()
         finally:
-            self.planner.eval()
+            self.planner.train(False)
         return total
 
     def td_update(self, episodes: Sequence[Episode]) -> float:
@@ -608,7 +608,7 @@ class RLTrainer:
                     total += float(loss.detach())
             kill_point("rl.update")
         finally:
-            self.planner.eval()
+            self.planner.train(False)
         return total / steps
 
     def _apply(self, update: int, episodes: list[Episode]) -> bool:
@@ -681,7 +681,7 @@ class RLTrainer:
         settings = {**self.run_settings, "domain": self.domain.name, **dataclasses.asdict(self.config)}
         write_json(config_path, settings)
         journal = self.read_journal()
-        self.planner.eval()
+        self.planner.train(False)
         tracker = await asyncio.to_thread(open_trackers, self.config.report_to, self.out, self.out.name)
         try:
             if not resume:
