@@ -24,8 +24,9 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
   difference of each SFT+RL against every policy (bootstrap interval, sign-flip p), strategy distribution and
   its entropy, realisation of each policy's own turns, critic agreement, wall time and tokens.
 
-The negotiation price hint is a different setting from PPDPP's; ``--price-hint`` plays the evaluation with it
-(folders ``eval-<policy>+price``).
+The negotiation price hint and the tutoring answer key are settings other than PPDPP's; ``--price-hint`` and
+``--answer-key`` play the evaluation with them (folders ``eval-<policy>+price``, ``eval-<policy>+key``).
+``--split valid`` plays the valid cases instead (folders ``...@valid``), for tuning a lever before the test run.
 
     nice -n 5 python benchmarks/llm_agent_eval.py --piece all --out runs/llm-agent --cases 100
 """
@@ -51,9 +52,10 @@ from grounded_eval import SETTINGS, ppdpp  # noqa: E402  (benchmarks/ is the scr
 
 from ppdpp.simulators.evaluate import estimate, paired_difference  # noqa: E402
 
-POLICIES = ("no-planner", "random", "majority", "llm", "sft", "sft+rl-template", "sft+rl-llm")
-"""``llm`` is ppdpp's ProCoT-style planner (the agent LLM picks the strategy; ppdpp registers no separate
-Proactive or ProCoT policy)."""
+POLICIES = ("no-planner", "random", "majority", "llm", "proactive", "procot", "sft", "sft+rl-template",
+            "sft+rl-llm")
+"""``llm``: the agent LLM picks the strategy with ppdpp's planning prompt; ``proactive`` and ``procot``: the PPDPP
+paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner."""
 VARIANTS = ("ppdpp", "fewshot", "fewshot+price")
 RUN_SETTINGS = ("--max-tokens", "48", "--concurrency", "16")
 
@@ -62,19 +64,20 @@ def safe(name: str) -> str:
     return name.replace("/", "_").replace("+", "-")
 
 
-def prelude(price_hint: bool, few_shot: bool = True) -> str:
+def prelude(price_hint: bool, few_shot: bool = True, answer_key: bool = False) -> str:
     """Python run before a ``ppdpp`` command in a child process: the domains' prompt levers."""
     return ("from ppdpp.plugins.negotiation import DOMAIN as N; from ppdpp.planner.registry.manager import "
             f"get_domain; N.few_shot = {few_shot}; N.price_hint = {price_hint}; "
-            f"get_domain('tutoring').few_shot = {few_shot}; ")
+            f"get_domain('tutoring').few_shot = {few_shot}; get_domain('tutoring').answer_key = {answer_key}; ")
 
 
-def run_ppdpp(args: list[str], log: list[str], *, price_hint: bool = False) -> float:
+def run_ppdpp(args: list[str], log: list[str], *, price_hint: bool = False, answer_key: bool = False) -> float:
     """``grounded_eval.ppdpp`` with the prompt levers set in the child process."""
     import grounded_eval
 
     saved = grounded_eval.PPDPP
-    grounded_eval.PPDPP = [sys.executable, "-c", prelude(price_hint) + "from ppdpp.planner.cli import main; main()"]
+    grounded_eval.PPDPP = [sys.executable, "-c", prelude(price_hint, answer_key=answer_key)
+                           + "from ppdpp.planner.cli import main; main()"]
     try:
         return ppdpp(args, log)
     finally:
@@ -212,7 +215,8 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
 
 
 def eval_dir(args, domain: str, policy: str) -> Path:
-    return args.out / domain / f"eval-{safe(policy)}{'+price' if args.price_hint else ''}"
+    levers = ("+price" if args.price_hint else "") + ("+key" if args.answer_key else "")
+    return args.out / domain / f"eval-{safe(policy)}{levers}{'' if args.split == 'test' else '@' + args.split}"
 
 
 def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
@@ -235,9 +239,9 @@ def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
     (out / "running.pid").write_text(str(os.getpid()), encoding="utf-8")
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
     seconds = run_ppdpp(["evaluate", "-d", domain, *data, "--agent", args.model, "--user", user, "--critic",
-                         "oracle", *which, "--cases", str(args.cases), "--max-turns", str(turns),
+                         "oracle", *which, "--split", args.split, "--cases", str(args.cases), "--max-turns", str(turns),
                          "--seed", str(args.seed), "--out", str(out), *RUN_SETTINGS], log,
-                        price_hint=args.price_hint)
+                        price_hint=args.price_hint, answer_key=args.answer_key)
     (out / "wall.json").write_text(json.dumps({"wall_s": seconds, "load": os.getloadavg()}), encoding="utf-8")
 
 
@@ -264,7 +268,7 @@ async def critic_rows(args, domain_name: str, episodes: list[dict]) -> list[dict
     from ppdpp.simulators.critic import Critic
 
     domain = get_domain(domain_name)
-    cases = {c.id: c for c in domain.load_cases("test", args.data_dir)}
+    cases = {c.id: c for c in domain.load_cases(args.split, args.data_dir)}
     llm = open_chat(args.model, cache="all")
     critic = Critic(llm, "greedy", max_tokens=32)
     try:
@@ -303,7 +307,7 @@ def policy_rows(args, domain: str) -> dict[str, dict]:
 
     _, metric, _ = SETTINGS[domain]
     dom = get_domain(domain)
-    cases = {c.id: c for c in dom.load_cases("test", args.data_dir)}
+    cases = {c.id: c for c in dom.load_cases(args.split, args.data_dir)}
     read = reader(domain, args.data_dir)
     found = {}
     for policy in args.policies.split(","):
@@ -376,8 +380,9 @@ def eval_table(args, domain: str) -> list[str]:
 
 
 def table_piece(args) -> str:
-    parts = [f"agent `{args.model}`, oracle critic, test split, first {args.cases} cases asked "
-             f"(n per row = finished){', price hint ON' if args.price_hint else ''}", ""]
+    parts = [f"agent `{args.model}`, oracle critic, {args.split} split, first {args.cases} cases asked "
+             f"(n per row = finished){', price hint ON' if args.price_hint else ''}"
+             f"{', answer key ON' if args.answer_key else ''}", ""]
     for domain in args.domains.split(","):
         user, metric, turns = SETTINGS[domain]
         parts += [f"### {domain} ({user} user, {turns} turns)", ""]
@@ -402,6 +407,9 @@ def main() -> None:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--price-hint", action="store_true", help="Evaluate with the negotiation price hint.")
+    parser.add_argument("--answer-key", action="store_true", help="Evaluate with the tutoring answer key.")
+    parser.add_argument("--split", default="test", choices=("valid", "test"),
+                        help="The cases evaluated (valid: for tuning a lever).")
     parser.add_argument("--realisation-models", default="local/smollm2,local/qwen2.5-coder-1.5b")
     parser.add_argument("--realisation-cases", type=int, default=12)
     parser.add_argument("--variants", default=",".join(VARIANTS))

@@ -145,6 +145,19 @@ def test_plain_prompting_has_no_strategy(domain: TutoringDomain, case: Case) -> 
     assert not any(instruction in text for instruction in domain.strategies.values()), text
 
 
+def test_answer_key_names_the_target_only_when_on(case: Case) -> None:
+    """PPDPP's Teacher is not told the Italian; the ``answer_key`` lever tells it, and changes nothing else."""
+    plain, keyed = TutoringDomain(), TutoringDomain(answer_key=True)
+    without = json.dumps(plain.agent_messages(case, case.dialogue, "Hint"))
+    with_key = keyed.agent_messages(case, case.dialogue, "Hint")
+    assert "e sotto la sedia bianca" not in without, without
+    assert 'The correct translation is \\"e sotto la sedia bianca\\"' in json.dumps(with_key), with_key
+    stripped = json.loads(json.dumps(with_key).replace(
+        ' The correct translation is \\"e sotto la sedia bianca\\"; use it to check the student\'s tries and to '
+        'teach one word at a time.', ""))
+    assert json.dumps(stripped) == without
+
+
 def test_reminder_goes_on_the_last_message(domain: TutoringDomain, case: Case) -> None:
     plain = domain.agent_messages(case, case.dialogue, "Hint", reminder=False)
     reminded = domain.agent_messages(case, case.dialogue, "Hint", reminder=True)

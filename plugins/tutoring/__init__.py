@@ -60,15 +60,17 @@ class TutoringDomain(Domain):
         "Others": "Please chat with the Student without any pedagogical strategy.",
     }
 
-    def __init__(self, success_rule: SuccessRule = "all", *, few_shot: bool = True,
+    def __init__(self, success_rule: SuccessRule = "all", *, few_shot: bool = True, answer_key: bool = False,
                  examples_dir: str | None = None) -> None:
         """``few_shot``: example Teacher lines in the agent prompt's role reminder (the last message;
         :mod:`~ppdpp.plugins.tutoring.prompting`), so only with ``reminder=True`` (the default); off = PPDPP's prompt
-        word for word; ``examples_dir``: their data root (``None``: resolved at first use)."""
+        word for word; ``answer_key``: the agent prompt names the correct Italian (off by default: PPDPP's Teacher
+        is not told it, CIMA's human tutors were; a small LLM then teaches wrong words, docs/simulators.md);
+        ``examples_dir``: the few-shot lines' data root (``None``: resolved at first use)."""
         if success_rule not in ("all", "majority"):
             raise DomainError(f"tutoring success_rule must be 'all' or 'majority', got {success_rule!r}")
         self.success_rule = success_rule
-        self.few_shot, self.examples_dir = few_shot, examples_dir
+        self.few_shot, self.answer_key, self.examples_dir = few_shot, answer_key, examples_dir
         self._splits: dict[tuple[Path | None, Split], tuple[list[Case], list[SFTExample]]] = {}
 
     # ---- data ---------------------------------------------------------------------------------------
@@ -149,9 +151,11 @@ class TutoringDomain(Domain):
             from ppdpp.plugins.tutoring.prompting import strategy_note
 
             levers = " " + strategy_note(case, strategy, self.instruction(strategy), lazy_data_root(self))
-        setup = f'You are the teacher who is trying to teach the student to translate "{sentence}" into Italian. ' \
-            "Please reply with only one short and succinct sentence. Please do not tell the student the answer or " \
-            f"ask the student about other exercises.{instruction} Now ask me an exercise."
+        key = f' The correct translation is "{case.fields["target"]}"; use it to check the student\'s tries and to ' \
+            "teach one word at a time." if self.answer_key else ""
+        setup = f'You are the teacher who is trying to teach the student to translate "{sentence}" into Italian.' \
+            f"{key} Please reply with only one short and succinct sentence. Please do not tell the student the " \
+            f"answer or ask the student about other exercises.{instruction} Now ask me an exercise."
         return role_play_messages(
             "Now enter the role-playing mode. In the following conversation, you will play as a teacher in a "
             "tutoring conversation with a student.",
