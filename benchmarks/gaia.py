@@ -1,0 +1,184 @@
+"""GAIA on grounded negotiation: the planner trained against a population of resisters vs the plain SFT+RL planner.
+
+Pieces (each skipped when its output exists, so a killed run continues where it stopped):
+
+1. ``sft/``: the SFT planner, the grounded quickstart's recipe (MiniLM frozen, 64 tokens, strategy history).
+2. ``rl-plain/``: SFT+RL against the plain rule-based seller (``ppdpp rl``: template agent, oracle critic,
+   head only, the leaderboard's RL recipe).
+3. ``resister-pop-<seed>/``: the population, resisters trained (``ppdpp resister``) against the plain SFT+RL
+   planner, one per ``--population-seeds`` seed.
+4. ``resister-heldout-seed/`` (against SFT+RL, another seed) and ``resister-heldout-sft/`` (against the SFT
+   planner): held-out resisters, in no population.
+5. ``rl-gaia/``: SFT+RL from the same SFT planner with the same recipe and seed, each episode's seller drawn from
+   the population plus the plain rule-based seller (``--user resister --user-checkpoints POP,...,rule-based``).
+6. ``eval-<opponent>/``: SFT, SFT+RL (plain) and SFT+RL (GAIA) on the test cases against the plain seller and
+   each held-out resister (``ppdpp evaluate``, one report per opponent: intervals, paired tests).
+
+Prints the table for docs/policies.md with the wall time of each piece and the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+import ppdpp
+from ppdpp.planner.registry import manager as registry
+from ppdpp.planner.training.resister import ResisterConfig, train_resister
+from ppdpp.simulators.env import EnvConfig
+
+SFT = {"epochs": 8, "lr": 2e-4, "max_select_examples": 200, "max_test_examples": 200}
+SFT_PLANNER = {"max_length": 64, "strategy_history": True, "freeze_encoder": True}
+TURNS = 8
+
+
+def cpu_flags() -> str:
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    return " ".join(f for f in ("avx2", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512_bf16/amx_bf16"
+
+
+def timed(label: str, seconds: dict[str, float]):  # noqa: ANN201  (a decorator factory)
+    def wrap(action):  # noqa: ANN001, ANN202
+        start = time.perf_counter()
+        action()
+        seconds[label] = time.perf_counter() - start
+        print(f"{label}: {seconds[label]:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    return wrap
+
+
+def sft(root: Path, args: argparse.Namespace) -> Path:
+    from ppdpp.planner.policy.policy_planner import PlannerConfig
+    from ppdpp.planner.training.sft import SFTConfig, auto_train_splits, train_sft
+    from ppdpp.planner.toolkit.datafiles import domain_data
+
+    out = root / "sft"
+    if not (out / "best" / "planner.json").is_file():
+        domain = registry.get_domain("negotiation")
+        resolved = domain_data(domain, args.data_dir).data_dir
+        config = SFTConfig(domain="negotiation", planner=PlannerConfig(**SFT_PLANNER), seed=args.seed,
+                           train_splits=auto_train_splits(domain, resolved), **SFT)
+        train_sft(config, out, data_dir=resolved, resume=(out / "checkpoint.pt").is_file(), progress=False)
+    return out / "best"
+
+
+def rl(root: Path, name: str, planner: Path, user: str, checkpoints: tuple[str, ...],
+       args: argparse.Namespace) -> Path:
+    from ppdpp.planner.training.rl import RLConfig
+
+    out = root / name
+    if not (out / "final" / "planner.json").is_file():
+        settings = ppdpp.RLSettings(domain="negotiation", planner=planner, agent="template", user=user,
+                                    user_checkpoints=checkpoints, critic="oracle", out=out, data_dir=args.data_dir,
+                                    resume=(out / "checkpoints" / "latest.json").is_file())
+        config = RLConfig(env=EnvConfig(max_turns=TURNS, temperature=0.7), seed=args.seed, train_backbone=False,
+                          episodes=args.rl_episodes, episodes_per_update=16, lr=1e-3, concurrency=16)
+        ppdpp.RLRun(settings, config, progress=False).train()
+    return out / "final"
+
+
+def resister(root: Path, name: str, planner: Path, seed: int, args: argparse.Namespace) -> Path:
+    out = root / name
+    if not (out / "final" / "resister.json").is_file():
+        train_resister(ResisterConfig(planner=planner, episodes=args.resister_episodes, seed=seed,
+                                      lr=args.resister_lr, out=out, data_dir=args.data_dir,
+                                      env=EnvConfig(max_turns=TURNS)), say=lambda line: None)
+    return out / "final"
+
+
+def evaluate(root: Path, opponent: str, checkpoints: tuple[str, ...], planners: list[Path],
+             args: argparse.Namespace) -> Path:
+    out = root / f"eval-{opponent}"
+    if not (out / "report.json").is_file():
+        user = "rule-based" if not checkpoints else "resister"
+        settings = ppdpp.EvaluateSettings(domain="negotiation", agent="template", user=user,
+                                          user_checkpoints=checkpoints, critic="oracle", planner=planners,
+                                          baselines=(), cases=args.cases, data_dir=args.data_dir, seed=args.seed,
+                                          out=out)
+        ppdpp.Evaluator(settings, EnvConfig(max_turns=TURNS)).run()
+    return out
+
+
+def rows(out: Path, opponent: str, names: dict[str, str]) -> list[str]:
+    """The markdown rows of one opponent: each planner's SL, SR, AT, and GAIA minus plain, paired."""
+    report = json.loads((out / "report.json").read_text())
+    by_name = {p["policy"]: p for p in report["policies"]}
+    lines = []
+    plain, gaia = names["SFT+RL (plain)"], names["SFT+RL (GAIA population)"]
+    for label, policy in names.items():
+        p = by_name[policy]
+        sl, sr, at = p["metrics"]["sl"], p["sr"], p["at"]
+        paired = "-"
+        if policy == gaia:
+            row = next(c for c in report["comparisons"] if {c["a"], c["b"]} == {plain, gaia})
+            sign = 1.0 if row["a"] == gaia else -1.0
+            d_sl, d_sr, d_at = row["metrics"]["sl"], row["sr"], row["at"]
+            lo, hi = sorted((sign * d_sl["low"], sign * d_sl["high"]))
+            paired = (f"SL {sign * d_sl['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] p {d_sl['p_value']:.4f}; "
+                      f"SR {sign * d_sr['difference']:+.3f} (McNemar p {d_sr['p_value']:.4f}); "
+                      f"AT {sign * d_at['difference']:+.2f} p {d_at['p_value']:.4f}")
+        lines.append(f"| {opponent} | {label} | {sl['mean']:.3f} [{sl['low']:.3f}, {sl['high']:.3f}] | "
+                     f"{sr['mean']:.3f} [{sr['low']:.2f}, {sr['high']:.2f}] | {at['mean']:.2f} "
+                     f"[{at['low']:.2f}, {at['high']:.2f}] | {paired} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/gaia"))
+    parser.add_argument("--data-dir", type=Path, default=None)
+    parser.add_argument("--cases", type=int, default=None, help="Only the first N test cases (default: all 188).")
+    parser.add_argument("--rl-episodes", type=int, default=384)
+    parser.add_argument("--resister-episodes", type=int, default=256)
+    parser.add_argument("--resister-lr", type=float, default=0.5)
+    parser.add_argument("--population-seeds", default="1,2")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    root, seconds = args.out, {}
+    start = time.perf_counter()
+    print(f"machine: {os.cpu_count()} cores, flags {cpu_flags()}, load {os.getloadavg()}", flush=True)
+    paths: dict[str, Path] = {}
+    timed("sft", seconds)(lambda: paths.setdefault("sft", sft(root, args)))
+    timed("rl-plain", seconds)(lambda: paths.setdefault(
+        "plain", rl(root, "rl-plain", paths["sft"], "rule-based", (), args)))
+    population = []
+    for seed in [int(s) for s in args.population_seeds.split(",") if s.strip()]:
+        name = f"resister-pop-{seed}"
+        timed(name, seconds)(lambda: population.append(resister(root, name, paths["plain"], seed, args)))
+    held_seed = max([int(s) for s in args.population_seeds.split(",")] + [0]) + 1
+    timed("resister-heldout-seed", seconds)(lambda: paths.setdefault(
+        "held_seed", resister(root, "resister-heldout-seed", paths["plain"], held_seed, args)))
+    timed("resister-heldout-sft", seconds)(lambda: paths.setdefault(
+        "held_sft", resister(root, "resister-heldout-sft", paths["sft"], args.seed, args)))
+    members = (*map(str, population), "rule-based")
+    timed("rl-gaia", seconds)(lambda: paths.setdefault(
+        "gaia", rl(root, "rl-gaia", paths["sft"], "resister", members, args)))
+    planners = [paths["sft"], paths["plain"], paths["gaia"]]
+    opponents = {"rule-based seller": (), f"held-out resister (seed {held_seed}, vs SFT+RL)":
+                 (str(paths["held_seed"]),), "held-out resister (vs SFT)": (str(paths["held_sft"]),)}
+    lines = ["| seller | planner | SL [95%] | SR [95%] | AT [95%] | GAIA - plain, paired |", "|" + "---|" * 6]
+    for i, (opponent, checkpoints) in enumerate(opponents.items()):
+        folder = [root / "eval-rule-based", root / "eval-heldout-seed", root / "eval-heldout-sft"][i]
+        timed(folder.name, seconds)(lambda: evaluate(root, folder.name.removeprefix("eval-"), checkpoints,
+                                                     planners, args))
+        from ppdpp.planner.training.runs import planner_name
+        names = {"SFT": planner_name(paths["sft"]), "SFT+RL (plain)": planner_name(paths["plain"]),
+                 "SFT+RL (GAIA population)": planner_name(paths["gaia"])}
+        lines += rows(folder, opponent, names)
+    print("\n" + "\n".join(lines))
+    for path in [*population, paths["held_seed"], paths["held_sft"]]:
+        curve = json.loads((path.parent / "curve.json").read_text())
+        print(f"{path.parent.name}: first update {curve[0]['resister_return']:+.3f} -> last "
+              f"{curve[-1]['resister_return']:+.3f} (resister return); actions {curve[-1]['actions']}")
+    print("wall: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    print(f"total {time.perf_counter() - start:.0f} s this run; load {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
