@@ -111,19 +111,20 @@ def rows(out: Path, opponent: str, names: dict[str, str]) -> list[str]:
     plain, gaia = names["SFT+RL (plain)"], names["SFT+RL (GAIA population)"]
     for label, policy in names.items():
         p = by_name[policy]
-        sl, sr, at = p["metrics"]["sl"], p["sr"], p["at"]
+        sl, sr, at, reward = p["metrics"]["sl"], p["sr"], p["at"], p["reward"]
         paired = "-"
         if policy == gaia:
             row = next(c for c in report["comparisons"] if {c["a"], c["b"]} == {plain, gaia})
             sign = 1.0 if row["a"] == gaia else -1.0
-            d_sl, d_sr, d_at = row["metrics"]["sl"], row["sr"], row["at"]
+            d_sl, d_sr, d_at, d_r = row["metrics"]["sl"], row["sr"], row["at"], row["reward"]
             lo, hi = sorted((sign * d_sl["low"], sign * d_sl["high"]))
             paired = (f"SL {sign * d_sl['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] p {d_sl['p_value']:.4f}; "
                       f"SR {sign * d_sr['difference']:+.3f} (McNemar p {d_sr['p_value']:.4f}); "
-                      f"AT {sign * d_at['difference']:+.2f} p {d_at['p_value']:.4f}")
+                      f"AT {sign * d_at['difference']:+.2f} p {d_at['p_value']:.4f}; "
+                      f"reward {sign * d_r['difference']:+.3f} p {d_r['p_value']:.4f}")
         lines.append(f"| {opponent} | {label} | {sl['mean']:.3f} [{sl['low']:.3f}, {sl['high']:.3f}] | "
                      f"{sr['mean']:.3f} [{sr['low']:.2f}, {sr['high']:.2f}] | {at['mean']:.2f} "
-                     f"[{at['low']:.2f}, {at['high']:.2f}] | {paired} |")
+                     f"[{at['low']:.2f}, {at['high']:.2f}] | {reward['mean']:+.3f} | {paired} |")
     return lines
 
 
@@ -162,7 +163,7 @@ def main() -> None:
     planners = [paths["sft"], paths["plain"], paths["gaia"]]
     opponents = {"rule-based seller": (), f"held-out resister (seed {held_seed}, vs SFT+RL)":
                  (str(paths["held_seed"]),), "held-out resister (vs SFT)": (str(paths["held_sft"]),)}
-    lines = ["| seller | planner | SL [95%] | SR [95%] | AT [95%] | GAIA - plain, paired |", "|" + "---|" * 6]
+    lines = ["| seller | planner | SL [95%] | SR [95%] | AT [95%] | reward | GAIA - plain, paired |", "|" + "---|" * 7]
     for i, (opponent, checkpoints) in enumerate(opponents.items()):
         folder = [root / "eval-rule-based", root / "eval-heldout-seed", root / "eval-heldout-sft"][i]
         timed(folder.name, seconds)(lambda: evaluate(root, folder.name.removeprefix("eval-"), checkpoints,
