@@ -32,14 +32,9 @@ from ppdpp.planner.registry import manager as registry
 from ppdpp.planner.training.resister import ResisterConfig, train_resister
 from ppdpp.simulators.env import EnvConfig
 
-SFT = {"epochs": 8, "lr": 2e-4, "max_select_examples": 200, "max_test_examples": 200}
-SFT_PLANNER = {"max_length": 64, "strategy_history": True, "freeze_encoder": True}
+from leaderboard import RL, SFT, SFT_PLANNER, cpu_flags  # noqa: E402  (benchmarks/ is the script's folder)
+
 TURNS = 8
-
-
-def cpu_flags() -> str:
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join(f for f in ("avx2", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512_bf16/amx_bf16"
 
 
 def timed(label: str, seconds: dict[str, float]):  # noqa: ANN201  (a decorator factory)
@@ -76,7 +71,7 @@ def rl(root: Path, name: str, planner: Path, user: str, checkpoints: tuple[str, 
                                     user_checkpoints=checkpoints, critic="oracle", out=out, data_dir=args.data_dir,
                                     resume=(out / "checkpoints" / "latest.json").is_file())
         config = RLConfig(env=EnvConfig(max_turns=TURNS, temperature=0.7), seed=args.seed, train_backbone=False,
-                          episodes=args.rl_episodes, episodes_per_update=16, lr=1e-3, concurrency=16)
+                          **{**RL, "episodes": args.rl_episodes})
         ppdpp.RLRun(settings, config, progress=False).train()
     return out / "final"
 
