@@ -47,7 +47,7 @@ def _history(case, picks):
     return list(opening), lines
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case_index=st.integers(0, 39), seed=st.integers(0, 10_000),
        weights=st.lists(st.floats(-20, 20), min_size=len(ACTIONS) * len(FEATURES),
                         max_size=len(ACTIONS) * len(FEATURES)),
