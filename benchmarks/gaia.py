@@ -11,8 +11,11 @@ Pieces (each skipped when its output exists, so a killed run continues where it 
    planner): held-out resisters, in no population.
 5. ``rl-gaia/``: SFT+RL from the same SFT planner with the same recipe and seed, each episode's seller drawn from
    the population plus the plain rule-based seller (``--user resister --user-checkpoints POP,...,rule-based``).
-6. ``eval-<opponent>/``: SFT, SFT+RL (plain) and SFT+RL (GAIA) on the test cases against the plain seller and
-   each held-out resister (``ppdpp evaluate``, one report per opponent: intervals, paired tests).
+6. ``--rounds N`` (default 1) repeats GAIA: round r trains new resisters (the population seeds) against the
+   round r-1 GAIA planner (``resister-r<r>-<seed>/``), adds them to the population and trains ``rl-gaia-r<r>/``
+   from the SFT planner against the grown population.
+7. ``eval-<opponent>[-rounds<N>]/``: SFT, SFT+RL (plain) and each SFT+RL (GAIA) on the test cases against the
+   plain seller and each held-out resister (``ppdpp evaluate``, one report per opponent: intervals, paired tests).
 
 Prints the table for docs/policies.md with the wall time of each piece and the load.
 """
@@ -24,6 +27,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -37,13 +41,13 @@ from leaderboard import RL, SFT, SFT_PLANNER, cpu_flags  # noqa: E402  (benchmar
 TURNS = 8
 
 
-def timed(label: str, seconds: dict[str, float]):  # noqa: ANN201  (a decorator factory)
-    def wrap(action):  # noqa: ANN001, ANN202
-        start = time.perf_counter()
-        action()
-        seconds[label] = time.perf_counter() - start
-        print(f"{label}: {seconds[label]:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
-    return wrap
+def step(label: str, seconds: dict[str, float], action: Callable[[], Any]) -> Any:
+    """``action()``, its wall time recorded under ``label`` and printed with the load."""
+    start = time.perf_counter()
+    result = action()
+    seconds[label] = time.perf_counter() - start
+    print(f"{label}: {seconds[label]:.0f} s (load {os.getloadavg()[0]:.1f})", flush=True)
+    return result
 
 
 def sft(root: Path, args: argparse.Namespace) -> Path:
@@ -99,18 +103,19 @@ def evaluate(root: Path, opponent: str, checkpoints: tuple[str, ...], planners: 
 
 
 def rows(out: Path, opponent: str, names: dict[str, str]) -> list[str]:
-    """The markdown rows of one opponent: each planner's SL, SR, AT, and GAIA minus plain, paired."""
+    """The markdown rows of one opponent: each planner's SL, SR, AT and reward, and each GAIA planner minus the
+    plain SFT+RL planner, paired."""
     report = json.loads((out / "report.json").read_text())
     by_name = {p["policy"]: p for p in report["policies"]}
     lines = []
-    plain, gaia = names["SFT+RL (plain)"], names["SFT+RL (GAIA population)"]
+    plain = names["SFT+RL (plain)"]
     for label, policy in names.items():
         p = by_name[policy]
         sl, sr, at, reward = p["metrics"]["sl"], p["sr"], p["at"], p["reward"]
         paired = "-"
-        if policy == gaia:
-            row = next(c for c in report["comparisons"] if {c["a"], c["b"]} == {plain, gaia})
-            sign = 1.0 if row["a"] == gaia else -1.0
+        if label.startswith("SFT+RL (GAIA"):
+            row = next(c for c in report["comparisons"] if {c["a"], c["b"]} == {plain, policy})
+            sign = 1.0 if row["a"] == policy else -1.0
             d_sl, d_sr, d_at, d_r = row["metrics"]["sl"], row["sr"], row["at"], row["reward"]
             lo, hi = sorted((sign * d_sl["low"], sign * d_sl["high"]))
             paired = (f"SL {sign * d_sl['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] p {d_sl['p_value']:.4f}; "
@@ -129,46 +134,53 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--cases", type=int, default=None, help="Only the first N test cases (default: all 188).")
     parser.add_argument("--rl-episodes", type=int, default=384)
-    parser.add_argument("--resister-episodes", type=int, default=256)
+    parser.add_argument("--resister-episodes", type=int, default=512)
     parser.add_argument("--resister-lr", type=float, default=0.5)
     parser.add_argument("--population-seeds", default="1,2")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rounds", type=int, default=1, help="GAIA rounds: each later round trains new resisters "
+                        "(the population seeds) against the last GAIA planner, adds them to the population and "
+                        "trains SFT+RL against it again.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root, seconds = args.out, {}
     start = time.perf_counter()
     print(f"machine: {os.cpu_count()} cores, flags {cpu_flags()}, load {os.getloadavg()}", flush=True)
-    paths: dict[str, Path] = {}
-    timed("sft", seconds)(lambda: paths.setdefault("sft", sft(root, args)))
-    timed("rl-plain", seconds)(lambda: paths.setdefault(
-        "plain", rl(root, "rl-plain", paths["sft"], "rule-based", (), args)))
-    population = []
-    for seed in [int(s) for s in args.population_seeds.split(",") if s.strip()]:
-        name = f"resister-pop-{seed}"
-        timed(name, seconds)(lambda: population.append(resister(root, name, paths["plain"], seed, args)))
-    held_seed = max([int(s) for s in args.population_seeds.split(",")] + [0]) + 1
-    timed("resister-heldout-seed", seconds)(lambda: paths.setdefault(
-        "held_seed", resister(root, "resister-heldout-seed", paths["plain"], held_seed, args)))
-    timed("resister-heldout-sft", seconds)(lambda: paths.setdefault(
-        "held_sft", resister(root, "resister-heldout-sft", paths["sft"], args.seed, args)))
-    members = (*map(str, population), "rule-based")
-    timed("rl-gaia", seconds)(lambda: paths.setdefault(
-        "gaia", rl(root, "rl-gaia", paths["sft"], "resister", members, args)))
-    planners = [paths["sft"], paths["plain"], paths["gaia"]]
-    opponents = {"rule-based seller": (), f"held-out resister (seed {held_seed}, vs SFT+RL)":
-                 (str(paths["held_seed"]),), "held-out resister (vs SFT)": (str(paths["held_sft"]),)}
+    seeds = [int(s) for s in args.population_seeds.split(",") if s.strip()]
+    sft_dir = step("sft", seconds, lambda: sft(root, args))
+    plain = step("rl-plain", seconds, lambda: rl(root, "rl-plain", sft_dir, "rule-based", (), args))
+    held_seed = max(seeds + [0]) + 1
+    held = {"seed": step("resister-heldout-seed", seconds,
+                         lambda: resister(root, "resister-heldout-seed", plain, held_seed, args)),
+            "sft": step("resister-heldout-sft", seconds,
+                        lambda: resister(root, "resister-heldout-sft", sft_dir, args.seed, args))}
+    population: list[Path] = []
+    gaia: list[Path] = []
+    for round_ in range(1, args.rounds + 1):
+        against, tag = (plain, "pop") if round_ == 1 else (gaia[-1], f"r{round_}")
+        for seed in seeds:
+            name = f"resister-{tag}-{seed}"
+            population.append(step(name, seconds, lambda: resister(root, name, against, seed, args)))
+        run = "rl-gaia" if round_ == 1 else f"rl-gaia-r{round_}"
+        members = (*map(str, population), "rule-based")
+        gaia.append(step(run, seconds, lambda: rl(root, run, sft_dir, "resister", members, args)))
+    from ppdpp.planner.training.runs import planner_name
+
+    names = {"SFT": planner_name(sft_dir), "SFT+RL (plain)": planner_name(plain),
+             **{("SFT+RL (GAIA population)" if r == 1 else f"SFT+RL (GAIA round {r})"): planner_name(path)
+                for r, path in enumerate(gaia, 1)}}
+    suffix = "" if args.rounds == 1 else f"-rounds{args.rounds}"
+    opponents = {"rule-based": ("rule-based seller", ()),
+                 "heldout-seed": (f"held-out resister (seed {held_seed}, vs SFT+RL)", (str(held["seed"]),)),
+                 "heldout-sft": ("held-out resister (vs SFT)", (str(held["sft"]),))}
     lines = ["| seller | planner | SL [95%] | SR [95%] | AT [95%] | reward | GAIA - plain, paired |", "|" + "---|" * 7]
-    for i, (opponent, checkpoints) in enumerate(opponents.items()):
-        folder = [root / "eval-rule-based", root / "eval-heldout-seed", root / "eval-heldout-sft"][i]
-        timed(folder.name, seconds)(lambda: evaluate(root, folder.name.removeprefix("eval-"), checkpoints,
-                                                     planners, args))
-        from ppdpp.planner.training.runs import planner_name
-        names = {"SFT": planner_name(paths["sft"]), "SFT+RL (plain)": planner_name(paths["plain"]),
-                 "SFT+RL (GAIA population)": planner_name(paths["gaia"])}
+    for key, (opponent, checkpoints) in opponents.items():
+        folder = step(f"eval-{key}{suffix}", seconds,
+                      lambda: evaluate(root, f"{key}{suffix}", checkpoints, [sft_dir, plain, *gaia], args))
         lines += rows(folder, opponent, names)
     print("\n" + "\n".join(lines))
-    for path in [*population, paths["held_seed"], paths["held_sft"]]:
+    for path in [*population, held["seed"], held["sft"]]:
         curve = json.loads((path.parent / "curve.json").read_text())
         print(f"{path.parent.name}: first update {curve[0]['resister_return']:+.3f} -> last "
               f"{curve[-1]['resister_return']:+.3f} (resister return); actions {curve[-1]['actions']}")
