@@ -95,6 +95,10 @@ def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: s
     options: dict[str, Any] = {"data_dir": data_dir}
     if user_checkpoints:
         options["user_checkpoints"] = tuple(user_checkpoints)
+        try:  # read them now: a bad checkpoint fails before anything plays
+            specs["user"].build(**options)
+        except ValueError as exc:
+            raise DomainError(f"--user-checkpoints: {exc}") from None
     roles = Roles(domain, names, specs=specs, options=options)
     for model in dict.fromkeys(models):
         try:

@@ -190,3 +190,12 @@ def test_checkpoints_for_a_user_that_takes_none_are_refused(tmp_path, data_dir):
         Evaluator(EvaluateSettings(domain="negotiation", agent="template", user="rule-based", critic="oracle",
                                    user_checkpoints=("x",), baselines=("majority",), data_dir=data_dir,
                                    out=tmp_path / "e"), EnvConfig())
+
+
+def test_a_bad_checkpoint_fails_before_anything_plays(tmp_path, data_dir):
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, [*EVAL, "--user", "resister", "--user-checkpoints", f"{tmp_path / 'none'},rule-based",
+                                      "--data-dir", str(data_dir), "--out", str(out)], terminal_width=250)
+    assert isinstance(result.exception, DomainError), result.output
+    assert str(result.exception).startswith("--user-checkpoints: ") and "not a saved resister" in str(result.exception)
+    assert not out.exists()
