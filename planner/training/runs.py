@@ -67,6 +67,14 @@ CASES_FILE_HELP = ("Play the cases of this file instead of a split: JSON lines, 
 SKIP_BAD_ROWS_HELP = "Skip a bad row of --cases-file with a warning and a count instead of stopping."
 
 
+def user_checkpoints_field() -> Any:
+    """``--user-checkpoints``: the saved policies of a trainable user simulator (``--user resister``)."""
+    return field(default=(), metadata={
+        "help": "A trainable user's saved policies, comma-separated (--user resister: resister directories from "
+                "`ppdpp resister`, and rule-based for the plain seller); several = a population, one per dialogue "
+                "drawn from its seed and case."})
+
+
 class RunError(DomainError):
     """Settings that name something a run cannot use (e.g. a policy that is not trainable)."""
 
@@ -83,6 +91,7 @@ class RLSettings:
         "help": "The trainable policy to train, built from --planner (`ppdpp plugins` lists them; planner = the "
                 "PPDPP planner)."})
     user: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["user"]})
+    user_checkpoints: tuple[str, ...] = user_checkpoints_field()
     critic: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["critic"]})
     router_config: Optional[Path] = router_config_field()
     cases: Optional[int] = field(default=None, metadata={
@@ -94,6 +103,7 @@ class RLSettings:
     skip_bad_rows: bool = field(default=False, metadata={"help": SKIP_BAD_ROWS_HELP})
 
     def __post_init__(self) -> None:
+        self.user_checkpoints = tuple(str(c) for c in self.user_checkpoints)
         check_fields(self)
 
 
@@ -104,6 +114,7 @@ class EvaluateSettings:
     domain: str = field(metadata={"help": "Domain name (see `ppdpp plugins`).", "aliases": ["-d"]})
     agent: str = field(metadata={"help": "Agent LLM (also the LLM planner's model)."})
     user: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["user"]})
+    user_checkpoints: tuple[str, ...] = user_checkpoints_field()
     critic: Optional[str] = field(default=None, metadata={"help": MODEL_HELP["critic"]})
     router_config: Optional[Path] = router_config_field()
     planner: list[Path] = field(default_factory=list, metadata={
@@ -132,6 +143,7 @@ class EvaluateSettings:
     def __post_init__(self) -> None:
         self.baselines = tuple(self.baselines)
         self.seeds = tuple(self.seeds)
+        self.user_checkpoints = tuple(str(c) for c in self.user_checkpoints)
         self.planner = [Path(p) for p in self.planner]
         check_fields(self)
         self.report_to = check_report_to(self.report_to)
@@ -259,7 +271,7 @@ def open_roles(domain: Domain, settings: Any, data_dir: Optional[Path], cache: A
         return backend if meter is None else MeteredBackend(backend, meter)
 
     return resolve_roles(domain, settings.agent, settings.user, settings.critic, data_dir=data_dir,
-                         open_chat=opened)
+                         open_chat=opened, user_checkpoints=tuple(getattr(settings, "user_checkpoints", ())))
 
 
 def planner_name(path: Path, policy: str = PLANNER_POLICY) -> str:

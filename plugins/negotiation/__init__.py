@@ -277,11 +277,15 @@ def register_domains(register) -> None:
 @hookimpl
 def register_simulators(register) -> None:
     from ppdpp.planner.core.simulation import SimulatorSpec
+    from ppdpp.plugins.negotiation.resister import ResisterSeller
     from ppdpp.plugins.negotiation.seller import RuleBasedSeller
     from ppdpp.plugins.negotiation.template import TemplateBuyer
 
     register(SimulatorSpec("negotiation", "rule-based", "user", RuleBasedSeller,
                            "A Seller with a hidden bottom price that concedes by the Buyer's act; exact deal price."))
+    register(SimulatorSpec("negotiation", "resister", "user", ResisterSeller,
+                           "The rule-based Seller with trained resisters (GAIA) choosing its concessions within its "
+                           "limits: --user-checkpoints DIR,...; exact deal price."))
     register(SimulatorSpec("negotiation", "template", "agent", TemplateBuyer,
                            "A Buyer realising each act with a fixed template and price policy."))
 

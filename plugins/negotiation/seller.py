@@ -237,6 +237,13 @@ class RuleBasedSeller(UserSimulator):
         bid from a later one, and the Seller concedes the same to both)."""
         return "counter" if strategy == "propose" else strategy
 
+    def concession(self, state: SellerState, act: str, offer: float | None, share: float, index: int) -> float:
+        """The share of the gap between asking price and bottom conceded after Buyer turn ``index``: the rule's
+        ``share``. A subclass may choose another share in [0, 1] (the resister,
+        :mod:`~ppdpp.plugins.negotiation.resister`); the asking price still never goes below the bottom, and what
+        is accepted stays the rule's."""
+        return share
+
     # ---- the rules ----------------------------------------------------------------------------------------
     def replay(self, history: Sequence[Turn], case: Case | None = None) -> SellerState:
         """The Seller's state after answering every Buyer turn of ``history``. The state after the longest
@@ -296,7 +303,7 @@ class RuleBasedSeller(UserSimulator):
                 say("insult")
             return
 
-        share = concession_share(act, offer, listing, repeats)
+        share = self.concession(state, act, offer, concession_share(act, offer, listing, repeats), index)
         if share > 0:
             state.ask = conceded(previous_ask, self.bottom, share, unit)
 
