@@ -318,9 +318,12 @@ def policy_rows(args, domain: str) -> dict[str, dict]:
         steps = [(s, cases[ep["case_id"]]) for ep in eps for s in ep["steps"]]
         planned = [(s, c) for s, c in steps if s["strategy"] is not None]
         usage = [step.get("usage", {}).get("agent", {}) for step, _ in steps]
-        row = {"finished": (out / "report.json").is_file(), "values": {},
+        report = json.loads((out / "report.json").read_text())["policies"][0] if (out / "report.json").is_file() \
+            else None  # its totals count every LLM call (the planner's too); transcripts only the agent's
+        row = {"finished": report is not None, "values": {},
                "at": sum(ep["turns"] for ep in eps) / len(eps),
-               "tokens": (sum(u.get("prompt_tokens", 0) for u in usage),
+               "tokens": (report["prompt_tokens"], report["completion_tokens"]) if report else
+                         (sum(u.get("prompt_tokens", 0) for u in usage),
                           sum(u.get("completion_tokens", 0) for u in usage)),
                "strategies": collections.Counter(s["strategy"] for s, _ in steps),
                "realised": (sum(read(s["agent"], c) == s["strategy"] for s, c in planned), len(planned)),
