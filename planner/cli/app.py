@@ -1,4 +1,5 @@
-"""The Typer app every command module adds to, its console, the options they share and the root callback."""
+"""The Typer app every command module adds to (it only dispatches), its console, the fields commands share and the
+options of ``ppdpp`` itself (:class:`RootSettings`)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,57 @@ import errno
 import inspect
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, NoReturn, Optional, TypeVar
+from typing import Any, Callable, ClassVar, NoReturn, Optional, TypeVar
 
 import click
 
 import typer
 from rich.console import Console
 
+from ppdpp.planner.cli.groups import CommandGroup
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.training.runs import DATA_DIR_HELP
 
+# set by the root options: ``main()`` shows a traceback instead of the one-line error when ``debug`` is on
+state = {"debug": False}
+
+
+@dataclass
+class RootSettings:
+    """The options of ``ppdpp`` itself, given before the command: ``ppdpp --plugins a,b --debug data stats``."""
+
+    plugins: Optional[tuple[str, ...]] = field(default=None, metadata={
+        "help": "Entry-point names of the third-party plugins to load (ppdpp's own always load).",
+        "default_text": "all, or $PPDPP_PLUGINS"})  # no "env": the registry reads the variable itself
+    debug: bool = field(default=False, metadata={"help": "Show the traceback of an error (else one line)."})
+
+
+def apply_root(settings: RootSettings) -> None:
+    """Make ``settings`` take effect for the command that follows."""
+    state["debug"] = settings.debug
+    if settings.plugins is not None:
+        plugin_registry.restrict_plugins(settings.plugins)
+
+
+class RootGroup(CommandGroup):
+    """``ppdpp``: its options are :class:`RootSettings`, applied before the command runs."""
+
+    settings: ClassVar[tuple[type, ...]] = (RootSettings,)
+
+    def invoke(self, ctx: Any) -> Any:
+        apply_root(*self.parsed(ctx))
+        return super().invoke(ctx)
+
+
+# Typer only picks the command: every option, the root's included, and every help come from planner/cli/options.py
 app = typer.Typer(
     name="ppdpp",
     help="Plug-and-play policy planners for proactive LLM dialogue agents.",
+    cls=RootGroup,
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help, in the layout of every command's (argparse) help
+    rich_markup_mode=None,  # plain usage errors, as every command's
 )
 data_app = typer.Typer(help="Inspect the datasets behind the domains.", no_args_is_help=True, rich_markup_mode=None)
 console = Console()
@@ -103,7 +139,7 @@ GROUP_PATHS: dict[int, str] = {}
 
 def add_group(parent: typer.Typer, child: typer.Typer, name: str) -> typer.Typer:
     """``parent.add_typer(child, name=name)``, remembering the command path for the child's commands' usage."""
-    parent.add_typer(child, name=name)
+    parent.add_typer(child, name=name, cls=CommandGroup)
     GROUP_PATHS[id(child)] = " ".join(filter(None, [_group_path(parent), name]))
     return child
 
@@ -114,18 +150,3 @@ def _group_path(group: typer.Typer) -> str:
 
 add_group(app, data_app, "data")
 
-
-# set by the root options: ``main()`` shows a traceback instead of the one-line error when ``debug`` is on
-state = {"debug": False}
-
-
-@app.callback()
-def _root(
-    plugins: Optional[str] = typer.Option(
-        None, "--plugins", metavar="NAMES", help="Comma-separated entry-point names to load (default: all; env PPDPP_PLUGINS)."
-    ),
-    debug: bool = typer.Option(False, "--debug", help="Show the traceback of an error (else one line)."),
-) -> None:
-    state["debug"] = debug
-    if plugins is not None:
-        plugin_registry.restrict_plugins(plugins.split(","))

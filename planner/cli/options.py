@@ -134,27 +134,71 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _split_lines(self, text: str, width: int) -> list[str]:
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
+    def add_commands(self, commands: Sequence[tuple[str, str]]) -> None:
+        """A ``commands:`` section: each command's name, its help beside it in the options' column."""
+        self.start_section("commands")
+        for name, text in commands:
+            self._action_max_length = max(self._action_max_length, len(name) + self._current_indent)
+            self._add_item(self._format_command, [name, text])
+        self.end_section()
+
+    def _format_command(self, name: str, text: str) -> str:
+        column = min(self._action_max_length + 2, self._max_help_position)
+        lines = self._split_lines(text, max(self._width - column, 11)) or [""]
+        head = " " * self._current_indent + name
+        first = [head.ljust(column) + lines[0]] if len(head) + 2 <= column else [head, " " * column + lines[0]]
+        return "\n".join([*first, *(" " * column + line for line in lines[1:])]) + "\n"
+
 
 class ConfigParser(argparse.ArgumentParser):
     """The options of one command, generated from ``dataclass_types`` (command settings, then configs)."""
 
     def __init__(self, prog: str, dataclass_types: Sequence[Any], *, description: str = "",
-                 presets: dict[str, dict[str, Any]] | None = None) -> None:
+                 presets: dict[str, dict[str, Any]] | None = None, config: bool = True,
+                 commands: Sequence[tuple[str, str]] = ()) -> None:
         super().__init__(prog=prog, description=description, add_help=False, formatter_class=_HelpFormatter,
                          allow_abbrev=False)
         self.dataclass_types = list(dataclass_types)
         self.presets: dict[str, dict[str, Any]] = dict(presets or {})
+        self.commands = list(commands)  # a command group's: (name, help), listed after the options
         self.leaves: dict[str, Leaf] = {}
         self.by_path: dict[tuple[str, ...], Leaf] = {}
         self.converters: dict[str, Callable[[str], Any]] = {}
         self.elements: dict[str, Callable[[str], Any]] = {}  # of tuple and list fields
         self.add_argument("-h", "--help", action="store_true", default=argparse.SUPPRESS, help="Show this and exit.")
-        self.add_argument(CONFIG_OPTION, metavar="FILE", type=Path, default=argparse.SUPPRESS,
-                          help="YAML, JSON or TOML file of settings; options given here override it.")
+        if config:  # every command's; a command group without settings has none
+            self.add_argument(CONFIG_OPTION, metavar="FILE", type=Path, default=argparse.SUPPRESS,
+                              help="YAML, JSON or TOML file of settings; options given here override it.")
         for dtype in self.dataclass_types:
             self._add_dataclass_arguments(dtype)
         arguments = [leaf.shown for leaf in self.leaves.values() if leaf.positional]
-        self.usage = " ".join([prog, *arguments, "[OPTIONS]"])
+        self.usage = " ".join([prog, *arguments, "[OPTIONS]", *(["COMMAND ..."] if self.commands else [])])
+
+    def format_help(self) -> str:
+        """argparse's help, with a command group's ``commands:`` section after the options."""
+        formatter = typing.cast(_HelpFormatter, self._get_formatter())
+        formatter.add_usage(self.usage, self._actions, self._mutually_exclusive_groups)
+        formatter.add_text(self.description)
+        for group in self._action_groups:
+            if group._group_actions:
+                formatter.start_section(group.title)
+                formatter.add_text(group.description)
+                formatter.add_arguments(group._group_actions)
+                formatter.end_section()
+        if self.commands:
+            formatter.add_commands(self.commands)
+        formatter.add_text(self.epilog)
+        return formatter.format_help()
+
+    def split_leading(self, args: Sequence[str]) -> tuple[list[str], list[str]]:
+        """``args`` cut before the first word that is neither an option nor an option's value: a command group's
+        own options and the command with its arguments (``--plugins a data stats -d x`` gives ``--plugins a``
+        and ``data stats -d x``). An unknown option stays on the left, where parsing names it."""
+        i = 0
+        while i < len(args) and args[i].startswith("-") and args[i] != "--":
+            action = self._option_string_actions.get(args[i])
+            i += 2 if action is not None and action.nargs != 0 else 1
+        return list(args[:i]), list(args[i:])
 
     # -- building the options -----------------------------------------------------------------------------
     def _add_dataclass_arguments(self, dtype: type, path: tuple[str, ...] = (), base: Any = None) -> None:
@@ -467,19 +511,24 @@ def resolved(*instances: Any) -> dict[str, Any]:
     return out
 
 
-def run_parser(parser: ConfigParser, ctx: typer.Context, action: Callable[..., None],
-               prepare: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Parse ``ctx.args`` with ``parser`` (``prepare`` may complete the values first) and call ``action``
-    with the instances; a :class:`UsageError` prints one line and exits 2."""
+def parse_or_exit(parser: ConfigParser, args: Sequence[str],
+                  prepare: Callable[[dict[str, Any]], None] | None = None) -> tuple[Any, ...]:
+    """The instances ``args`` give with ``parser`` (``prepare`` may complete the values first); a
+    :class:`UsageError` prints one line and exits 2, ``--help`` prints the help and exits 0."""
     try:
-        values = parser.parse_values(ctx.args)
+        values = parser.parse_values(args)
         if prepare is not None:
             prepare(values)
-        instances = parser.build(values)
+        return parser.build(values)
     except UsageError as exc:
         click.echo(f"error: {exc}")
         raise typer.Exit(2) from None
-    action(*instances)
+
+
+def run_parser(parser: ConfigParser, ctx: typer.Context, action: Callable[..., None],
+               prepare: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Parse ``ctx.args`` with ``parser`` (:func:`parse_or_exit`) and call ``action`` with the instances."""
+    action(*parse_or_exit(parser, ctx.args, prepare))
 
 
 def record_resolved(path: Path, *instances: Any) -> None:
