@@ -55,7 +55,9 @@ VALUES = {"SFTConfig.train_splits": ("train", "valid"), "EvaluateCommand.baselin
           "SFTCommand.preset": "ppdpp-paper", "RLCommand.preset": "ppdpp-paper",
           "EvaluateCommand.preset": "ppdpp-paper", "RLCommand.price_per_1k_tokens": (0.5, 1.5),
           "EvaluateCommand.price_per_1k_tokens": (0.5, 1.5),
-          "EnvConfig.user_personas": "test", "EvaluateCommand.seeds": (0, 2)}
+          "EnvConfig.user_personas": "test", "EvaluateCommand.seeds": (0, 2),
+          "EvaluateSettings.user_checkpoints": ("rule-based",), "RLSettings.user_checkpoints": ("rule-based",),
+          "EvaluateCommand.user_checkpoints": ("rule-based",), "RLCommand.user_checkpoints": ("rule-based",)}
 
 
 def _other_value(leaf: Any) -> Any:
