@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -85,3 +88,19 @@ def smollm2_gguf() -> Path:
     path = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert path.is_file(), f"{path} is missing"
     return path
+
+
+@pytest.fixture(scope="session")
+def example_plugin_site(tmp_path_factory) -> Path:
+    """examples/domain_plugin installed with ``pip install --no-deps --target`` into a fresh folder (built from a
+    copy, so no build files land in the repository), once per session; never installed into the test environment."""
+    source = tmp_path_factory.mktemp("src") / "domain_plugin"
+    shutil.copytree(REPO / "examples" / "domain_plugin", source,
+                    ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    target = tmp_path_factory.mktemp("site")
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"pip install of the example failed:\n{result.stdout}\n{result.stderr}"
+    assert (target / "ppdpp_example_persuasion" / "dialogues.jsonl").is_file(), "the dialogues were not installed"
+    return target

@@ -300,18 +300,11 @@ def test_documented_command_runs(command, capsys, monkeypatch, tmp_path_factory,
     _check(command, code, text)
 
 
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory) -> Path:
-    from test_example_domain_plugin import install_example
-
-    return install_example(tmp_path_factory)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _params([c for c in RUNNABLE if _plugin_command(c)]))
-def test_documented_plugin_command_runs(command, plugin_site, tmp_path_factory):
+def test_documented_plugin_command_runs(command, example_plugin_site, tmp_path_factory):
     workdir = _workdir(command, tmp_path_factory)
-    env = {**os.environ, "PYTHONPATH": str(plugin_site), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **command.env}
+    env = {**os.environ, "PYTHONPATH": str(example_plugin_site), "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **command.env}
     if "PPDPP_PLUGINS" not in command.env:
         env.pop("PPDPP_PLUGINS", None)
     result = subprocess.run([sys.executable, "-c", "from ppdpp.planner.cli import main; main()", *_as_run(command)],

@@ -131,7 +131,7 @@ def test_evaluating_two_policies_with_smollm2_is_reproducible(smollm2_gguf, tmp_
         llm = open_chat("local/smollm2", cache="all", cache_dir=tmp_path / "cache")
         try:
             critic = Critic(llm, "sampled", samples=2, max_tokens=24)
-            make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, EnvConfig(max_turns=2, max_tokens=32))
+            make_env = lambda: SelfPlayEnv(domain, llm, llm, critic, EnvConfig(max_turns=2, max_tokens=12))
             policies = [RandomPolicy(domain, seed=4), MajorityPolicy(domain, {"Hint": 3, "Question": 1})]
             return await evaluate_policies(domain, policies, cases, make_env, seed=11, out_dir=out, progress=False)
         finally:

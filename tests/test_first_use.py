@@ -61,20 +61,31 @@ def _ppdpp(*args: str, pythonpath: Path, **env: str) -> subprocess.CompletedProc
                           capture_output=True, text=True, env=environment, timeout=300)
 
 
-def test_a_broken_third_party_plugin_is_a_warning_and_listed_with_its_error(tmp_path):
+def test_a_broken_third_party_plugin_is_a_warning_and_listed_with_its_error(tmp_path, capsys):
     site = _broken_plugin(tmp_path)
-    stats = _ppdpp("data", "stats", "-d", "tutoring", pythonpath=site)
+    stats = _ppdpp("data", "stats", "-d", "tutoring", pythonpath=site)  # a fresh interpreter finds the entry point
     assert stats.returncode == 0, stats.stdout + stats.stderr
     warning = [line for line in stats.stderr.splitlines() if "broken" in line]
     assert warning == ["warning: plugin 'broken' (broken_ppdpp_plugin) failed to load: ModuleNotFoundError: No "
                        "module named 'not_a_module_anywhere'; left out (`ppdpp plugins` lists it)"], stats.stderr
-    listing = _ppdpp("plugins", pythonpath=site)
-    assert listing.returncode == 0, listing.stdout + listing.stderr
-    row = next(line for line in listing.stdout.splitlines() if line.startswith("│ broken"))
-    assert "broken-plugin 1.0" in row and "failed to load: ModuleNotFoundError" in row, listing.stdout
-    asked = _ppdpp("data", "stats", "-d", "tutoring", pythonpath=site, PPDPP_PLUGINS="broken")
-    assert asked.returncode == 2 and "plugin 'broken' (broken_ppdpp_plugin) failed to load" in asked.stdout, \
-        asked.stdout + asked.stderr
+    from ppdpp.planner.registry.manager import PLUGINS_ENV, restrict_plugins
+
+    try:
+        with pytest.MonkeyPatch.context() as patch:  # the rest in this process, with the plugin on sys.path
+            patch.setenv("COLUMNS", "250")
+            patch.delenv(PLUGINS_ENV, raising=False)
+            patch.syspath_prepend(str(site))
+            restrict_plugins(None)
+            code, listing = _run(capsys, ["plugins"])
+            assert code == 0, listing
+            row = next(line for line in listing.splitlines() if line.startswith("│ broken"))
+            assert "broken-plugin 1.0" in row and "failed to load: ModuleNotFoundError" in row, listing
+            patch.setenv(PLUGINS_ENV, "broken")
+            restrict_plugins(None)
+            code, asked = _run(capsys, ["data", "stats", "-d", "tutoring"])
+            assert code == 2 and "plugin 'broken' (broken_ppdpp_plugin) failed to load" in asked, asked
+    finally:
+        restrict_plugins(None)  # without it again
 
 
 # ---- item 7: the unconverted CraigslistBargain release as --cases-file ---------------------------------------

@@ -91,7 +91,8 @@ def test_deterministic_under_a_seed_and_asking_beats_plain_chat(cases):
         return history, partner.outcome(case, history).metrics["revealed"]
 
     sample = cases[:12]
-    assert [play(c, "ask_about_partner", 1) for c in sample] == [play(c, "ask_about_partner", 1) for c in sample]
+    again = sample[:4]  # the same seed plays the same dialogue
+    assert [play(c, "ask_about_partner", 1) for c in again] == [play(c, "ask_about_partner", 1) for c in again]
     asked = sum(play(c, "ask_about_partner", 0)[1] for c in sample)
     plain = sum(play(c, None, 0)[1] for c in sample)
     shared = sum(play(c, "share_own_fact", 0)[1] for c in sample)

@@ -1,14 +1,14 @@
 """The plugin system end to end: a third-party package installed beside ppdpp, restricting plugins, errors.
 
 The example plugin in ``examples/domain_plugin`` is really installed (``pip install --target`` into a temp
-dir, no network) and the real ``ppdpp`` command runs in a subprocess with that dir on ``PYTHONPATH``. The
-checks that need no third-party package run the same CLI in-process (a fresh interpreter costs seconds).
+dir, no network, once per session: tests/conftest.py). The real ``ppdpp`` command finds it through its entry
+point in a subprocess with that dir on ``PYTHONPATH``; the other checks run the same CLI in-process with that dir
+on ``sys.path`` and the plugin manager rebuilt (a fresh interpreter costs seconds).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Iterator
 import pytest
 from typer.testing import CliRunner
 
+from ppdpp.planner.cli import main
 from ppdpp.planner.cli.app import app
 from ppdpp.planner.core.domain import DomainError
 from ppdpp.planner.registry.manager import (
@@ -24,7 +25,6 @@ from ppdpp.planner.registry.manager import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLE = REPO / "examples" / "domain_plugin"
 EXAMPLE_DOMAIN = "example_persuasion"  # also its entry-point name
 BUILT_IN_DOMAINS = ("negotiation", "emotional_support", "tutoring", "roleplay")
 
@@ -41,20 +41,21 @@ def run_ppdpp(*args: str, pythonpath: Path | None = None, **env: str) -> subproc
     )
 
 
-@pytest.fixture(scope="module")
-def installed_example(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The example plugin installed into a temp dir (built from a copy, so the repo stays clean)."""
-    source = tmp_path_factory.mktemp("src") / "domain_plugin"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    target = tmp_path_factory.mktemp("site")
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, f"pip install of the example failed:\n{result.stdout}\n{result.stderr}"
-    assert (target / "ppdpp_example_persuasion" / "dialogues.jsonl").is_file(), "package data was not installed"
-    return target
+@pytest.fixture
+def installed_example(example_plugin_site: Path) -> Path:
+    return example_plugin_site
+
+
+@pytest.fixture
+def example_on_path(example_plugin_site: Path) -> Iterator[None]:
+    """The installed example on ``sys.path`` of this process, the plugin manager rebuilt with it, and without it
+    afterwards (as if it had been installed for this test only)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv(PLUGINS_ENV, raising=False)
+        patch.syspath_prepend(str(example_plugin_site))
+        restrict_plugins(None)
+        yield
+    restrict_plugins(None)
 
 
 def table_rows(output: str) -> dict[str, str]:
@@ -71,18 +72,21 @@ def test_third_party_plugin_shows_up_with_its_distribution(installed_example: Pa
     assert "ppdpp-example-persuasion 0.1.0" in row and "register_domains" in row, row
 
 
-def test_third_party_domain_loads_its_cases(installed_example: Path) -> None:
-    result = run_ppdpp("data", "stats", "--domain", EXAMPLE_DOMAIN, pythonpath=installed_example)
-    assert result.returncode == 0, result.stdout + result.stderr
-    rows = table_rows(result.stdout)
-    assert rows["train"].split("│")[2].strip() == "8" and rows["test"].split("│")[2].strip() == "2", result.stdout
-    assert {"credibility_appeal", "emotion_appeal", "logical_appeal"} <= set(rows), result.stdout
+def test_third_party_domain_loads_its_cases(example_on_path: None) -> None:
+    result = CliRunner().invoke(app, ["data", "stats", "--domain", EXAMPLE_DOMAIN], terminal_width=250,
+                                env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    rows = table_rows(result.output)
+    assert rows["train"].split("│")[2].strip() == "8" and rows["test"].split("│")[2].strip() == "2", result.output
+    assert {"credibility_appeal", "emotion_appeal", "logical_appeal"} <= set(rows), result.output
 
 
-def test_unknown_domain_lists_the_known_ones(installed_example: Path) -> None:
-    result = run_ppdpp("data", "stats", "--domain", "chess", pythonpath=installed_example)
-    assert result.returncode == 2, result.stdout + result.stderr
-    message = " ".join(result.stdout.split())
+def test_unknown_domain_lists_the_known_ones(example_on_path: None, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:  # main(), not the bare app: main turns the error into exit 2
+        main(["data", "stats", "--domain", "chess"])
+    out = capsys.readouterr()
+    assert exited.value.code == 2, out.out + out.err
+    message = " ".join((out.out + out.err).split())
     assert "unknown domain 'chess'; known domains:" in message, message
     for name in (EXAMPLE_DOMAIN, *BUILT_IN_DOMAINS):
         assert name in message, f"{name!r} missing from the error: {message}"

@@ -362,7 +362,7 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, [
         "evaluate", "-d", "negotiation", "--agent", "openai/smollm2", "--user", "rule-based", "--critic", "oracle",
-        "--cases", "1", "--max-turns", "2", "--max-tokens", "8", "--concurrency", "1", "--planner", str(planner),
+        "--cases", "1", "--max-turns", "1", "--max-tokens", "8", "--concurrency", "1", "--planner", str(planner),
         "--baselines", ",".join(built_in), "--mcts-simulations", "1", "--mcts-realizations", "1",
         "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--principles-cases", "1", "--principles-rollouts", "1",
         "--principles-situations", "2", "--nrpa-level", "1", "--nrpa-iterations", "1", "--nrpa-depth", "1",
@@ -386,7 +386,9 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
     built = by_name["principles"]["planner_stats"]  # the agent is an LLM: it wrote the principles
     assert built["source"] == "llm:openai/smollm2" and built["build_llm_calls"] == built["situations"] >= 1
     config = json.loads((out / "config.json").read_text())
-    assert config["prompting_max_tokens"] == 12
+    assert config["prompting_max_tokens"] == 12 and config["mcts_simulations"] == 1
+    search = by_name["gdp-zero"]["planner_stats"]  # one search per turn: root (prior, value) + 4 per new node
+    assert search["searches"] == 1 and search["planner_calls"] == 2 + 4 * 1, search
 
 
 # ---- what a trainable policy declares -----------------------------------------------------------------------

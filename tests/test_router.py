@@ -178,7 +178,7 @@ def test_the_response_cache_and_usage_work_as_for_api_models(tmp_path):
 
 
 # ---- two real serve-llm replicas behind a Router config serve `ppdpp evaluate`; one is killed ----------------
-CASES = 4
+CASES = 3
 
 
 @pytest.mark.slow  # two SmolLM2 servers in subprocesses, an evaluation over them
@@ -210,7 +210,7 @@ def test_evaluate_over_two_replicas_finishes_when_one_is_killed(smollm2_gguf, da
         try:
             main(["evaluate", "-d", "negotiation", "--agent", "router/smol", "--user", "rule-based", "--critic",
                   "oracle", "--router-config", str(config), "--baselines", "no-planner", "--cases", str(CASES),
-                  "--max-turns", "2", "--max-tokens", "16", "--concurrency", "1", "--out", str(out),
+                  "--max-turns", "2", "--max-tokens", "8", "--concurrency", "1", "--out", str(out),
                   "--data-dir", str(data_dir)])
         except SystemExit as exc:
             exit_code.append(exc.code)

@@ -49,7 +49,7 @@ async def evaluate(url: str, out: Path, data_dir: Path, *, concurrency: int = CA
     cases = domain.load_cases("test", data_dir)[:CASES]
     try:
         return await evaluate_policies(domain, [NoPlannerPolicy()], cases,
-                                       lambda: roles.make_env(EnvConfig(max_turns=2, max_tokens=16)),
+                                       lambda: roles.make_env(EnvConfig(max_turns=2, max_tokens=8)),
                                        concurrency=concurrency, out_dir=out, progress=False)
     finally:
         await roles.aclose()
