@@ -279,9 +279,14 @@ def _plugin_command(command: Documented) -> bool:
 SLOW_SUBCOMMANDS = ("sft", "rl", "resister")  # they load an encoder and the data to train: the slow tier
 
 
+def _slow(command: Documented) -> bool:
+    """Trains something, or plays what a slow command trained (a resister's ``--user-checkpoints``)."""
+    return bool(command.subcommand[:1]) and command.subcommand[0] in SLOW_SUBCOMMANDS \
+        or "--user-checkpoints" in command.text
+
+
 def _params(commands: list[Documented]) -> list:
-    return [pytest.param(c, id=f"{c.where} {c.text[:60]}",
-                         marks=[pytest.mark.slow] if c.subcommand[:1] and c.subcommand[0] in SLOW_SUBCOMMANDS else [])
+    return [pytest.param(c, id=f"{c.where} {c.text[:60]}", marks=[pytest.mark.slow] if _slow(c) else [])
             for c in commands]
 
 
