@@ -35,7 +35,7 @@ from ppdpp.planner.policy.resister import LinearSoftmax, ResistingUser
 from ppdpp.planner.registry import manager as plugin_registry
 from ppdpp.planner.toolkit.datafiles import domain_data
 from ppdpp.planner.training.runs import (DATA_DIR_HELP, MODEL_HELP, PLANNER_POLICY, check_planners, open_roles,
-                                         pick_cases, policy_options, trainable_spec, _settings_dict)
+                                         pick_cases, policy_options, trainable_spec, settings_dict)
 from ppdpp.simulators.env import EnvConfig
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def train_resister(config: ResisterConfig, *, say: Callable[[str], Any] = log.in
     planner = options["load_planner"](config.planner)
     planner.train(False)
     config.out.mkdir(parents=True, exist_ok=True)
-    write_json(config.out / "config.json", _settings_dict(config))
+    write_json(config.out / "config.json", settings_dict(config))
     curve: list[dict[str, Any]] = []
     gate = asyncio.Semaphore(config.concurrency)
 

@@ -306,7 +306,7 @@ def _with_data_dir(run_settings: dict[str, Any], data: DomainData) -> dict[str, 
     return {**run_settings, "data_dir": None if data.data_dir is None else str(data.data_dir)}
 
 
-def _settings_dict(*instances: Any) -> dict[str, Any]:
+def settings_dict(*instances: Any) -> dict[str, Any]:
     """The settings of a run in one JSON-ready mapping, as ``config.json`` records them."""
     import dataclasses
 
@@ -369,7 +369,7 @@ class RLRun:
                                  self.settings.cases_file, self.config.env, [self.spec], configs, self.spec)
         load_planner = options["load_planner"]
 
-        settings = self.run_settings or _settings_dict(self.settings, self.config, *self.policy_configs)
+        settings = self.run_settings or settings_dict(self.settings, self.config, *self.policy_configs)
         return RLTrainer(load_planner(self.settings.planner), self.domain, self.cases, self.roles.make_env,
                          self.config, self.settings.out, load_planner=load_planner, progress=self.progress,
                          on_episode=self.on_episode, run_settings=settings)
@@ -409,7 +409,7 @@ class Evaluator:
         self.env = env
         self.meter = meter
         self.policy_configs = policy_configs
-        self.run_settings = _with_data_dir(run_settings or _settings_dict(settings, env, *policy_configs), data)
+        self.run_settings = _with_data_dir(run_settings or settings_dict(settings, env, *policy_configs), data)
         check_planners(settings.planner, planner_spec)
         auto = settings.baselines == (AUTO,)
         specs = [plugin_registry.get_policy(name, dom.name) for name in (BASELINES if auto else settings.baselines)]
