@@ -15,11 +15,13 @@ its REINFORCE update.
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from scipy.special import softmax
 
 from ppdpp.planner.core.atomic import write_json
 from ppdpp.planner.core.checkpoints import CheckpointError
@@ -55,27 +57,24 @@ class LinearSoftmax:
             raise ValueError(f"weights must be {len(self.actions)} x {len(self.features)} (actions x features)")
 
     def probabilities(self, x: Sequence[float]) -> list[float]:
-        """The action distribution for features ``x`` (numerically stable softmax)."""
+        """The action distribution for features ``x`` (scipy's numerically stable softmax)."""
         if len(x) != len(self.features):
             raise ValueError(f"expected {len(self.features)} features ({', '.join(self.features)}), got {len(x)}")
-        scores = [sum(w * v for w, v in zip(row, x)) for row in self.weights]
-        top = max(scores)
-        exps = [math.exp(s - top) for s in scores]
-        total = sum(exps)
-        return [e / total for e in exps]
+        return softmax(np.asarray(self.weights) @ np.asarray(x, dtype=float)).tolist()
 
     def sample(self, x: Sequence[float], rng: random.Random) -> int:
         """An action index drawn from :meth:`probabilities` with ``rng``."""
         return rng.choices(range(len(self.actions)), weights=self.probabilities(x))[0]
 
-    def grad_log_prob(self, decision: Decision) -> list[list[float]]:
-        """``d log pi(a | x) / dW = (onehot(a) - pi(. | x)) x^T``."""
-        p = self.probabilities(decision.features)
-        return [[((a == decision.action) - p[a]) * v for v in decision.features] for a in range(len(self.actions))]
+    def grad_log_prob(self, decision: Decision) -> np.ndarray:
+        """``d log pi(a | x) / dW = (onehot(a) - pi(. | x)) x^T`` (actions x features)."""
+        direction = -np.asarray(self.probabilities(decision.features))
+        direction[decision.action] += 1.0
+        return np.outer(direction, decision.features)
 
-    def step(self, gradient: Sequence[Sequence[float]], lr: float) -> None:
-        """Gradient ascent: ``W += lr * gradient``."""
-        self.weights = [[w + lr * g for w, g in zip(row, grow)] for row, grow in zip(self.weights, gradient)]
+    def step(self, gradient: Sequence[Sequence[float]] | np.ndarray, lr: float) -> None:
+        """Gradient ascent: ``W += lr * gradient`` (the weights stay plain lists, as saved)."""
+        self.weights = (np.asarray(self.weights) + lr * np.asarray(gradient)).tolist()
 
     def save(self, directory: str | Path) -> Path:
         """Write ``directory/resister.json``; the directory :meth:`load` reads back."""

@@ -27,6 +27,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Optional
 
+import numpy as np
+
 from ppdpp.planner.core.atomic import write_json
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import DomainError
@@ -90,13 +92,11 @@ def reinforce_step(policy: LinearSoftmax, episodes: list[tuple[float, list[Any]]
     if spread < 1e-9:
         return
     mean = statistics.fmean(returns)
-    total = [[0.0] * len(policy.features) for _ in policy.actions]
+    total = np.zeros((len(policy.actions), len(policy.features)))
     for g, decisions in episodes:
-        advantage = (g - mean) / spread
         for decision in decisions:
-            grad = policy.grad_log_prob(decision)
-            total = [[t + advantage * d for t, d in zip(row, grow)] for row, grow in zip(total, grad)]
-    policy.step([[t / len(episodes) for t in row] for row in total], lr)
+            total += (g - mean) / spread * policy.grad_log_prob(decision)
+    policy.step(total / len(episodes), lr)
 
 
 def train_resister(config: ResisterConfig, *, say: Callable[[str], Any] = log.info) -> ResisterResult:
