@@ -194,16 +194,29 @@ def test_commands_are_found_in_blocks_and_spans(tmp_path):
     ]
 
 
+def test_each_command_not_run_here_names_the_test_that_runs_it_or_why_none_can():
+    """A server, a download or a page's own plugin: the entry says which test file runs it (and that file exists)
+    or why nothing here can (a download, the model hub)."""
+    cannot = ("download", "model hub", "package index")
+    for key, why in {**NOT_RUN, **NEEDS_PLUGIN}.items():
+        named = re.findall(r"tests/test_\w+\.py", why)
+        assert named or any(word in why for word in cannot) or "the line before" in why, \
+            f"NOT_RUN/NEEDS_PLUGIN[{key!r}] names no test that runs it and no reason none can: {why!r}"
+        missing = [name for name in named if not (REPO / name).is_file()]
+        assert not missing, f"NOT_RUN/NEEDS_PLUGIN[{key!r}] names tests that do not exist: {missing}"
+
+
 def test_every_not_run_entry_still_names_a_documented_command():
     stale = [key for key in [*NOT_RUN, *NEEDS_PLUGIN, *EXPECTED_EXIT] if not any(key in c.text for c in COMMANDS)]
     assert not stale, f"entries of NOT_RUN/EXPECTED_EXIT that no documented command matches any more: {stale}"
 
 
 # ---- every command: its subcommand and options exist ---------------------------------------------------------
-@pytest.mark.parametrize("command", COMMANDS, ids=[f"{c.where} {c.text[:60]}" for c in COMMANDS])
+CHECKED = [c for c in COMMANDS if not c.matches(NEEDS_PLUGIN)]  # NEEDS_PLUGIN's are run where their plugin is
+
+
+@pytest.mark.parametrize("command", CHECKED, ids=[f"{c.where} {c.text[:60]}" for c in CHECKED])
 def test_documented_options_exist(command, capsys):
-    if command.matches(NEEDS_PLUGIN):
-        pytest.skip(f"{command.where}: needs {NEEDS_PLUGIN[command.matches(NEEDS_PLUGIN)]}")
     words = command.subcommand
     if "/" in "".join(words):  # sft/rl/evaluate: each of them
         groups = [[w] for w in words[0].split("/")]
@@ -290,11 +303,13 @@ def _params(commands: list[Documented]) -> list:
             for c in commands]
 
 
-@pytest.mark.parametrize("command", _params([c for c in RUNNABLE if not _plugin_command(c)]))
+# what NOT_RUN and NEEDS_PLUGIN list is not a case here (a case that always skips proves nothing): its options
+# are checked above, and the test its entry names runs it (test_each_command_not_run_here_names_the_test_that_runs_it)
+RUN_HERE = [c for c in RUNNABLE if not _plugin_command(c) and not c.matches(NOT_RUN) and not c.matches(NEEDS_PLUGIN)]
+
+
+@pytest.mark.parametrize("command", _params(RUN_HERE))
 def test_documented_command_runs(command, capsys, monkeypatch, tmp_path_factory, data_dir):
-    reason = command.matches(NOT_RUN)
-    if reason or command.matches(NEEDS_PLUGIN):  # listed, with why
-        pytest.skip(f"{command.where}: {NOT_RUN[reason] if reason else NEEDS_PLUGIN[command.matches(NEEDS_PLUGIN)]}")
     workdir = _workdir(command, tmp_path_factory)
     monkeypatch.chdir(workdir)
     for key, value in command.env.items():
