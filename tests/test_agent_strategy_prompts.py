@@ -101,13 +101,16 @@ def test_tutoring_examples_are_read_as_their_strategy(data_dir):
 
 @pytest.mark.slow
 def test_llm_agent_eval_runs_end_to_end_with_smollm2(tmp_path, data_dir):
-    """Realisation, two baseline evaluations and the LLM critic at a tiny size, then the table from the pieces."""
+    """Realisation, two baseline evaluations and the LLM critic at a tiny size, then the table from the pieces:
+    one process runs the four pieces (a comma list), the way the pieces read each other's folders; the eval
+    piece still starts a true ``ppdpp evaluate`` subprocess per policy."""
     script = [sys.executable, str(REPO / "benchmarks" / "llm_agent_eval.py"), "--out", str(tmp_path),
               "--data-dir", str(data_dir), "--model", "local/smollm2", "--domains", "tutoring", "--cases", "1",
               "--policies", "no-planner,random", "--realisation-models", "local/smollm2", "--realisation-cases", "1",
               "--variants", "ppdpp,fewshot", "--max-tokens", "8"]
-    for piece in ("realisation", "eval", "critic", "table"):
-        subprocess.run([*script, "--piece", piece], check=True, cwd=REPO, capture_output=True)
+    done = subprocess.run([*script, "--piece", "realisation,eval,critic,table"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     rows = (tmp_path / "tutoring" / "realisation" / "local_smollm2__fewshot.jsonl").read_text().splitlines()
     assert len(rows) == len(TutoringDomain().strategies)
     for policy in ("no-planner", "random"):
