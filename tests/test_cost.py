@@ -84,7 +84,7 @@ def test_dry_run_of_the_paper_preset_prices_an_api_model_and_calls_nothing(tmp_p
 def test_dry_run_estimate_is_within_20_percent_of_what_the_run_uses(tmp_path, data_dir, smollm2_gguf, monkeypatch):
     monkeypatch.setenv("PPDPP_NO_CACHE", "1")  # every call reaches the model and counts
     args = ["evaluate", "-d", "negotiation", "--agent", "local/smollm2", "--baselines", "no-planner,llm",
-            "--cases", "1", "--max-turns", "1", "--max-tokens", "32", "--no-stop-on-repeat",
+            "--cases", "1", "--max-turns", "1", "--max-tokens", "16", "--no-stop-on-repeat",
             "--out", str(tmp_path / "eval")]
     dry = CliRunner().invoke(app, [*args, "--dry-run"], env={"COLUMNS": "200"})
     assert dry.exit_code == 0, dry.output
