@@ -12,6 +12,7 @@ from ppdpp.planner.core.domain import Domain, DomainError
 from ppdpp.planner.core.plan import PolicySpec, TrainablePolicy
 from ppdpp.planner.llm.base import ChatBackend
 from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+from ppdpp.planner.policy.dialogxpert_config import DialogXpertConfig
 from ppdpp.planner.policy.llm_planner import LLMPlanner
 from ppdpp.planner.policy.mcts import DPDPConfig, DualProcessPolicy, MCTSConfig, MCTSPolicy
 from ppdpp.planner.policy.nrpa import LLMWorld, NRPAConfig, NRPAPolicy, SimulatorWorld
@@ -24,7 +25,7 @@ from ppdpp.planner.policy.prompting import (
 from ppdpp.planner.registry.hookspecs import hookimpl
 
 if TYPE_CHECKING:  # torch and transformers load when a planner is built
-    from ppdpp.planner.policy.dialogxpert import DialogXpertConfig, DialogXpertPolicy
+    from ppdpp.planner.policy.dialogxpert import DialogXpertPolicy
 
 
 def trained_planner(domain: Domain, planner: Path | str | None = None) -> TrainablePolicy:
@@ -126,8 +127,6 @@ def register_policies(register: Callable[[PolicySpec], None]) -> None:
     register(PolicySpec("planner", trained_planner,
                         "the trained PPDPP planner of --planner DIR, the one ppdpp rl trains", trainable=True,
                         saved_problem=saved_planner_problem))
-    from ppdpp.planner.policy.dialogxpert import DialogXpertConfig  # torch: only when the policies register
-
     register(PolicySpec("dialogxpert", dialogxpert, "DialogXpert: the SFT planner proposes the top-k strategies, "
                         "a Q-network over frozen MiniLM picks one; ppdpp rl --policy dialogxpert trains it by TD "
                         "learning (Rakib et al., AAAI 2026)", config=DialogXpertConfig, trainable=True))

@@ -19,6 +19,10 @@ SHARED_DATA = Path(os.environ.get(DATA_DIR_ENV) or REPO.parent / "shared" / "dat
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# pytest-xdist's workers set COLUMNS=80 and LINES=24, and rich's Console fixes its width to $COLUMNS when it is
+# made (the CLI's is made at import): a test that needs a width passes COLUMNS to its own call
+for _size in ("COLUMNS", "LINES"):
+    os.environ.pop(_size, None)
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +56,21 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _isolated_session_env(tmp_path_factory):
+def _isolated_session_env(tmp_path_factory, request):
     """The same for module- and session-scoped fixtures, which are set up before function-scoped ones."""
     with pytest.MonkeyPatch.context() as patch:
         _point_at_data(patch)
         cache = tmp_path_factory.getbasetemp() / "ppdpp-cache"
         patch.setenv("PPDPP_CACHE_DIR", str(cache))
-        _keep_converted_models(cache, tmp_path_factory.getbasetemp().parent / "ppdpp-converted-models")
+        _keep_converted_models(cache, _pytest_temp_root(tmp_path_factory, request.config) / "ppdpp-converted-models")
         yield
+
+
+def _pytest_temp_root(tmp_path_factory, config) -> Path:
+    """The folder that holds every session's temp folder (``/tmp/pytest-of-USER``); a pytest-xdist worker's
+    base temp is one level further down (``.../pytest-N/popen-gwK``)."""
+    session = tmp_path_factory.getbasetemp()
+    return session.parent.parent if hasattr(config, "workerinput") else session.parent
 
 
 def _keep_converted_models(cache: Path, keep: Path) -> None:
@@ -104,3 +115,9 @@ def example_plugin_site(tmp_path_factory) -> Path:
     assert result.returncode == 0, f"pip install of the example failed:\n{result.stdout}\n{result.stderr}"
     assert (target / "ppdpp_example_persuasion" / "dialogues.jsonl").is_file(), "the dialogues were not installed"
     return target
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (in their collected order, then the rest in theirs): under pytest-xdist (`-n 2`) the
+    long ones start at once on both workers instead of leaving one worker running the last of them alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

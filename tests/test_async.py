@@ -168,6 +168,7 @@ def test_a_blocking_policy_plans_in_a_worker_thread_and_baselines_on_the_loop(es
     assert fast.threads == [loop_thread], "a fast baseline stays on the loop (no thread hop)"
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_rl_rollouts_plan_off_the_loop_in_shared_passes(tmp_path):
     from ppdpp.planner.training.rl import RLConfig, RLTrainer, train_sync
 

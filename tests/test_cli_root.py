@@ -134,3 +134,19 @@ def test_the_root_options_work_from_the_command_line_and_from_config(tmp_path, c
     assert state["debug"] is True
     code, text = run_main(["--config", str(root), "--no-debug", "data", "stats", "-d", "nosuch"], capsys)
     assert code == 2 and text.startswith("error: unknown domain 'nosuch'"), "the command line wins over the file"
+
+
+def test_starting_the_cli_imports_no_model_or_maths_library():
+    """``ppdpp --help``, a refused option and every subprocess a test or a user starts pay for what the CLI imports
+    before it acts: the heavy libraries (torch, transformers, scikit-learn, scipy, litellm; ~2 s together) load
+    only in the commands that use them, not for the CLI, nor for the registries of domains and policies that
+    option checks read."""
+    import subprocess
+
+    heavy = ("torch", "transformers", "sklearn", "scipy", "litellm", "pandas", "sentence_transformers")
+    probe = ("import sys\nfrom ppdpp.planner.cli import main\nfrom ppdpp.planner.registry import manager\n"
+             "manager.policies(); manager.domains()\n"
+             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "", f"importing the CLI and its registries loaded {loaded.stdout.strip()}"

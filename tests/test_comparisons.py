@@ -64,6 +64,7 @@ def successes(path) -> dict[str, bool]:
     return {json.loads(line)["case_id"]: json.loads(line)["success"] for line in path.read_text().splitlines()}
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_evaluation_over_seeds_pools_and_compares_every_two_policies(tmp_path):
     out = tmp_path / "seeds"
     result = CliRunner().invoke(app, [*GROUNDED, "--seeds", "0,1,2", "--out", str(out)], terminal_width=200)

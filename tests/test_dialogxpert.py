@@ -21,6 +21,7 @@ from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 from scripted_domain import ScriptedAgent, ScriptedCritic, ScriptedTraveller, register
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_td_learning_finds_the_only_route(tmp_path):
     """From chance (1/64) to the route: the proposer (an untrained planner) offers all four strategies."""
     domain = register()
@@ -64,6 +65,7 @@ RL = ["rl", "-d", "negotiation", "--agent", "template", "--user", "rule-based", 
       "--dialogxpert-top-k", "4"]
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_ppdpp_rl_trains_it_and_ppdpp_evaluate_plays_it_with_the_grounded_simulators(tmp_path):
     torch.manual_seed(0)
     sft = PolicyPlanner(get_domain("negotiation"), PlannerConfig(max_length=32)).save_pretrained(tmp_path / "sft")

@@ -151,6 +151,7 @@ SMALL_SFT = ["sft", "-d", "tutoring", "--epochs", "1", "--batch-size", "8", "--m
              "--max-select-examples", "4", "--max-test-examples", "4", "--max-length", "32", "--train-splits", "train"]
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_a_completed_sft_run_keeps_no_checkpoint_unless_asked(data_dir, tmp_path, capsys):
     code, out = _run(capsys, [*SMALL_SFT, "--out", str(tmp_path / "run")])
     assert code == 0, out

@@ -77,6 +77,7 @@ def test_counts_each_fact_once_and_only_what_the_partner_said(cases):
     assert full.final and full.success and full.metrics["revealed_share"] == 1.0
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_deterministic_under_a_seed_and_asking_beats_plain_chat(cases):
     domain = get_domain("roleplay")
 

@@ -187,6 +187,7 @@ def test_loading_errors_are_clear(planner, domain, tmp_path):
         PolicyPlanner.from_pretrained(tmp_path / "p")
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_lora_trains_only_adapters_and_round_trips(domain, examples, tmp_path):
     torch.manual_seed(0)
     lora = PolicyPlanner(domain, PlannerConfig(max_length=32, lora=True, lora_r=4))

@@ -145,6 +145,7 @@ EVAL = ["evaluate", "-d", "negotiation", "--agent", "template", "--critic", "ora
         "--max-turns", "4", "--baselines", "majority"]
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_ppdpp_resister_trains_one_that_plays_in_ppdpp_evaluate_and_ppdpp_rl_trains_against_a_population(
         tmp_path, data_dir):
     torch.manual_seed(0)

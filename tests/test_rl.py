@@ -215,6 +215,7 @@ def test_rl_refuses_a_policy_that_is_not_trainable_naming_the_trainable_ones(nam
     assert not out.exists(), "nothing is written"
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_rl_trains_the_trainable_policy_named_by_policy(counting_plugin, tutoring_planner, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [*TINY_RL, "--planner", str(tutoring_planner), "--policy", "counting-planner",
@@ -252,6 +253,7 @@ def test_evaluate_plays_each_planner_dir_with_the_planner_policy(counting_plugin
 
 
 # ---- runs as library objects, and a frozen encoder's cached encodings ----------------------------------------
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_the_library_run_trains_what_ppdpp_rl_trains_and_records_the_same_settings(tutoring_planner, tmp_path):
     import ppdpp
 

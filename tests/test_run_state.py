@@ -204,6 +204,7 @@ def test_a_damaged_run_directory_is_refused_with_the_file_and_the_fix(domain, fi
         train_sync(trainer(domain, run), resume=True)
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 @pytest.mark.parametrize("cut", ["mid-line", "before the newline"])
 def test_a_last_transcript_line_cut_by_a_kill_is_played_again(domain, finished_run, tmp_path, cut):
     """Back at the checkpoint of update 1, with the journal's last line cut short: that episode is dropped
@@ -237,6 +238,7 @@ TINY_SFT = SFTConfig("tutoring", epochs=1, batch_size=8, max_train_examples=16, 
                      max_test_examples=8, planner=PlannerConfig(max_length=32))
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_sft_leaves_the_callers_torch_rng_as_it_was(tmp_path, data_dir):
     torch.manual_seed(1234)
     before = torch.get_rng_state()

@@ -125,6 +125,7 @@ def test_refuses_to_overwrite_or_resume_mismatched_runs(tmp_path, data_dir):
         train_sft(TINY, tmp_path / "empty", data_dir=data_dir, resume=True, progress=False)
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_label_smoothing_changes_the_loss_and_is_a_resume_setting(tmp_path, data_dir):
     _, plain = run(tmp_path / "plain", replace(TINY, max_steps=1), data_dir)
     _, smoothed = run(tmp_path / "smooth", replace(TINY, max_steps=1, label_smoothing=0.3), data_dir)
@@ -136,6 +137,7 @@ def test_label_smoothing_changes_the_loss_and_is_a_resume_setting(tmp_path, data
         replace(TINY, label_smoothing=1.0)
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_resumes_a_checkpoint_written_before_a_setting_existed(tmp_path, data_dir):
     out = tmp_path / "old"
     run(out, replace(TINY, max_steps=2), data_dir)
@@ -146,6 +148,7 @@ def test_resumes_a_checkpoint_written_before_a_setting_existed(tmp_path, data_di
     assert [s for s, _, _ in steps] == [3] and resumed.step == 3
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_bfloat16_training_autocasts_the_forward_pass_only(tmp_path, data_dir):
     _, fp32 = run(tmp_path / "fp32", replace(TINY, max_steps=3), data_dir)
     _, bf16 = run(tmp_path / "bf16", replace(TINY, max_steps=3, train_dtype="bfloat16"), data_dir)
@@ -167,6 +170,7 @@ def test_training_dtype_auto_never_picks_float16():
         replace(TINY, train_dtype="float16")
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_cli_trains_and_prints_the_report(tmp_path):
     out = tmp_path / "cli"
     result = CliRunner().invoke(app, [

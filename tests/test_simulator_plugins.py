@@ -119,6 +119,7 @@ def test_the_oracle_needs_a_programmatic_user(test_plugin: None, data_dir: Path,
     assert "--critic oracle needs a programmatic --user" in str(result.exception)
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_every_baseline_row_reproduces_under_concurrency(data_dir: Path, tmp_path: Path) -> None:
     """The same evaluation with dialogues played 16 at a time and one at a time: every row of the report is
     identical (each policy and dialogue draws from its own seeded generator; with one generator shared by

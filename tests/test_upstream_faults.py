@@ -174,6 +174,7 @@ async def stub(handle: Callable[[dict, web.Request], Awaitable[web.Response]]) -
         await runner.cleanup()
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_evaluation_retries_an_upstream_slower_than_the_timeout(data_dir, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     slow = {"left": CASES, "seen": 0}  # each dialogue's first request comes too late
@@ -200,6 +201,7 @@ def test_evaluation_retries_an_upstream_slower_than_the_timeout(data_dir, tmp_pa
     assert len(timed_out) >= CASES, failures(caplog)
 
 
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_evaluation_waits_out_a_429_storm_as_retry_after_asks(data_dir, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger=LOGGER)
     retry_after = 1.0

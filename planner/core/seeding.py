@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import random
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the policy registry imports this module, and `ppdpp`
+    import torch  # refusing a bad option should not wait ~1 s for torch
 
 SEED_BITS = 31  # derived seeds fit every provider's int32 ``seed`` field
 
@@ -40,6 +42,8 @@ def derive_seed(base: int, *keys: int | str) -> int:
 
 def torch_generator(base: int, *keys: int | str) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``derive_seed(base, *keys)``."""
+    import torch
+
     return torch.Generator().manual_seed(derive_seed(base, *keys))
 
 
@@ -52,6 +56,8 @@ def python_random(base: int, *keys: int | str) -> random.Random:
 def forked_torch_rng(seed: int | None = None) -> Iterator[None]:
     """Run the block on a fork of torch's global generators (CPU and every CUDA device), seeded with ``seed``
     when given; on leaving, the caller's generator states are back as they were."""
+    import torch
+
     with torch.random.fork_rng():
         if seed is not None:
             torch.manual_seed(seed)

@@ -20,39 +20,21 @@ starts a fresh Q-network (seeded).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.plan import Plan
+from ppdpp.planner.policy.dialogxpert_config import DialogXpertConfig
 
 FORMAT = "ppdpp-dialogxpert/1"
 META_FILE = "dialogxpert.json"
 Q_FILE = "q_network.safetensors"
 PROPOSER_DIR = "proposer"
 ENCODER_DIM = 384  # all-MiniLM-L6-v2
-
-
-@dataclass
-class DialogXpertConfig:
-    """DialogXpert's settings (a fresh Q-network's size is recorded in its folder)."""
-
-    dialogxpert_top_k: int = field(default=3, metadata={
-        "help": "DialogXpert: strategies the proposer (the SFT planner) offers the Q-network.", "min": 1})
-    dialogxpert_epsilon: float = field(default=0.2, metadata={
-        "help": "DialogXpert: exploration within the top-k during ppdpp rl self-play.", "min": 0, "max": 1})
-    dialogxpert_td_steps: int = field(default=16, metadata={
-        "help": "DialogXpert: TD optimizer steps on each update's episodes.", "min": 1})
-    dialogxpert_hidden: int = field(default=128, metadata={
-        "help": "DialogXpert: hidden units of a fresh Q-network.", "min": 1})
-
-    def __post_init__(self) -> None:
-        check_fields(self)
 
 
 def state_text(domain: Domain, conversation: Sequence[Turn]) -> str:

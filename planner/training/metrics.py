@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from sklearn import metrics as sk
 
 
 @dataclass(frozen=True)
@@ -51,6 +50,8 @@ def confusion_matrix(gold: Sequence[str], predicted: Sequence[str], labels: Sequ
     _check_labels(gold, predicted, labels)
     if not gold:
         return [[0] * len(labels) for _ in labels]
+    from sklearn import metrics as sk  # here, not at import: it costs ~1 s, and the CLI imports this module
+
     return sk.confusion_matrix(list(gold), list(predicted), labels=list(labels)).tolist()
 
 
@@ -62,6 +63,8 @@ def score(gold: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) 
     if not gold:
         empty = {label: ClassScores(0.0, 0.0, 0.0, 0) for label in labels}
         return Scores(0.0, 0.0, empty, list(labels), matrix, 0)
+    from sklearn import metrics as sk
+
     y_true, y_pred = list(gold), list(predicted)
     precision, recall, f1, support = sk.precision_recall_fscore_support(y_true, y_pred, labels=list(labels),
                                                                         zero_division=0)
