@@ -184,6 +184,7 @@ def test_cli_trains_and_prints_the_report(tmp_path):
     assert json.loads((out / "config.json").read_text())["seed"] == 1
 
 
+@pytest.mark.slow  # imports transformers.optimization and with it peft: 2.5 s, what the schedule saves ppdpp sft
 def test_the_linear_schedule_is_transformers_own():
     """The SFT scheduler (written out so that ``ppdpp sft`` need not import ``transformers.optimization`` and
     with it peft) gives transformers' learning rates step by step and the same checkpoint state."""
