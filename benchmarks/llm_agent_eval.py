@@ -4,7 +4,8 @@ The agent is a local instruct LLM (default Qwen2.5-Coder-1.5B), the user the dom
 (negotiation: the rule-based seller; tutoring: the scripted student), the critic the oracle (the simulator's
 exact outcome). Everything runs as resumable **pieces**; each writes its own folder under ``--out`` and is
 skipped when finished, and every LLM answer goes through the disk response cache, so a killed piece restarts
-where the cache stops. ``--piece all`` runs every piece in order (what is missing only).
+where the cache stops. ``--piece all`` runs every piece in order (what is missing only); a comma list
+(``--piece realisation,eval``) runs those pieces in one process, in the order below.
 
 Pieces (``--piece``, with ``--domains`` and ``--cases``):
 
@@ -57,7 +58,18 @@ POLICIES = ("no-planner", "random", "majority", "llm", "proactive", "procot", "s
 """``llm``: the agent LLM picks the strategy with ppdpp's planning prompt; ``proactive`` and ``procot``: the PPDPP
 paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner."""
 VARIANTS = ("ppdpp", "fewshot", "fewshot+price")
-RUN_SETTINGS = ("--max-tokens", "48", "--concurrency", "16")
+RUN_SETTINGS = ("--concurrency", "16")  # and --max-tokens (48 unless told)
+PIECES = ("realisation", "sft", "rl-template", "rl-llm", "eval", "critic", "table")
+
+
+def pieces(text: str) -> list[str]:
+    """``--piece``: ``all``, one piece, or a comma list of pieces (run in :data:`PIECES` order)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in (*PIECES, "all")]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"unknown piece {', '.join(unknown) or repr(text)}; "
+                                         f"choose all or from {', '.join(PIECES)}")
+    return names
 
 
 def safe(name: str) -> str:
@@ -207,7 +219,7 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
         if which != name or (out / "final" / "planner.json").is_file():
             continue
         resume = ["--resume"] if (out / "checkpoints" / "latest.json").is_file() else []
-        extra = list(RUN_SETTINGS[:2]) if agent != "template" else []
+        extra = ["--max-tokens", str(args.max_tokens)] if agent != "template" else []
         run_ppdpp(["rl", "-d", domain, *data, "--planner", str(sft / "best"), "--agent", agent, "--user", user,
                    "--critic", "oracle", "--episodes", str(episodes), "--episodes-per-update", "16", "--lr", "2e-5",
                    "--max-turns", str(turns), "--concurrency", "16", "--seed", str(args.seed), "--out", str(out),
@@ -240,7 +252,8 @@ def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
     seconds = run_ppdpp(["evaluate", "-d", domain, *data, "--agent", args.model, "--user", user, "--critic",
                          "oracle", *which, "--split", args.split, "--cases", str(args.cases), "--max-turns", str(turns),
-                         "--seed", str(args.seed), "--out", str(out), *RUN_SETTINGS], log,
+                         "--seed", str(args.seed), "--out", str(out), "--max-tokens", str(args.max_tokens),
+                         *RUN_SETTINGS], log,
                         price_hint=args.price_hint, answer_key=args.answer_key)
     (out / "wall.json").write_text(json.dumps({"wall_s": seconds, "load": os.getloadavg()}), encoding="utf-8")
 
@@ -401,8 +414,8 @@ def table_piece(args) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--piece", default="all",
-                        choices=["all", "realisation", "sft", "rl-template", "rl-llm", "eval", "critic", "table"])
+    parser.add_argument("--piece", default="all", type=pieces,
+                        help=f"One piece, or a comma list run in one process in the order above: {', '.join(PIECES)}.")
     parser.add_argument("--out", type=Path, default=Path("runs/llm-agent"))
     parser.add_argument("--data-dir", type=Path, default=None)
     parser.add_argument("--domains", default="negotiation,tutoring")
@@ -416,7 +429,8 @@ def main() -> None:
     parser.add_argument("--realisation-models", default="local/smollm2,local/qwen2.5-coder-1.5b")
     parser.add_argument("--realisation-cases", type=int, default=12)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--max-tokens", type=int, default=48,
+                        help="Tokens per agent reply: realisation, rl-llm and eval.")
     parser.add_argument("--rl-episodes", type=int, default=512, help="RL episodes with the template agent.")
     parser.add_argument("--rl-llm-episodes", type=int, default=64, help="RL episodes with the LLM agent.")
     parser.add_argument("--seed", type=int, default=0)
@@ -426,16 +440,17 @@ def main() -> None:
     args.data_dir = resolve_data_dir(args.data_dir)
     log: list[str] = []
     start = time.perf_counter()
+    wanted = set(PIECES) if "all" in args.piece else set(args.piece)
     for domain in args.domains.split(","):
-        if args.piece in ("all", "realisation"):
+        if "realisation" in wanted:
             realisation_piece(args, domain)
         for which in ("sft", "rl-template", "rl-llm"):
-            if args.piece in ("all", which):
+            if which in wanted:
                 train_piece(args, domain, which, log)
-        if args.piece in ("all", "eval"):
+        if "eval" in wanted:
             for policy in args.policies.split(","):
                 eval_piece(args, domain, policy, log)
-        if args.piece in ("all", "critic"):
+        if "critic" in wanted:
             critic_piece(args, domain)
     print(table_piece(args))
     print(f"\n{time.perf_counter() - start:.0f} s; commands:\n" + "\n".join(log))

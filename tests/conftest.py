@@ -117,7 +117,15 @@ def example_plugin_site(tmp_path_factory) -> Path:
     return target
 
 
+def _group(item: pytest.Item) -> str:
+    """The item's ``xdist_group`` (tests that must run on one worker, in order), else the item itself."""
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0] if marker.args else marker.kwargs.get("name")) if marker else item.nodeid
+
+
 def pytest_collection_modifyitems(config, items):
     """The slow tests first (in their collected order, then the rest in theirs): under pytest-xdist (`-n 2`) the
-    long ones start at once on both workers instead of leaving one worker running the last of them alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    long ones start at once on both workers instead of leaving one worker running the last of them alone. A group
+    with a slow test moves as a whole, so its tests keep their order (a documented block's commands)."""
+    slow = {_group(item) for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: _group(item) not in slow)

@@ -299,8 +299,12 @@ def _slow(command: Documented) -> bool:
 
 
 def _params(commands: list[Documented]) -> list:
-    return [pytest.param(c, id=f"{c.where} {c.text[:60]}", marks=[pytest.mark.slow] if _slow(c) else [])
-            for c in commands]
+    """One case per command; a fenced block's commands share a folder, so under pytest-xdist (``--dist
+    loadgroup``) they run on one worker, in order (tests/conftest.py keeps a group's order)."""
+    def marks(c: Documented) -> list:
+        group = [pytest.mark.xdist_group(f"{c.page.relative_to(REPO)}:{c.block}")] if c.block else []
+        return group + ([pytest.mark.slow] if _slow(c) else [])
+    return [pytest.param(c, id=f"{c.where} {c.text[:60]}", marks=marks(c)) for c in commands]
 
 
 # what NOT_RUN and NEEDS_PLUGIN list is not a case here (a case that always skips proves nothing): its options

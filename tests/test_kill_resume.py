@@ -2,17 +2,18 @@
 resumes to exactly the episodes and weights of an uninterrupted run; a truncated, missing or foreign file read
 on resume is an error that names the file and says what to do.
 
-Run as a script, this file is the RL driver the kill tests start in subprocesses:
-``python tests/test_kill_resume.py OUT [--resume]`` trains the scripted domain (tests/scripted_domain.py).
+Each run is a real process, SIGKILLed for real: forked from a ``multiprocessing`` fork server that imported
+torch, transformers and ppdpp once, so a run costs its own work instead of a fresh interpreter's ~8 s of
+imports. The RL runs train the scripted domain (tests/scripted_domain.py); the SFT runs are ``ppdpp sft``'s
+``main``. Run as a script, this file is the same RL driver: ``python tests/test_kill_resume.py OUT [--resume]``.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -52,12 +53,61 @@ def child_env(kill_at: str | None) -> dict[str, str]:
     return env
 
 
-def run_child(args: list[str], kill_at: str | None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=child_env(kill_at), capture_output=True, text=True, timeout=300)
+PRELOAD = ["torch", "transformers", "transformers.models.bert.modeling_bert", "safetensors.torch",
+           "ppdpp.planner.cli", "ppdpp.planner.training.rl", "ppdpp.planner.training.sft",
+           "ppdpp.planner.policy.policy_planner", "ppdpp.simulators.env", "ppdpp.simulators.critic"]
+"""Imported once by the fork server (library modules only: it runs nothing, so no torch thread pool exists
+before a fork)."""
 
 
-def expect(proc: subprocess.CompletedProcess, code: int, what: str) -> None:
-    assert proc.returncode == code, f"{what}: exit {proc.returncode}, wanted {code}\n{proc.stdout}\n{proc.stderr[-3000:]}"
+def _forks() -> multiprocessing.context.ForkServerContext:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def _child(run: list[str], env: dict[str, str], log: str) -> None:
+    """In the forked process: the test's environment, output to ``log``, then the run."""
+    os.environ.clear()
+    os.environ.update(env)
+    with open(log, "ab", buffering=0) as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)
+    torch.set_num_threads(1)
+    if run[0] == "rl":
+        from ppdpp.planner.training.rl import train_sync
+
+        train_sync(rl_trainer(Path(run[1])), resume="--resume" in run[2:])
+    else:
+        from ppdpp.planner.cli import main
+
+        main(run)
+
+
+class Finished:
+    """A child's exit code and its output."""
+
+    def __init__(self, returncode: int, output: str) -> None:
+        self.returncode, self.output = returncode, output
+
+
+def run_child(run: list[str], kill_at: str | None, log_dir: Path) -> Finished:
+    """``run`` (``["rl", OUT, ...]`` or ``ppdpp`` arguments) in a process forked from the fork server."""
+    log = log_dir / f"child-{len(list(log_dir.glob('child-*.log')))}.log"
+    process = _forks().Process(target=_child, args=(run, child_env(kill_at), str(log)))
+    process.start()
+    process.join(300)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        raise AssertionError(f"{run} did not finish in 300 s:\n{log.read_text()[-3000:]}")
+    return Finished(process.exitcode, log.read_text() if log.is_file() else "")
+
+
+def expect(proc: Finished, code: int, what: str) -> None:
+    assert proc.returncode == code, f"{what}: exit {proc.returncode}, wanted {code}\n{proc.output[-3000:]}"
 
 
 def tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -85,12 +135,12 @@ RL_KILLS = ["rl.plan:32", "rl.update:2", "rl.checkpoint.files:1", "rl.checkpoint
 @pytest.mark.slow
 def test_rl_killed_at_each_point_resumes_to_the_uninterrupted_run(tmp_path):
     straight = tmp_path / "straight"
-    expect(run_child([sys.executable, __file__, str(straight)], None), 0, "the uninterrupted run")
+    expect(run_child(["rl", str(straight)], None, tmp_path), 0, "the uninterrupted run")
     run = tmp_path / "run"
     for step, kill_at in enumerate(RL_KILLS):
         resume = ["--resume"] if step else []
-        expect(run_child([sys.executable, __file__, str(run), *resume], kill_at), KILLED, f"killed at {kill_at}")
-    expect(run_child([sys.executable, __file__, str(run), "--resume"], None), 0, "the last resume")
+        expect(run_child(["rl", str(run), *resume], kill_at, tmp_path), KILLED, f"killed at {kill_at}")
+    expect(run_child(["rl", str(run), "--resume"], None, tmp_path), 0, "the last resume")
 
     ids = transcript_ids(run)
     assert sorted(ids) == list(range(RL_EPISODES)), f"each episode exactly once, got {sorted(ids)}"
@@ -111,19 +161,18 @@ SFT_KILLS = ["sft.best:1", "sft.step:3", "sft.checkpoint:2"]
 
 
 def sft(out: Path, data_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-c", "from ppdpp.planner.cli import main; main()", "sft", *SFT_ARGS,
-            "--out", str(out), "--data-dir", str(data_dir), *extra]
+    return ["sft", *SFT_ARGS, "--out", str(out), "--data-dir", str(data_dir), *extra]
 
 
 @pytest.mark.slow
 def test_sft_killed_at_each_point_resumes_to_the_uninterrupted_run(tmp_path, data_dir):
     straight = tmp_path / "straight"
-    expect(run_child(sft(straight, data_dir), None), 0, "the uninterrupted run")
+    expect(run_child(sft(straight, data_dir), None, tmp_path), 0, "the uninterrupted run")
     run = tmp_path / "run"
     for step, kill_at in enumerate(SFT_KILLS):
         resume = ["--resume"] if step else []
-        expect(run_child(sft(run, data_dir, *resume), kill_at), KILLED, f"killed at {kill_at}")
-    expect(run_child(sft(run, data_dir, "--resume"), None), 0, "the last resume")
+        expect(run_child(sft(run, data_dir, *resume), kill_at, tmp_path), KILLED, f"killed at {kill_at}")
+    expect(run_child(sft(run, data_dir, "--resume"), None, tmp_path), 0, "the last resume")
 
     a, b = (torch.load(r / "checkpoint.pt", weights_only=True) for r in (straight, run))
     assert b["state"]["step"] == 12 and b["state"]["losses"] == a["state"]["losses"], \

@@ -364,9 +364,10 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         "evaluate", "-d", "negotiation", "--agent", "openai/smollm2", "--user", "rule-based", "--critic", "oracle",
         "--cases", "1", "--max-turns", "1", "--max-tokens", "8", "--concurrency", "1", "--planner", str(planner),
         "--baselines", ",".join(built_in), "--mcts-simulations", "1", "--mcts-realizations", "1",
-        "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--principles-cases", "1", "--principles-rollouts", "1",
-        "--principles-situations", "2", "--nrpa-level", "1", "--nrpa-iterations", "1", "--nrpa-depth", "1",
-        "--nrpa-max-tokens", "8", "--out", str(out)],
+        "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--principles-cases", "1",
+        "--principles-rollouts", "1", "--principles-situations", "2", "--principles-max-tokens", "16",
+        "--nrpa-level", "1", "--nrpa-iterations", "1", "--nrpa-depth", "1", "--nrpa-max-tokens", "8",
+        "--out", str(out)],
         terminal_width=200)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -387,6 +388,7 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
     assert built["source"] == "llm:openai/smollm2" and built["build_llm_calls"] == built["situations"] >= 1
     config = json.loads((out / "config.json").read_text())
     assert config["prompting_max_tokens"] == 12 and config["mcts_simulations"] == 1
+    assert config["principles_max_tokens"] == 16
     search = by_name["gdp-zero"]["planner_stats"]  # one search per turn: root (prior, value) + 4 per new node
     assert search["searches"] == 1 and search["planner_calls"] == 2 + 4 * 1, search
 

@@ -182,3 +182,28 @@ def test_cli_trains_and_prints_the_report(tmp_path):
         assert text in result.output, f"{text!r} missing from the report:\n{result.output}"
     assert (out / BEST_DIR / "planner.json").is_file() and (out / "config.json").is_file()
     assert json.loads((out / "config.json").read_text())["seed"] == 1
+
+
+@pytest.mark.slow  # imports transformers.optimization and with it peft: 2.5 s, what the schedule saves ppdpp sft
+def test_the_linear_schedule_is_transformers_own():
+    """The SFT scheduler (written out so that ``ppdpp sft`` need not import ``transformers.optimization`` and
+    with it peft) gives transformers' learning rates step by step and the same checkpoint state."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from ppdpp.planner.training.sft import linear_schedule_with_warmup
+
+    def rates(make, warmup: int, total: int) -> tuple[list[list[float]], dict]:
+        weight = torch.nn.Parameter(torch.zeros(1))
+        optimizer = torch.optim.AdamW([{"params": [weight]}, {"params": [], "lr": 0.5}], lr=0.1)
+        scheduler = make(optimizer, warmup, total)
+        seen = []
+        for _ in range(total + 2):
+            seen.append(scheduler.get_last_lr())
+            optimizer.step()
+            scheduler.step()
+        return seen, scheduler.state_dict()
+
+    for warmup, total in ((0, 5), (3, 12), (12, 12)):
+        ours, theirs = rates(linear_schedule_with_warmup, warmup, total), rates(get_linear_schedule_with_warmup,
+                                                                                 warmup, total)
+        assert ours == theirs, (warmup, total)

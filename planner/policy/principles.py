@@ -55,6 +55,9 @@ class PrinciplesConfig:
         "help": "Nearest situation groups whose principles vote at a decision.", "min": 1})
     principles_min_support: int = field(default=3, metadata={
         "help": "Least offline decisions of a strategy in a group for a principle about it.", "min": 1})
+    principles_max_tokens: int = field(default=96, metadata={
+        "help": "Tokens at most of each principle an LLM agent writes (its principle and strategy line).",
+        "min": 1})
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -178,13 +181,14 @@ def principle_messages(domain: Domain, group: dict) -> list[dict[str, str]]:
                 "Then a last line: Strategy: <name>")}]
 
 
-async def llm_principles(domain: Domain, groups: list[dict], llm: ChatBackend, seed: int) -> tuple[Usage, int]:
+async def llm_principles(domain: Domain, groups: list[dict], llm: ChatBackend, seed: int,
+                         max_tokens: int = 96) -> tuple[Usage, int]:
     """Let ``llm`` write each group's "do" principle (in place; ``source: llm``). A group whose answer names no
     strategy keeps its statistics' principles (``source: statistics (LLM answer unreadable)``); returns the
     usage and that count."""
     usage, failures = Usage(), 0
     for i, group in enumerate(groups):
-        completion = await llm.complete(principle_messages(domain, group), max_tokens=96,
+        completion = await llm.complete(principle_messages(domain, group), max_tokens=max_tokens,
                                         seed=derive_seed(seed, "principles-llm", i))
         usage = usage + completion.usage
         text = completion.texts[0].strip() if completion.texts else ""
@@ -291,7 +295,7 @@ async def build_memory(domain: Domain, make_env: Callable[[Any], Any], env_confi
     groups = await asyncio.to_thread(distil, domain, decisions, config, seed)
     usage, failures, calls = Usage(), 0, 0
     if llm is not None:
-        usage, failures = await llm_principles(domain, groups, llm, seed)
+        usage, failures = await llm_principles(domain, groups, llm, seed, config.principles_max_tokens)
         calls = len(groups)
     return {"format": FORMAT, "domain": domain.name, "encoder": ENCODER,
             "source": "statistics" if llm is None else f"llm:{getattr(llm, 'model', '?')}",

@@ -18,6 +18,7 @@ import math
 import resource
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
@@ -325,6 +326,22 @@ def training_dtype(name: TrainDtype, device: torch.device) -> torch.dtype:
     return pick_dtype(name, device)
 
 
+def _linear_warmup_then_decay(step: int, *, num_warmup_steps: int, num_training_steps: int) -> float:
+    if step < num_warmup_steps:
+        return float(step) / float(max(1, num_warmup_steps))
+    return max(0.0, float(num_training_steps - step) / float(max(1, num_training_steps - num_warmup_steps)))
+
+
+def linear_schedule_with_warmup(optimizer: torch.optim.Optimizer, num_warmup_steps: int, num_training_steps: int
+                                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' ``get_linear_schedule_with_warmup`` (the same ``LambdaLR`` over the same ``partial``, so the
+    same learning rates and the same scheduler state in a checkpoint) without importing
+    ``transformers.optimization``, which imports peft: about 2.5 s of every ``ppdpp sft`` start
+    (tests/test_sft.py checks it against transformers)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(
+        _linear_warmup_then_decay, num_warmup_steps=num_warmup_steps, num_training_steps=num_training_steps))
+
+
 def optimizer_step(planner: PolicyPlanner, optimizer: torch.optim.Optimizer, loss_fn: torch.nn.Module,
                    inputs: Sequence[Sequence[int]], targets: torch.Tensor, dtype: torch.dtype,
                    max_grad_norm: float) -> torch.Tensor:
@@ -466,8 +483,6 @@ def train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None =
 def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None, resume: bool,
                domain: Domain | None, on_step: StepHook | None, progress: bool,
                run_settings: dict[str, Any] | None, data: SFTData | None = None) -> SFTResult:
-    from transformers import get_linear_schedule_with_warmup
-
     from ppdpp.planner.registry.manager import get_domain
 
     out = Path(out_dir)
@@ -503,7 +518,7 @@ def _train_sft(config: SFTConfig, out_dir: str | Path, *, data_dir: Path | None,
     groups: list[dict[str, Any]] = [{"params": encoder}] if encoder else []
     optimizer = torch.optim.AdamW([*groups, {"params": head, "lr": config.lr * config.head_lr_scale}],
                                   lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    scheduler = linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     if resume:
         state = _load_checkpoint(checkpoint, planner, optimizer, scheduler, config, len(inputs))
     else:
