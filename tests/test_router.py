@@ -97,6 +97,19 @@ def test_a_good_config_loads_and_shows_no_key(tmp_path):
         open_chat("router/smol")
 
 
+def test_building_the_router_leaves_an_unpriced_model_unpriced(tmp_path):
+    """litellm's Router registers each deployment's model in litellm's process-wide price map with no price; that
+    made every later call to the model in the process (through the Router or not) cost $0 instead of unknown."""
+    from ppdpp.planner.llm.spend import known_price
+
+    model = "openai/ppdpp-test-unpriced"
+    assert known_price(model) is None
+    path = write(tmp_path / "router.yaml", {"model_list": [
+        {"model_name": "x", "litellm_params": {"model": model, "api_base": "http://127.0.0.1:9/v1", "api_key": SECRET}}]})
+    load_router_config(path).router()
+    assert known_price(model) is None, "building a Router priced a self-hosted model at $0"
+
+
 def test_evaluate_with_a_bad_router_config_exits_2_naming_the_field(tmp_path, capsys):
     path = write(tmp_path / "router.yaml", {"model_list": [GOOD, {"model_name": "smol", "litellm_params": {}}]})
     with pytest.raises(SystemExit) as exited:
