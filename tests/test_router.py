@@ -99,7 +99,8 @@ def test_a_good_config_loads_and_shows_no_key(tmp_path):
 
 def test_building_the_router_leaves_an_unpriced_model_unpriced(tmp_path):
     """litellm's Router registers each deployment's model in litellm's process-wide price map with no price; that
-    made every later call to the model in the process (through the Router or not) cost $0 instead of unknown."""
+    made every later call to the model in the process (through the Router or not) cost $0 instead of unknown
+    (planner/llm/api.py reads such an entry as no price)."""
     from ppdpp.planner.llm.spend import known_price
 
     model = "openai/ppdpp-test-unpriced"

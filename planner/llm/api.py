@@ -110,6 +110,19 @@ def retry_after_s(exc: BaseException) -> float | None:
     return None
 
 
+def registered_without_price(model: str) -> bool:
+    """Whether litellm's price map holds ``model`` with no price in it. litellm's Router registers each deployment's
+    model so (``{}`` for a self-hosted ``openai/NAME``, later every price field ``None``), process-wide, and
+    litellm's cost functions then price every later call to that model at $0, through the Router or not: ppdpp
+    reads such a model as unpriced."""
+    cost_map = _litellm().model_cost
+    entry = cost_map.get(model)
+    if entry is None and "/" in model:
+        entry = cost_map.get(model.split("/", 1)[1])
+    return entry is not None and not any(value is not None for key, value in entry.items()
+                                         if key.startswith(("input_cost_per", "output_cost_per")))
+
+
 def check_model(model: str, api_base: str | None = None) -> None:
     """Raise :class:`LLMError` at once when litellm cannot tell which provider serves ``model`` (``banana``)."""
     try:
@@ -196,6 +209,8 @@ class APIBackend(ChatBackend):
     @classmethod
     def price(cls, model: str) -> Price | None:
         """litellm's price for ``model`` (``openai/gpt-4o-mini``, ``gpt-3.5-turbo``), or ``None``."""
+        if registered_without_price(model):
+            return None
         try:
             prompt, completion = _litellm().cost_per_token(model=model, prompt_tokens=1_000_000,
                                                         completion_tokens=1_000_000)
@@ -338,7 +353,9 @@ class APIBackend(ChatBackend):
     def _usage(self, response: Any, started: float) -> Usage:
         usage = getattr(response, "usage", None)
         hidden = getattr(response, "_hidden_params", None) or {}
-        if "response_cost" in hidden:  # litellm priced it already (None: unknown price); a second try costs ~1 ms
+        if registered_without_price(self.model):
+            cost = None
+        elif "response_cost" in hidden:  # litellm priced it already (None: unknown price); a second try costs ~1 ms
             cost = hidden["response_cost"]
         else:
             try:
@@ -351,6 +368,8 @@ class APIBackend(ChatBackend):
         )
 
     def _stream_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if registered_without_price(self.model):
+            return None
         try:
             return float(sum(_litellm().cost_per_token(model=self.model, prompt_tokens=prompt_tokens,
                                                        completion_tokens=completion_tokens)))

@@ -123,7 +123,6 @@ class RouterConfig:
         """A new ``litellm.Router`` with these deployments and settings; what it refuses is a
         :class:`RouterConfigError` naming the file."""
         litellm = _litellm()
-        known = set(litellm.model_cost)
         try:
             return litellm.Router(model_list=[dict(d) for d in self.model_list], **self.settings)
         except Exception as exc:  # noqa: BLE001 - litellm raises TypeError, ValueError, its own errors
@@ -131,17 +130,6 @@ class RouterConfig:
             for secret in self.secrets():
                 message = message.replace(secret, "***")
             raise RouterConfigError(f"{self.source}: litellm's Router refused it: {message[:400]}") from None
-        finally:
-            _forget_unpriced(litellm, known)
-
-
-def _forget_unpriced(litellm: Any, known: set[str]) -> None:
-    """Remove the entries the Router added to litellm's process-wide price map without a price: litellm registers
-    each deployment's model with an empty entry, after which litellm prices that model at $0 everywhere in the
-    process (a self-hosted ``openai/NAME`` would read as free instead of unpriced)."""
-    for name in set(litellm.model_cost) - known:
-        if not any(key.endswith("_cost_per_token") for key in litellm.model_cost[name] or {}):
-            del litellm.model_cost[name]
 
 
 def load_router_config(path: str | Path) -> RouterConfig:
