@@ -11,12 +11,14 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
 
 * ``realisation``: on the **valid** split, the agent writes one reply under every strategy at the opening of
   ``--realisation-cases`` cases, for each prompt variant (``--variants``: ``ppdpp`` = PPDPP's prompt word for
-  word, ``fewshot`` = the default few-shot prompt, ``fewshot+price`` = with the price hint, negotiation only);
+  word, ``fewshot`` = the default few-shot prompt, ``fewshot+price`` = with the price hint, negotiation only;
+  ``fewshot+words`` = with the word hint, tutoring only);
   the reply is read back by the domain's reader (the seller's act classifier; the student's reading,
   :func:`ppdpp.plugins.tutoring.prompting.read_strategy`). Realisation = read as the strategy written under.
 * ``sft``, ``rl-template``: the SFT planner and SFT+RL trained with the template agent
   (``benchmarks/grounded_eval.py``'s stages and settings, same folders).
-* ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes.
+* ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes, on the train
+  cases, with the prompt levers given (folder ``rl-llm``, or ``rl-llm+words`` with ``--word-hint``, ...).
 * ``eval``: ``ppdpp evaluate`` of each policy (``--policies``) on the first ``--cases`` test cases, one folder per
   policy (``eval-<policy>``), the same seeds per case for every policy (paired).
 * ``critic``: the LLM as a greedy critic on the final state of every evaluated dialogue: ``critic_agree`` and
@@ -25,8 +27,9 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
   difference of each SFT+RL against every policy (bootstrap interval, sign-flip p), strategy distribution and
   its entropy, realisation of each policy's own turns, critic agreement, wall time and tokens.
 
-The negotiation price hint and the tutoring answer key are settings other than PPDPP's; ``--price-hint`` and
-``--answer-key`` play the evaluation with them (folders ``eval-<policy>+price``, ``eval-<policy>+key``).
+The negotiation price hint and the tutoring answer key and word hint are settings other than PPDPP's;
+``--price-hint``, ``--answer-key`` and ``--word-hint`` play the evaluation with them (folders
+``eval-<policy>+price``, ``eval-<policy>+key``, ``eval-<policy>+words``).
 ``--split valid`` plays the valid cases instead (folders ``...@valid``), for tuning a lever before the test run.
 
     nice -n 5 python benchmarks/llm_agent_eval.py --piece all --out runs/llm-agent --cases 100
@@ -57,7 +60,9 @@ POLICIES = ("no-planner", "random", "majority", "llm", "proactive", "procot", "s
             "sft+rl-llm")
 """``llm``: the agent LLM picks the strategy with ppdpp's planning prompt; ``proactive`` and ``procot``: the PPDPP
 paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner."""
-VARIANTS = ("ppdpp", "fewshot", "fewshot+price")
+VARIANTS = ("ppdpp", "fewshot", "fewshot+price", "fewshot+words")
+VARIANT_DOMAIN = {"fewshot+price": "negotiation", "fewshot+words": "tutoring"}
+"""The variants that only one domain has."""
 RUN_SETTINGS = ("--concurrency", "16")  # and --max-tokens (48 unless told)
 PIECES = ("realisation", "sft", "rl-template", "rl-llm", "eval", "critic", "table")
 
@@ -76,19 +81,20 @@ def safe(name: str) -> str:
     return name.replace("/", "_").replace("+", "-")
 
 
-def prelude(price_hint: bool, few_shot: bool = True, answer_key: bool = False) -> str:
+def prelude(price_hint: bool, few_shot: bool = True, answer_key: bool = False, word_hint: bool = False) -> str:
     """Python run before a ``ppdpp`` command in a child process: the domains' prompt levers."""
     return ("from ppdpp.plugins.negotiation import DOMAIN as N; from ppdpp.planner.registry.manager import "
-            f"get_domain; N.few_shot = {few_shot}; N.price_hint = {price_hint}; "
-            f"get_domain('tutoring').few_shot = {few_shot}; get_domain('tutoring').answer_key = {answer_key}; ")
+            f"get_domain; N.few_shot = {few_shot}; N.price_hint = {price_hint}; T = get_domain('tutoring'); "
+            f"T.few_shot = {few_shot}; T.answer_key = {answer_key}; T.word_hint = {word_hint}; ")
 
 
-def run_ppdpp(args: list[str], log: list[str], *, price_hint: bool = False, answer_key: bool = False) -> float:
+def run_ppdpp(args: list[str], log: list[str], *, price_hint: bool = False, answer_key: bool = False,
+              word_hint: bool = False) -> float:
     """``grounded_eval.ppdpp`` with the prompt levers set in the child process."""
     import grounded_eval
 
     saved = grounded_eval.PPDPP
-    grounded_eval.PPDPP = [sys.executable, "-c", prelude(price_hint, answer_key=answer_key)
+    grounded_eval.PPDPP = [sys.executable, "-c", prelude(price_hint, answer_key=answer_key, word_hint=word_hint)
                            + "from ppdpp.planner.cli import main; main()"]
     try:
         return ppdpp(args, log)
@@ -113,6 +119,8 @@ def set_variant(domain: Any, variant: str) -> None:
     domain.few_shot = variant != "ppdpp"
     if hasattr(domain, "price_hint"):
         domain.price_hint = variant == "fewshot+price"
+    if hasattr(domain, "word_hint"):
+        domain.word_hint = variant == "fewshot+words"
 
 
 async def realisation_rows(domain: Any, model: str, variant: str, cases: list, max_tokens: int,
@@ -142,7 +150,7 @@ def realisation_piece(args, domain_name: str) -> None:
     cases = domain.load_cases("valid", args.data_dir)[: args.realisation_cases]
     for model in args.realisation_models.split(","):
         for variant in args.variants.split(","):
-            if variant == "fewshot+price" and domain_name != "negotiation":
+            if VARIANT_DOMAIN.get(variant, domain_name) != domain_name:
                 continue
             path = args.out / domain_name / "realisation" / f"{safe(model)}__{variant}.jsonl"
             if path.is_file():
@@ -199,10 +207,17 @@ def realisation_table(root: Path, domain_name: str, data_dir: Path | None) -> li
 
 
 # ---- training and evaluation --------------------------------------------------------------------------------
+def levers(args) -> str:
+    """The suffix of the folders played with a prompt lever on (``+price``, ``+key``, ``+words``)."""
+    return ("+price" if args.price_hint else "") + ("+key" if args.answer_key else "") \
+        + ("+words" if args.word_hint else "")
+
+
 def planner_dirs(args, domain: str) -> dict[str, Path]:
+    """The trained planners; SFT+RL with the LLM in the loop was trained with the same prompt levers."""
     root = args.out / domain
     return {"sft": root / "sft" / "best", "sft+rl-template": root / "rl" / "final",
-            "sft+rl-llm": root / "rl-llm" / "final"}
+            "sft+rl-llm": root / f"rl-llm{levers(args)}" / "final"}
 
 
 def train_piece(args, domain: str, which: str, log: list[str]) -> None:
@@ -216,6 +231,7 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
     for name, agent, episodes in (("rl-template", "template", args.rl_episodes),
                                   ("rl-llm", args.model, args.rl_llm_episodes)):
         out = root / name.replace("-template", "")
+        out = out.with_name(out.name + levers(args)) if agent != "template" else out
         if which != name or (out / "final" / "planner.json").is_file():
             continue
         resume = ["--resume"] if (out / "checkpoints" / "latest.json").is_file() else []
@@ -223,12 +239,12 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
         run_ppdpp(["rl", "-d", domain, *data, "--planner", str(sft / "best"), "--agent", agent, "--user", user,
                    "--critic", "oracle", "--episodes", str(episodes), "--episodes-per-update", "16", "--lr", "2e-5",
                    "--max-turns", str(turns), "--concurrency", "16", "--seed", str(args.seed), "--out", str(out),
-                   *extra, *resume], log)
+                   *extra, *resume], log,
+                  price_hint=args.price_hint, answer_key=args.answer_key, word_hint=args.word_hint)
 
 
 def eval_dir(args, domain: str, policy: str) -> Path:
-    levers = ("+price" if args.price_hint else "") + ("+key" if args.answer_key else "")
-    return args.out / domain / f"eval-{safe(policy)}{levers}{'' if args.split == 'test' else '@' + args.split}"
+    return args.out / domain / f"eval-{safe(policy)}{levers(args)}{'' if args.split == 'test' else '@' + args.split}"
 
 
 def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
@@ -254,7 +270,7 @@ def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
                          "oracle", *which, "--split", args.split, "--cases", str(args.cases), "--max-turns", str(turns),
                          "--seed", str(args.seed), "--out", str(out), "--max-tokens", str(args.max_tokens),
                          *RUN_SETTINGS], log,
-                        price_hint=args.price_hint, answer_key=args.answer_key)
+                        price_hint=args.price_hint, answer_key=args.answer_key, word_hint=args.word_hint)
     (out / "wall.json").write_text(json.dumps({"wall_s": seconds, "load": os.getloadavg()}), encoding="utf-8")
 
 
@@ -398,7 +414,7 @@ def eval_table(args, domain: str) -> list[str]:
 def table_piece(args) -> str:
     parts = [f"agent `{args.model}`, oracle critic, {args.split} split, first {args.cases} cases asked "
              f"(n per row = finished){', price hint ON' if args.price_hint else ''}"
-             f"{', answer key ON' if args.answer_key else ''}", ""]
+             f"{', answer key ON' if args.answer_key else ''}{', word hint ON' if args.word_hint else ''}", ""]
     for domain in args.domains.split(","):
         user, metric, turns = SETTINGS[domain]
         parts += [f"### {domain} ({user} user, {turns} turns)", ""]
@@ -424,6 +440,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--price-hint", action="store_true", help="Evaluate with the negotiation price hint.")
     parser.add_argument("--answer-key", action="store_true", help="Evaluate with the tutoring answer key.")
+    parser.add_argument("--word-hint", action="store_true",
+                        help="Evaluate with the tutoring word hint (the template Teacher's line for the move).")
     parser.add_argument("--split", default="test", choices=("valid", "test"),
                         help="The cases evaluated (valid: for tuning a lever).")
     parser.add_argument("--realisation-models", default="local/smollm2,local/qwen2.5-coder-1.5b")

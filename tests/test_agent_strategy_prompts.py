@@ -71,6 +71,27 @@ def test_without_the_levers_the_prompt_is_ppdpps(data_dir):
     assert "Teachers making" not in json.dumps(tutoring.agent_messages(tcase, tutoring.opening(tcase), "Hint"))
 
 
+def test_word_hint_is_an_option_naming_the_template_teachers_line_and_the_key(data_dir):
+    """Off by default; on, the reminder carries the template Teacher's line for the move at this point (its
+    Italian right for this sentence), the setup names the translation, and Others gets no line."""
+    plain, hinted = TutoringDomain(examples_dir=str(data_dir)), TutoringDomain(word_hint=True, examples_dir=str(data_dir))
+    case = hinted.load_cases("valid", data_dir)[0]
+    target = case.fields["target"]
+    words = target.split()
+    history = [*hinted.opening(case), Turn("agent", "Try it."), Turn("user", f'Is it "sbagliato {" ".join(words[1:])}"?')]
+    teacher = TemplateTeacher()
+    teacher.reset(case, 0)
+    for strategy in ("Hint", "Correction", "Question", "Confirmation"):
+        messages = hinted.agent_messages(case, history, strategy)
+        line = teacher.respond(history, strategy)
+        assert f"the move with the right Italian words is: {line}" in messages[-1]["content"], (strategy, messages[-1])
+        assert f'The correct translation is "{target}"' in messages[1]["content"], messages[1]
+        assert target not in json.dumps(plain.agent_messages(case, history, strategy)), "the hint is off by default"
+    assert words[0] in teacher.respond(history, "Correction"), "the correction names the wrong word's fix"
+    assert "right Italian words" not in hinted.agent_messages(case, history, "Others")[-1]["content"]
+    assert "right Italian words" not in json.dumps(hinted.agent_messages(case, history, None))
+
+
 def test_tutoring_reader_reads_the_template_teachers_own_lines(data_dir):
     """The realisation reader returns the strategy on the template Teacher's texts (after an attempt, where every
     strategy has its full form)."""
@@ -84,6 +105,8 @@ def test_tutoring_reader_reads_the_template_teachers_own_lines(data_dir):
         for strategy in ("Hint", "Correction", "Question", "Others"):
             line = teacher.respond(history, strategy)
             assert read_strategy(line, case.fields["target"]) == strategy, (strategy, line)
+        opening = teacher.respond(domain.opening(case), "Correction")
+        assert read_strategy(opening, case.fields["target"]) == "Correction", ("the whole translation", opening)
     assert read_strategy('Yes, "e accanto al" is right.', "e accanto al letto") == "Confirmation"
     assert read_strategy("How is your day going?", "e accanto al letto") == "Others"
 
@@ -104,22 +127,26 @@ def test_llm_agent_eval_runs_end_to_end_with_smollm2(tmp_path, data_dir):
     """Realisation, a baseline's evaluation and the LLM critic at a tiny size, then the table from the pieces:
     one process runs the four pieces (a comma list), the way the pieces read each other's folders; the eval
     piece still starts a true ``ppdpp evaluate`` subprocess (random: a planned strategy each turn, so the
-    table's strategy, entropy and realisation columns have something to count)."""
+    table's strategy, entropy and realisation columns have something to count), with the word hint on, so its
+    folders and realisation variant are the hinted ones."""
     script = [sys.executable, str(REPO / "benchmarks" / "llm_agent_eval.py"), "--out", str(tmp_path),
               "--data-dir", str(data_dir), "--model", "local/smollm2", "--domains", "tutoring", "--cases", "1",
               "--policies", "random", "--realisation-models", "local/smollm2", "--realisation-cases", "1",
-              "--variants", "ppdpp,fewshot", "--max-tokens", "8"]
+              "--variants", "ppdpp,fewshot,fewshot+price,fewshot+words", "--max-tokens", "8", "--word-hint"]
     done = subprocess.run([*script, "--piece", "realisation,eval,critic,table"], cwd=REPO, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = (tmp_path / "tutoring" / "realisation" / "local_smollm2__fewshot.jsonl").read_text().splitlines()
     assert len(rows) == len(TutoringDomain().strategies)
-    assert (tmp_path / "tutoring" / "eval-random" / "report.json").is_file()
-    critic = (tmp_path / "tutoring" / "eval-random" / "llm-critic.jsonl").read_text().splitlines()
+    made = sorted(path.name for path in (tmp_path / "tutoring" / "realisation").iterdir())
+    assert made == ["local_smollm2__fewshot+words.jsonl", "local_smollm2__fewshot.jsonl",
+                    "local_smollm2__ppdpp.jsonl"], f"the price variant is negotiation's only: {made}"
+    assert (tmp_path / "tutoring" / "eval-random+words" / "report.json").is_file()
+    critic = (tmp_path / "tutoring" / "eval-random+words" / "llm-critic.jsonl").read_text().splitlines()
     assert len(critic) == 1
     table = (tmp_path / "table.md").read_text()
     row = next((line for line in table.splitlines() if line.startswith("| random | 1 |")), None)
     assert row is not None, table
     cells = [cell.strip() for cell in row.split("|")]
     assert cells[5] != "-" and "none" not in cells[6], f"random plans every turn, each read back: {row}"
-    assert "local_smollm2 / fewshot" in table
+    assert "local_smollm2 / fewshot" in table and "word hint ON" in table

@@ -61,16 +61,18 @@ class TutoringDomain(Domain):
     }
 
     def __init__(self, success_rule: SuccessRule = "all", *, few_shot: bool = True, answer_key: bool = False,
-                 examples_dir: str | None = None) -> None:
+                 word_hint: bool = False, examples_dir: str | None = None) -> None:
         """``few_shot``: example Teacher lines in the agent prompt's role reminder (the last message;
         :mod:`~ppdpp.plugins.tutoring.prompting`), so only with ``reminder=True`` (the default); off = PPDPP's prompt
         word for word; ``answer_key``: the agent prompt names the correct Italian (off by default: PPDPP's Teacher
         is not told it, CIMA's human tutors were; a small LLM then teaches wrong words, docs/simulators.md);
+        ``word_hint``: the reminder also carries the template Teacher's line for the chosen move, with the right
+        Italian (:mod:`~ppdpp.plugins.tutoring.prompting`; off by default; it turns the answer key on);
         ``examples_dir``: the few-shot lines' data root (``None``: resolved at first use)."""
         if success_rule not in ("all", "majority"):
             raise DomainError(f"tutoring success_rule must be 'all' or 'majority', got {success_rule!r}")
         self.success_rule = success_rule
-        self.few_shot, self.answer_key, self.examples_dir = few_shot, answer_key, examples_dir
+        self.few_shot, self.answer_key, self.word_hint, self.examples_dir = few_shot, answer_key, word_hint, examples_dir
         self._splits: dict[tuple[Path | None, Split], tuple[list[Case], list[SFTExample]]] = {}
 
     # ---- data ---------------------------------------------------------------------------------------
@@ -147,12 +149,13 @@ class TutoringDomain(Domain):
         sentence = case.fields["sentence"]
         instruction = f" {self.instruction(strategy)}" if strategy is not None else ""
         levers = instruction
-        if strategy is not None and self.few_shot:
+        if strategy is not None and (self.few_shot or self.word_hint):
             from ppdpp.plugins.tutoring.prompting import strategy_note
 
-            levers = " " + strategy_note(case, strategy, self.instruction(strategy), lazy_data_root(self))
+            levers = " " + strategy_note(case, history, strategy, self.instruction(strategy), few_shot=self.few_shot,
+                                         word_hint=self.word_hint, data_dir=lazy_data_root(self))
         key = f' The correct translation is "{case.fields["target"]}"; use it to check the student\'s tries and to ' \
-            "teach one word at a time." if self.answer_key else ""
+            "teach one word at a time." if self.answer_key or self.word_hint else ""
         setup = f'You are the teacher who is trying to teach the student to translate "{sentence}" into Italian.' \
             f"{key} Please reply with only one short and succinct sentence. Please do not tell the student the " \
             f"answer or ask the student about other exercises.{instruction} Now ask me an exercise."
