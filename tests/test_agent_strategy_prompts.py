@@ -74,11 +74,13 @@ def test_without_the_levers_the_prompt_is_ppdpps(data_dir):
 def test_word_hint_is_an_option_naming_the_template_teachers_line_and_the_key(data_dir):
     """Off by default; on, the reminder carries the template Teacher's line for the move at this point (its
     Italian right for this sentence), the setup names the translation, and Others gets no line."""
-    plain, hinted = TutoringDomain(examples_dir=str(data_dir)), TutoringDomain(word_hint=True, examples_dir=str(data_dir))
+    plain = TutoringDomain(examples_dir=str(data_dir))
+    hinted = TutoringDomain(word_hint=True, examples_dir=str(data_dir))
     case = hinted.load_cases("valid", data_dir)[0]
     target = case.fields["target"]
     words = target.split()
-    history = [*hinted.opening(case), Turn("agent", "Try it."), Turn("user", f'Is it "sbagliato {" ".join(words[1:])}"?')]
+    attempt = " ".join(["sbagliato", *words[1:]])
+    history = [*hinted.opening(case), Turn("agent", "Try it."), Turn("user", f'Is it "{attempt}"?')]
     teacher = TemplateTeacher()
     teacher.reset(case, 0)
     for strategy in ("Hint", "Correction", "Question", "Confirmation"):

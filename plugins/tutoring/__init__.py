@@ -72,7 +72,8 @@ class TutoringDomain(Domain):
         if success_rule not in ("all", "majority"):
             raise DomainError(f"tutoring success_rule must be 'all' or 'majority', got {success_rule!r}")
         self.success_rule = success_rule
-        self.few_shot, self.answer_key, self.word_hint, self.examples_dir = few_shot, answer_key, word_hint, examples_dir
+        self.few_shot, self.answer_key, self.word_hint = few_shot, answer_key, word_hint
+        self.examples_dir = examples_dir
         self._splits: dict[tuple[Path | None, Split], tuple[list[Case], list[SFTExample]]] = {}
 
     # ---- data ---------------------------------------------------------------------------------------

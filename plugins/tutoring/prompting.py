@@ -3,8 +3,8 @@
 CIMA's processed instances label the strategy of the teacher's *next* turn without holding that turn (and a
 dialogue branches across instances), so the label of a written teacher line is not in the data. The examples
 are therefore the **train** dialogues' teacher lines that rules 1-4 of :func:`read_strategy` (the scripted Student's
-own reading, :mod:`~ppdpp.plugins.tutoring.student`) read as the strategy: up to :data:`FEW_SHOT` per strategy, 3 to 20 words,
-the shortest first. Their Italian belongs to another sentence; the prompt says to write a line for this one.
+own reading, :mod:`~ppdpp.plugins.tutoring.student`) read as the strategy: up to :data:`FEW_SHOT` per strategy, 3
+to 20 words, the shortest first. Their Italian belongs to another sentence; the prompt says to write a line for this one.
 
 :func:`read_strategy` is the realisation reader used by ``benchmarks/llm_agent_eval.py --piece realisation``:
 what the Student does with a teacher line, named as the strategy that does it, in the Student's order:
