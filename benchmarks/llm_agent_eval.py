@@ -250,6 +250,14 @@ def eval_dir(args, domain: str, policy: str) -> Path:
 def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
     user, _, turns = SETTINGS[domain]
     out = eval_dir(args, domain, policy)
+    fixed = []
+    if policy == "fixed-plan":  # an open-loop plan (benchmarks/plan_ceiling.py): the plan is the run's setting
+        if not args.fixed_plan:
+            raise SystemExit("--policies fixed-plan needs --fixed-plan S1,S2,... (one strategy per turn)")
+        fixed = ["--fixed-plan", args.fixed_plan]
+        recorded = out / "config.json"
+        if recorded.is_file() and json.loads(recorded.read_text()).get("fixed_plan") != args.fixed_plan:
+            raise SystemExit(f"{out} was played with another plan ({recorded}: fixed_plan); move it away first")
     if (out / "report.json").is_file():
         return
     planners = planner_dirs(args, domain)
@@ -259,7 +267,7 @@ def eval_piece(args, domain: str, policy: str, log: list[str]) -> None:
             return
         which = ["--planner", str(planners[policy]), "--baselines", ""]
     else:
-        which = ["--baselines", policy]
+        which = ["--baselines", policy, *fixed]
     if held_elsewhere(out):
         print(f"skip {out}: another process (pid in {out / 'running.pid'}) is playing it", flush=True)
         return
@@ -437,6 +445,9 @@ def main() -> None:
     parser.add_argument("--domains", default="negotiation,tutoring")
     parser.add_argument("--model", default="local/qwen2.5-coder-1.5b")
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--fixed-plan", default="",
+                        help="The plan of the fixed-plan policy (--policies fixed-plan), e.g. "
+                             "Correction,Correction,Confirmation,Correction: benchmarks/plan_ceiling.py's best.")
     parser.add_argument("--cases", type=int, default=100)
     parser.add_argument("--price-hint", action="store_true", help="Evaluate with the negotiation price hint.")
     parser.add_argument("--answer-key", action="store_true", help="Evaluate with the tutoring answer key.")

@@ -1,6 +1,6 @@
 """The built-in policies, registered through the ``register_policies`` hook exactly like a third-party plugin's:
 ``planner`` (the trained PPDPP planner of ``--planner DIR``) and ``dialogxpert`` (the trainable ones), ``no-planner``, ``random``,
-``majority``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``, ``ask-an-expert``,
+``majority``, ``fixed-plan``, ``llm``, the paper's prompting baselines (``proactive``, ``procot``, ``ask-an-expert``,
 ``icl-aif``), the search planners (``gdp-zero``, ``dpdp``, ``nrpa-gd``, ``nrpa-gd-oracle``) and ``principles``; docs/policies.md."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, Callable
 from ppdpp.planner.core.domain import Domain, DomainError
 from ppdpp.planner.core.plan import PolicySpec, TrainablePolicy
 from ppdpp.planner.llm.base import ChatBackend
-from ppdpp.planner.policy.baselines import MajorityPolicy, NoPlannerPolicy, RandomPolicy
+from ppdpp.planner.policy.baselines import (
+    FixedPlanConfig, FixedPlanPolicy, MajorityPolicy, NoPlannerPolicy, RandomPolicy,
+)
 from ppdpp.planner.policy.dialogxpert_config import DialogXpertConfig
 from ppdpp.planner.policy.llm_planner import LLMPlanner
 from ppdpp.planner.policy.mcts import DPDPConfig, DualProcessPolicy, MCTSConfig, MCTSPolicy
@@ -135,6 +137,8 @@ def register_policies(register: Callable[[PolicySpec], None]) -> None:
                         "a uniformly random strategy, seeded"))
     register(PolicySpec("majority", MajorityPolicy.for_run,
                         "the most frequent strategy of the training labels (or of a planner's training record)"))
+    register(PolicySpec("fixed-plan", FixedPlanPolicy, "an open-loop plan: the strategies of --fixed-plan, one per "
+                        "turn (benchmarks/plan_ceiling.py scores every plan)", config=FixedPlanConfig))
     register(PolicySpec("llm", llm_planner, "the agent LLM picks the strategy itself (ProCoT-style)"))
     register(PolicySpec("gdp-zero", gdp_zero, "open-loop MCTS with the LLM as prior, value and simulator (GDP-Zero)",
                         config=MCTSConfig))

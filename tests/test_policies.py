@@ -358,7 +358,7 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
     planner = PolicyPlanner(get_domain("negotiation"), PlannerConfig(max_length=96)).save_pretrained(
         tmp_path / "planner")  # dpdp's fast system (untrained, so it defers to the search)
     built_in = [name for name, spec in policies().items() if not spec.trainable]  # planner: the --planner DIR
-    assert {"no-planner", "random", "majority", "llm", "gdp-zero", "dpdp", *PROMPTING} <= set(built_in)
+    assert {"no-planner", "random", "majority", "fixed-plan", "llm", "gdp-zero", "dpdp", *PROMPTING} <= set(built_in)
     out = tmp_path / "eval"
     result = CliRunner().invoke(app, [
         "evaluate", "-d", "negotiation", "--agent", "openai/smollm2", "--user", "rule-based", "--critic", "oracle",
@@ -367,7 +367,7 @@ def test_every_built_in_policy_plays_over_http_with_the_grounded_simulators(smol
         "--mcts-max-depth", "1", "--mcts-max-tokens", "8", "--prompting-max-tokens", "12", "--principles-cases", "1",
         "--principles-rollouts", "1", "--principles-situations", "2", "--principles-max-tokens", "16",
         "--nrpa-level", "1", "--nrpa-iterations", "1", "--nrpa-depth", "1", "--nrpa-max-tokens", "8",
-        "--out", str(out)],
+        "--fixed-plan", "counter", "--out", str(out)],
         terminal_width=200)
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())

@@ -4,6 +4,8 @@
   from the training record of a planner trained by ``ppdpp sft``: :func:`training_label_counts`).
 - :class:`RandomPolicy`: a uniformly random strategy, drawn from the seed and the dialogue state.
 - :class:`NoPlannerPolicy`: no strategy at all: the agent LLM is prompted without a planner's instruction.
+- :class:`FixedPlanPolicy`: an open-loop plan, the strategy of each turn fixed before the dialogue starts
+  (``benchmarks/plan_ceiling.py`` scores every plan with the template agent).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import random
 import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -150,3 +153,38 @@ class NoPlannerPolicy:
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         return Plan(None, "", 1.0, {})
+
+
+@dataclass(frozen=True)
+class FixedPlanConfig:
+    """The ``fixed-plan`` policy's one setting (a global CLI option of ``ppdpp evaluate``)."""
+
+    fixed_plan: str = field(default="", metadata={
+        "help": "fixed-plan: the strategy of each turn, comma-separated (the last one repeats after the end); "
+                "benchmarks/plan_ceiling.py scores every plan with the template agent."})
+
+    def strategies(self) -> list[str]:
+        return [name.strip() for name in self.fixed_plan.split(",") if name.strip()]
+
+
+class FixedPlanPolicy:
+    """An open-loop plan: turn ``t`` (counted from the end of the case's opening) plays the ``t``-th strategy of
+    ``--fixed-plan``, whatever the dialogue says; past the plan's end its last strategy again."""
+
+    name = "fixed-plan"
+
+    def __init__(self, domain: Domain, config: FixedPlanConfig | None = None):
+        self.strategies = (config or FixedPlanConfig()).strategies()
+        if not self.strategies:
+            raise DomainError("fixed-plan needs the plan: --fixed-plan S1,S2,... (one strategy per turn; "
+                              f"{domain.name} has {', '.join(domain.strategy_names)})")
+        for name in self.strategies:
+            domain.instruction(name)  # an unknown name fails here, with the known ones listed
+        self.domain = domain
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
+        if case is None:
+            raise DomainError("fixed-plan counts turns from the case's opening: it needs the case")
+        turn = max(0, len(conversation) - len(self.domain.opening(case))) // 2
+        strategy = self.strategies[min(turn, len(self.strategies) - 1)]
+        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
