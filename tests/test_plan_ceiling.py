@@ -5,9 +5,7 @@ the very dialogues ``ppdpp evaluate --seeds`` plays (so a planner's numbers comp
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -16,14 +14,11 @@ from ppdpp.planner.cli.app import app
 from ppdpp.planner.core.domain import DomainError, Turn
 from ppdpp.planner.policy.baselines import FixedPlanConfig, FixedPlanPolicy
 from ppdpp.planner.registry.manager import get_domain
+from repo_scripts import load_script
 
 
 def plan_ceiling():
-    path = Path(__file__).parent.parent / "benchmarks" / "plan_ceiling.py"
-    spec = importlib.util.spec_from_file_location("plan_ceiling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/plan_ceiling.py")
 
 
 def evaluate(data_dir, out, *policy_args):

@@ -4,8 +4,6 @@ strategy on the template agents' own texts. The labelled LLM turns are tests/dat
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import pytest
 
@@ -14,9 +12,10 @@ from ppdpp.planner.registry.manager import get_domain
 from ppdpp.plugins.negotiation import DOMAIN
 from ppdpp.plugins.negotiation.seller import RuleBasedSeller, money
 from ppdpp.plugins.negotiation.template import TemplateBuyer
-from ppdpp.plugins.tutoring.student import ScriptedStudent, attempts_in, read_teacher_text, render, target_units
+from ppdpp.plugins.tutoring.student import ScriptedStudent, attempts_in, read_teacher_text
 from ppdpp.plugins.tutoring.template import TemplateTeacher
 from ppdpp.simulators.realisation import Reading, RealisationReader
+from repo_scripts import load_script
 
 NONCOMMITTAL = [
     "I'll consider it.", "Thank you for the offer. I'll consider it.", "Okay.", "Okay, I see.",
@@ -29,11 +28,7 @@ NONCOMMITTAL = [
 
 def reading_benchmark():
     """benchmarks/simulator_reading.py, which reads the labelled set the way these tests do."""
-    path = Path(__file__).parent.parent / "benchmarks" / "simulator_reading.py"
-    spec = importlib.util.spec_from_file_location("simulator_reading", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/simulator_reading.py")
 
 
 @pytest.fixture(scope="module")

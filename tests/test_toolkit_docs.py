@@ -4,28 +4,15 @@ the code by docs/gen_toolkit_reference.py: these tests fail when the generated s
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import pkgutil
 import re
-from pathlib import Path
-from types import ModuleType
 
 import ppdpp.planner.core.domain as contract
 import ppdpp.planner.toolkit as toolkit
+from repo_scripts import load_script
 
-GENERATOR = Path(__file__).resolve().parents[1] / "docs" / "gen_toolkit_reference.py"
-
-
-def _load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("gen_toolkit_reference", GENERATOR)
-    assert spec is not None and spec.loader is not None, GENERATOR
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generator()
+gen = load_script("docs/gen_toolkit_reference.py")
 
 
 def test_the_generated_reference_matches_the_code() -> None:
