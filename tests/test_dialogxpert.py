@@ -103,3 +103,16 @@ def test_a_folder_of_other_strategies_is_refused(tmp_path):
     (tmp_path / "dialogxpert.json").write_text(json.dumps({"format": "ppdpp-dialogxpert/1", "strategies": ["x"]}))
     with pytest.raises(DomainError, match="not a DialogXpert folder of domain 'negotiation'"):
         DialogXpertPolicy.from_directory(tmp_path, get_domain("negotiation"))
+
+
+def test_a_folder_played_with_another_top_k_than_it_was_trained_with_says_so(tmp_path, caplog):
+    domain = get_domain("negotiation")
+    torch.manual_seed(0)
+    proposer = PolicyPlanner(domain, PlannerConfig(max_length=32))
+    folder = DialogXpertPolicy(domain, proposer, DialogXpertConfig(dialogxpert_top_k=4)).save_pretrained(tmp_path / "dx")
+    assert json.loads((folder / "dialogxpert.json").read_text())["top_k"] == 4
+    with caplog.at_level("WARNING", logger="ppdpp.planner.policy.dialogxpert"):
+        DialogXpertPolicy.from_directory(folder, domain, DialogXpertConfig(dialogxpert_top_k=4))
+        assert not caplog.records, "played as trained: nothing to say"
+        DialogXpertPolicy.from_directory(folder, domain)  # the default top-k, 3
+    assert "trained with --dialogxpert-top-k 4 and is played with 3" in caplog.text, caplog.text

@@ -13,13 +13,15 @@ Training: ``ppdpp rl --policy dialogxpert`` (``learning_rule = "td"``: :class:`~
 calls :meth:`DialogXpertPolicy.td_loss` instead of the REINFORCE loss) minimises the Huber loss between
 ``Q(s_t, a_t)`` and ``r_t + gamma * max_{a in top-k(s_{t+1})} Q(s_{t+1}, a)`` (no bootstrap after the last
 turn; the target detached), ``dialogxpert_td_steps`` optimizer steps on each update's episodes. The saved folder holds the proposer
-(``proposer/``), the Q-network (``q_network.safetensors``) and ``dialogxpert.json``; a plain SFT planner folder
-starts a fresh Q-network (seeded).
+(``proposer/``), the Q-network (``q_network.safetensors``) and ``dialogxpert.json`` (with the top-k it was trained
+with: a folder played with another top-k logs a warning, since the Q-network then chooses among strategies it
+may never have valued); a plain SFT planner folder starts a fresh Q-network (seeded).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +37,7 @@ META_FILE = "dialogxpert.json"
 Q_FILE = "q_network.safetensors"
 PROPOSER_DIR = "proposer"
 ENCODER_DIM = 384  # all-MiniLM-L6-v2
+log = logging.getLogger(__name__)
 
 
 def state_text(domain: Domain, conversation: Sequence[Turn]) -> str:
@@ -143,7 +146,8 @@ class DialogXpertPolicy(nn.Module):
         save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(directory / Q_FILE))
         (directory / META_FILE).write_text(json.dumps({
             "format": FORMAT, "domain": self.domain.name, "strategies": self.domain.strategy_names,
-            "hidden": self.head[0].out_features, "encoder": "all-MiniLM-L6-v2"}, indent=2) + "\n", encoding="utf-8")
+            "hidden": self.head[0].out_features, "encoder": "all-MiniLM-L6-v2",
+            "top_k": self.config.dialogxpert_top_k}, indent=2) + "\n", encoding="utf-8")
         return directory
 
     @classmethod
@@ -168,4 +172,9 @@ class DialogXpertPolicy(nn.Module):
         policy = cls(domain, PolicyPlanner.from_pretrained(directory / PROPOSER_DIR, domain=domain), config,
                      hidden=int(meta["hidden"]))
         policy.head.load_state_dict(load_file(str(directory / Q_FILE)))
+        trained_k = meta.get("top_k")
+        if trained_k is not None and trained_k != policy.config.dialogxpert_top_k:
+            log.warning("%s was trained with --dialogxpert-top-k %s and is played with %s: pass "
+                        "--dialogxpert-top-k %s to play it as trained", directory, trained_k,
+                        policy.config.dialogxpert_top_k, trained_k)
         return policy
