@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ppdpp.planner.core.domain import Case, Domain
-from ppdpp.planner.core.simulation import ScriptedAgent, UserSimulator
+from ppdpp.planner.core.simulation import ScriptedAgent, SimulatorSpec, UserSimulator
 from ppdpp.planner.registry.manager import REGISTRY, get_domain
 from ppdpp.simulators.critic import OracleCritic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
@@ -37,15 +37,16 @@ USERS = {"tutoring": "scripted", "negotiation": "rule-based"}
 
 def players(domain: str, user: str, data_dir: Path | None) -> Callable[[], tuple[ScriptedAgent, UserSimulator]]:
     """A factory of fresh (template agent, programmatic user) pairs of ``domain``, one pair per dialogue."""
-    specs = {role: REGISTRY.get_simulator(domain, role, name) for role, name in (("agent", "template"),
-                                                                                   ("user", user))}
-    missing = [f"{role} {name!r}" for (role, name) in (("agent", "template"), ("user", user)) if specs[role] is None]
-    if missing:
+    agent_spec = REGISTRY.get_simulator(domain, "agent", "template")
+    user_spec = REGISTRY.get_simulator(domain, "user", user)
+    if agent_spec is None or user_spec is None:
+        missing = [f"{role} {name!r}" for role, name, spec in (("agent", "template", agent_spec),
+                                                               ("user", user, user_spec)) if spec is None]
         raise SystemExit(f"plan_ceiling: domain {domain!r} registers no {' and no '.join(missing)} simulator")
+    specs: tuple[SimulatorSpec, SimulatorSpec] = (agent_spec, user_spec)
 
     def make() -> tuple[ScriptedAgent, UserSimulator]:
-        agent = specs["agent"].build(data_dir=data_dir)  # type: ignore[union-attr]
-        person = specs["user"].build(data_dir=data_dir)  # type: ignore[union-attr]
+        agent, person = (spec.build(data_dir=data_dir) for spec in specs)
         assert isinstance(agent, ScriptedAgent) and isinstance(person, UserSimulator)
         return agent, person
 
