@@ -400,7 +400,7 @@ def eval_table(args, domain: str) -> list[str]:
                          f"{real} | {top} | {entropy(row['strategies']):.2f} | {crit} | "
                          f"{row['wall'].get('wall_s', float('nan')):.0f} | {row['tokens'][0]} / {row['tokens'][1]} |")
         lines.append("")
-        for best in ("sft+rl-llm", "sft+rl-template"):
+        for best in ("sft+rl-llm", "sft+rl-template", "fixed-plan"):  # the trained planners; the ceiling plan
             if best not in rows:
                 continue
             lines += [f"{best} minus each policy, {label}, paired over the cases both played:", "",

@@ -19,20 +19,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ppdpp.planner.core.domain import Case, Domain
-from ppdpp.planner.core.simulation import ScriptedAgent, SimulatorSpec, UserSimulator
-from ppdpp.planner.registry.manager import REGISTRY, get_domain
-from ppdpp.simulators.critic import OracleCritic
-from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
-from ppdpp.simulators.evaluate import episode_seed
-from ppdpp.simulators.statistics import estimate
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-USERS = {"tutoring": "scripted", "negotiation": "rule-based"}
-"""The programmatic user of each domain (benchmarks/grounded_eval.py's settings)."""
+from grounded_eval import SETTINGS  # noqa: E402  (benchmarks/ is the script's folder)
+
+from ppdpp.planner.core.domain import Case, Domain  # noqa: E402
+from ppdpp.planner.core.simulation import ScriptedAgent, SimulatorSpec, UserSimulator  # noqa: E402
+from ppdpp.planner.registry.manager import REGISTRY, get_domain  # noqa: E402
+from ppdpp.simulators.critic import OracleCritic  # noqa: E402
+from ppdpp.simulators.env import EnvConfig, SelfPlayEnv  # noqa: E402
+from ppdpp.simulators.evaluate import episode_seed  # noqa: E402
+from ppdpp.simulators.statistics import estimate  # noqa: E402
 
 
 def players(domain: str, user: str, data_dir: Path | None) -> Callable[[], tuple[ScriptedAgent, UserSimulator]]:
@@ -95,7 +97,7 @@ async def ceiling(args: argparse.Namespace) -> dict:
     if not cases:
         raise SystemExit(f"plan_ceiling: the {args.split} split of {args.domain} has no cases")
     seeds = [int(s) for s in args.seeds.split(",")]
-    user = args.user or USERS.get(args.domain)
+    user = args.user or SETTINGS.get(args.domain, (None,))[0]  # the domain's own, as benchmarks/grounded_eval.py
     if user is None:
         raise SystemExit(f"plan_ceiling: name the programmatic user of {args.domain!r} with --user")
     make = players(args.domain, user, args.data_dir)
@@ -130,12 +132,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--split", default="valid", choices=("train", "valid", "test"))
     parser.add_argument("--cases", type=int, default=None, help="Only the first N cases.")
     parser.add_argument("--seeds", default="0,1,2", help="Comma list: one dialogue per case and seed.")
-    parser.add_argument("--turns", type=int, default=4, help="Exchanges per dialogue (the plan's length).")
+    parser.add_argument("--turns", type=int, default=None,
+                        help="Exchanges per dialogue, the plan's length (default: the domain's, as "
+                             "benchmarks/grounded_eval.py plays it: tutoring 4).")
     parser.add_argument("--strategies", default="", help="Comma list (default: every strategy of the domain).")
     parser.add_argument("--user", default=None, help="The programmatic user (default: the domain's own).")
     parser.add_argument("--top", type=int, default=8, help="How many of the best plans to print.")
     parser.add_argument("--max-plans", type=int, default=1000)
     args = parser.parse_args(argv)
+    if args.turns is None:
+        if args.domain not in SETTINGS:
+            parser.error(f"--turns: no default for domain {args.domain!r}; name it")
+        args.turns = SETTINGS[args.domain][2]
     if args.turns < 1 or args.top < 1 or (args.cases is not None and args.cases < 1):
         parser.error("--turns, --top and --cases must be at least 1")
     return args
