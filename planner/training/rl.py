@@ -7,7 +7,14 @@ than one turn), loss ``-sum_t log pi(a_t|s_t) G_t``, AdamW. That is ``normalize=
 
 The default, ``normalize="turn"``, normalises the returns at turn ``t`` across the update's episodes that
 reached turn ``t`` (a per-turn baseline); ``"batch"`` normalises all turns of the update together; ``"none"``
-keeps raw returns. Why the default departs from PPDPP: normalising within an episode makes each episode's
+keeps raw returns; ``"group"`` is GRPO's outcome advantage (Shao et al. 2024, DeepSeekMath): with
+``group_size`` G > 1 the update's dialogues come in groups of G that play one case with one seed (the user's,
+the agent's and the critic's draws are shared: common random numbers), so they differ only where the planner's
+own draws differ; each dialogue's return is compared with its group's (minus the group mean, over the group's
+standard deviation) and that one weight goes on every turn. A group whose dialogues all end alike teaches
+nothing; a choice that wins against its own group on the same case and draws does.
+
+Why the default departs from PPDPP: normalising within an episode makes each episode's
 weights sum to zero, so an episode that succeeds after neutral turns (rewards 0, 0, 1: returns 1, 1, 1)
 teaches nothing; normalising the whole batch favours late turns, whose reward-to-go sums fewer penalties.
 On the scripted check (docs/selfplay.md) only "turn" learns. ``entropy_coef`` adds an entropy bonus
@@ -61,7 +68,7 @@ from ppdpp.planner.training.tracking import Tracker, check_report_to, open_track
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig
 
-Normalize = Literal["episode", "batch", "turn", "none"]
+Normalize = Literal["episode", "batch", "turn", "group", "none"]
 STATE_FILE = "state.pt"
 LATEST_FILE = "latest.json"
 HEAD_FILE = "head.safetensors"  # a head-only checkpoint: the trained head alone
@@ -93,7 +100,11 @@ class RLConfig:
     gamma: float = field(default=0.999, metadata={"min": 0, "max": 1, "help": "Discount factor."})
     lr: float = field(default=1e-6, metadata={"gt": 0, "help": "Learning rate (PPDPP: 1e-6)."})
     normalize: Normalize = field(default="turn", metadata={
-        "help": "Return normalisation: turn, episode (PPDPP), batch or none."})
+        "help": "Return normalisation: turn, episode (PPDPP), batch, group (GRPO: against the dialogue's group, "
+                "needs --group-size above 1) or none."})
+    group_size: int = field(default=1, metadata={"min": 1, "help": (
+        "Dialogues per group: a group plays one case with one seed (user, agent and critic draws shared), so its "
+        "dialogues differ only in the planner's draws (1 = each dialogue its own case and seed; GRPO: 8-16).")})
     concurrency: int = field(default=8, metadata={"min": 1, "help": "Dialogues played at once."})
     seed: int = field(default=0, metadata={"min": 0, "help": "Seed for case order, sampling and dropout."})
     checkpoint_every: int = field(default=1, metadata={"min": 1, "help": "Checkpoint every N updates."})
@@ -111,6 +122,12 @@ class RLConfig:
             self.env = EnvConfig(**self.env)
         self.report_to = check_report_to(self.report_to)
         check_fields(self)
+        if self.normalize == "group" and self.group_size == 1:  # (its bound, at least 1, is checked above)
+            raise ValueError("normalize='group' compares each dialogue with its group: set group_size to 2 or more "
+                             f"(got {self.group_size})")
+        if self.episodes_per_update % self.group_size:
+            raise ValueError(f"episodes_per_update ({self.episodes_per_update}) must be a multiple of group_size "
+                             f"({self.group_size}): a group is trained in one update")
 
     @property
     def updates(self) -> int:
@@ -137,9 +154,15 @@ def normalise_returns(returns: Sequence[float]) -> list[float]:
     return ((t - t.mean()) / (t.std() + eps)).tolist()
 
 
-def advantages(episode_rewards: Sequence[Sequence[float]], gamma: float, normalize: Normalize) -> list[list[float]]:
-    """The weight of each turn's log-probability, per episode, for the chosen normalisation."""
+def advantages(episode_rewards: Sequence[Sequence[float]], gamma: float, normalize: Normalize,
+               groups: Sequence[int] | None = None) -> list[list[float]]:
+    """The weight of each turn's log-probability, per episode, for the chosen normalisation (``"group"`` needs
+    ``groups``, each episode's group id)."""
     returns = [discounted_returns(r, gamma) for r in episode_rewards]
+    if normalize == "group":
+        if groups is None or len(groups) != len(returns):
+            raise ValueError("normalize='group' needs one group id per episode")
+        return group_advantages(returns, groups)
     if normalize == "episode":
         return [normalise_returns(g) for g in returns]
     if normalize == "batch":
@@ -162,6 +185,24 @@ def advantages(episode_rewards: Sequence[Sequence[float]], gamma: float, normali
                 out[i][t] = value
         return out
     return returns
+
+
+def group_advantages(returns: Sequence[Sequence[float]], groups: Sequence[int]) -> list[list[float]]:
+    """GRPO's outcome advantage: each episode's whole return (its turn-0 return-to-go) minus the mean of its
+    group's, over their sample standard deviation (floored at :data:`TURN_STD_FLOOR`), on every turn; an episode
+    alone in its group gets 0."""
+    members: dict[int, list[int]] = {}
+    for i, group in enumerate(groups):
+        members.setdefault(group, []).append(i)
+    out = [[0.0] * len(ep) for ep in returns]
+    for rows in members.values():
+        if len(rows) < 2:
+            continue
+        totals = torch.tensor([returns[i][0] if returns[i] else 0.0 for i in rows], dtype=torch.float64)
+        scaled = (totals - totals.mean()) / (totals.std() + TURN_STD_FLOOR)
+        for i, value in zip(rows, scaled.tolist()):
+            out[i] = [value] * len(returns[i])
+    return out
 
 
 def reinforce_loss(log_probs: torch.Tensor, weights: torch.Tensor, episodes: int) -> torch.Tensor:
@@ -411,12 +452,24 @@ class RLTrainer:
     def transcripts_path(self) -> Path:
         return self.out / "transcripts.jsonl"
 
+    def group_of(self, episode: int) -> int:
+        """Episode ``i``'s group (``i // group_size``; each episode its own when ``group_size`` is 1)."""
+        return episode // self.config.group_size
+
     def case_of(self, episode: int) -> Case:
-        """Episode ``i``'s case (:func:`case_order`)."""
-        return case_order(self.cases, self.config.seed, episode)
+        """Episode ``i``'s case (:func:`case_order` of its group)."""
+        return case_order(self.cases, self.config.seed, self.group_of(episode))
 
     def episode_seed(self, episode: int) -> int:
+        """The seed of episode ``i``'s planner draws (its own, also in a group)."""
         return derive_seed(self.config.seed, "episode", episode)
+
+    def play_seed(self, episode: int) -> int:
+        """The seed episode ``i`` is played with (user, agent, critic): the group's, shared by its members;
+        the episode's own seed when ``group_size`` is 1."""
+        if self.config.group_size == 1:
+            return self.episode_seed(episode)
+        return derive_seed(self.config.seed, "group", self.group_of(episode))
 
     def batch_of(self, update: int) -> range:
         size = self.config.episodes_per_update
@@ -474,6 +527,7 @@ class RLTrainer:
         if not isinstance(state["config"], dict):
             raise RLError(f"{state_file}: 'config' is not a dict; in {pointer}: {RESUME_FIX}")
         saved = {k: state["config"].get(k) for k in ("seed", "episodes_per_update", "gamma", "normalize")}
+        saved["group_size"] = state["config"].get("group_size", 1)  # runs from before groups had none
         mine = {k: getattr(self.config, k) for k in saved}
         saved_env = state["config"].get("env")
         if isinstance(saved_env, dict) and "user_personas" in saved_env:  # the user simulators the episodes met
@@ -559,7 +613,8 @@ class RLTrainer:
         was)."""
         if getattr(self.planner, "learning_rule", "reinforce") == "td":
             return self.td_update(episodes)
-        weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize)
+        weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize,
+                             [self.group_of(e.index) for e in episodes])
         states = [s for e in episodes for s in e.states]
         cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
         actions = torch.tensor([self.domain.strategy_index(a) for e in episodes for a in e.strategies])
@@ -655,7 +710,7 @@ class RLTrainer:
 
         size = self.config.episodes_per_update
         jobs = [
-            EpisodeJob(str(i), self.case_of(i), _Sampler(self.planner, self.episode_seed(i)), self.episode_seed(i),
+            EpisodeJob(str(i), self.case_of(i), _Sampler(self.planner, self.episode_seed(i)), self.play_seed(i),
                        tags={"episode": i, "update": i // size})
             for i in indices
         ]
