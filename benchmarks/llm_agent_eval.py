@@ -17,6 +17,9 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
   :func:`ppdpp.plugins.tutoring.prompting.read_strategy`). Realisation = read as the strategy written under.
 * ``sft``, ``rl-template``: the SFT planner and SFT+RL trained with the template agent
   (``benchmarks/grounded_eval.py``'s stages and settings, same folders).
+* ``rl-branch``: SFT+RL trained with the template agent and all-strategy branching (``ppdpp rl
+  --branch-strategies``: every strategy replayed at every decision), ``--rl-branch-episodes`` episodes, 32 per
+  update (folder ``rl-branch``).
 * ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes, on the train
   cases, with the prompt levers given (folder ``rl-llm``, or ``rl-llm+words`` with ``--word-hint``, ...).
 * ``eval``: ``ppdpp evaluate`` of each policy (``--policies``) on the first ``--cases`` test cases, one folder per
@@ -57,14 +60,16 @@ from grounded_eval import SETTINGS, ppdpp  # noqa: E402  (benchmarks/ is the scr
 from ppdpp.simulators.evaluate import estimate, paired_difference  # noqa: E402
 
 POLICIES = ("no-planner", "random", "majority", "llm", "proactive", "procot", "sft", "sft+rl-template",
-            "sft+rl-llm")
+            "sft+rl-branch", "sft+rl-llm")
 """``llm``: the agent LLM picks the strategy with ppdpp's planning prompt; ``proactive`` and ``procot``: the PPDPP
 paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner."""
 VARIANTS = ("ppdpp", "fewshot", "fewshot+price", "fewshot+words")
 VARIANT_DOMAIN = {"fewshot+price": "negotiation", "fewshot+words": "tutoring"}
 """The variants that only one domain has."""
 RUN_SETTINGS = ("--concurrency", "16")  # and --max-tokens (48 unless told)
-PIECES = ("realisation", "sft", "rl-template", "rl-llm", "eval", "critic", "table")
+PIECES = ("realisation", "sft", "rl-template", "rl-branch", "rl-llm", "eval", "critic", "table")
+TRAINED = ("sft+rl-llm", "sft+rl-branch", "sft+rl-template", "fixed-plan")
+"""The policies whose differences against every other the table prints (the trained planners; the ceiling plan)."""
 
 
 def pieces(text: str) -> list[str]:
@@ -217,7 +222,7 @@ def planner_dirs(args, domain: str) -> dict[str, Path]:
     """The trained planners; SFT+RL with the LLM in the loop was trained with the same prompt levers."""
     root = args.out / domain
     return {"sft": root / "sft" / "best", "sft+rl-template": root / "rl" / "final",
-            "sft+rl-llm": root / f"rl-llm{levers(args)}" / "final"}
+            "sft+rl-branch": root / "rl-branch" / "final", "sft+rl-llm": root / f"rl-llm{levers(args)}" / "final"}
 
 
 def train_piece(args, domain: str, which: str, log: list[str]) -> None:
@@ -228,8 +233,10 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
     if which == "sft" and not (sft / "best" / "planner.json").is_file():
         run_ppdpp(["sft", "-d", domain, *data, "--out", str(sft), "--epochs", "3", "--max-length", "128",
                    "--strategy-history", "--threads", "1", "--seed", str(args.seed)], log)
-    for name, agent, episodes in (("rl-template", "template", args.rl_episodes),
-                                  ("rl-llm", args.model, args.rl_llm_episodes)):
+    recipes = (("rl-template", "template", args.rl_episodes, 16, []),
+               ("rl-branch", "template", args.rl_branch_episodes, 32, ["--branch-strategies"]),
+               ("rl-llm", args.model, args.rl_llm_episodes, 16, []))
+    for name, agent, episodes, per_update, how in recipes:
         out = root / name.replace("-template", "")
         out = out.with_name(out.name + levers(args)) if agent != "template" else out
         if which != name or (out / "final" / "planner.json").is_file():
@@ -237,9 +244,9 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
         resume = ["--resume"] if (out / "checkpoints" / "latest.json").is_file() else []
         extra = ["--max-tokens", str(args.max_tokens)] if agent != "template" else []
         run_ppdpp(["rl", "-d", domain, *data, "--planner", str(sft / "best"), "--agent", agent, "--user", user,
-                   "--critic", "oracle", "--episodes", str(episodes), "--episodes-per-update", "16", "--lr", "2e-5",
-                   "--max-turns", str(turns), "--concurrency", "16", "--seed", str(args.seed), "--out", str(out),
-                   *extra, *resume], log,
+                   "--critic", "oracle", "--episodes", str(episodes), "--episodes-per-update", str(per_update),
+                   "--lr", "2e-5", "--max-turns", str(turns), "--concurrency", "16", "--seed", str(args.seed),
+                   "--out", str(out), *how, *extra, *resume], log,
                   price_hint=args.price_hint, answer_key=args.answer_key, word_hint=args.word_hint)
 
 
@@ -400,7 +407,7 @@ def eval_table(args, domain: str) -> list[str]:
                          f"{real} | {top} | {entropy(row['strategies']):.2f} | {crit} | "
                          f"{row['wall'].get('wall_s', float('nan')):.0f} | {row['tokens'][0]} / {row['tokens'][1]} |")
         lines.append("")
-        for best in ("sft+rl-llm", "sft+rl-template", "fixed-plan"):  # the trained planners; the ceiling plan
+        for best in TRAINED:
             if best not in rows:
                 continue
             lines += [f"{best} minus each policy, {label}, paired over the cases both played:", "",
@@ -461,6 +468,8 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48,
                         help="Tokens per agent reply: realisation, rl-llm and eval.")
     parser.add_argument("--rl-episodes", type=int, default=512, help="RL episodes with the template agent.")
+    parser.add_argument("--rl-branch-episodes", type=int, default=1024,
+                        help="RL episodes with the template agent and all-strategy branching.")
     parser.add_argument("--rl-llm-episodes", type=int, default=64, help="RL episodes with the LLM agent.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -473,7 +482,7 @@ def main() -> None:
     for domain in args.domains.split(","):
         if "realisation" in wanted:
             realisation_piece(args, domain)
-        for which in ("sft", "rl-template", "rl-llm"):
+        for which in ("sft", "rl-template", "rl-branch", "rl-llm"):
             if which in wanted:
                 train_piece(args, domain, which, log)
         if "eval" in wanted:

@@ -133,6 +133,18 @@ def test_grpo_groups_learn_the_route_from_a_fresh_planner(domain, tmp_path):
     assert greedy == ["east"] * len(cases), f"first move should be east, got {greedy}"
 
 
+@pytest.mark.slow
+def test_branching_learns_the_first_move_from_a_fresh_planner(domain, tmp_path):
+    """All-strategy branching: every strategy is tried at every decision the planner reaches, so 4 updates
+    from chance are enough for the route's first move."""
+    cases = domain.load_cases("train", None)
+    trainer = RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain),
+                        scripted_config(episodes=64, branch_strategies=True, entropy_coef=0.0), tmp_path, progress=False)
+    train_sync(trainer)
+    greedy = [trainer.planner.plan(domain.opening(c), c).strategy for c in cases]
+    assert greedy == ["east"] * len(cases), f"first move should be east, got {greedy}"
+
+
 class Crash(RuntimeError):
     pass
 
@@ -185,7 +197,7 @@ def test_a_finished_run_is_not_overwritten_without_resume(domain, tmp_path):
     with pytest.raises(RLError, match="--resume"):
         train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), config, tmp_path,
                              progress=False))
-    for change in ({"seed": 4}, {"group_size": 2}):
+    for change in ({"seed": 4}, {"group_size": 2}, {"branch_strategies": True}):
         changed = RLConfig(**{**config.__dict__, **change})
         with pytest.raises(RLError, match="cannot resume"):
             train_sync(RLTrainer(fresh_planner(domain), domain, cases, make_env_factory(domain), changed, tmp_path,
@@ -294,6 +306,56 @@ def test_a_group_plays_one_case_with_one_seed_so_one_plan_gives_one_dialogue(tut
         assert all(len(texts) == 1 for texts in replies.values()), f"one strategy, one reply: {replies}"
     assert groups[0][0]["seed"] != groups[1][0]["seed"], "each group has its own seed"
     assert json.loads((out / "config.json").read_text())["group_size"] == 8
+
+
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
+def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_state(tutoring_planner, tmp_path):
+    """``branch_strategies``: with seeded players (template teacher, scripted student) every replay reaches the
+    played dialogue's state, so each decision gets a return for every strategy; the played one is the
+    dialogue's own return-to-go, and the others differ where the student answers the strategy differently."""
+    import asyncio
+
+    import ppdpp
+    from ppdpp.planner.training.rl import discounted_returns as returns_of
+
+    settings = ppdpp.RLSettings(domain="tutoring", planner=tutoring_planner, agent="template", user="scripted",
+                                critic="oracle", cases=3, out=tmp_path / "run")
+    config = ppdpp.RLConfig(episodes=4, episodes_per_update=4, branch_strategies=True, train_backbone=False,
+                            gamma=1.0, env=ppdpp.EnvConfig(max_turns=3, temperature=0.7))
+    trainer = ppdpp.RLRun(settings, config, progress=False).trainer
+    episodes = asyncio.run(trainer._play(range(4)))
+    branches = asyncio.run(trainer.play_branches(episodes))
+    names = set(get_domain("tutoring").strategy_names)
+    for episode, per_turn in zip(episodes, branches):
+        assert len(per_turn) == len(episode.strategies) > 0
+        for t, q in enumerate(per_turn):
+            assert q is not None and set(q) == names, f"episode {episode.index} decision {t}: {q}"
+            assert q[episode.strategies[t]] == pytest.approx(returns_of(episode.rewards, 1.0)[t])
+    spread = [max(q.values()) - min(q.values()) for per_turn in branches for q in per_turn if q]
+    assert max(spread) >= 1.0, f"some strategy must win where another fails: {spread}"
+    before = {k: v.clone() for k, v in trainer.planner.head.state_dict().items()}
+    trainer.update(episodes, branches)
+    assert any(not torch.equal(before[k], v) for k, v in trainer.planner.head.state_dict().items()), "a step"
+
+
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
+def test_strategy_values_tables_every_strategy_per_decision_after_the_prefix(tutoring_planner, tmp_path):
+    """benchmarks/strategy_values.py: one row per decision reached after the prefix, a mean return per strategy."""
+    import ppdpp
+    from repo_scripts import load_script
+
+    settings = ppdpp.RLSettings(domain="tutoring", planner=tutoring_planner, agent="template", user="scripted",
+                                critic="oracle", cases=3, out=tmp_path / "run")
+    config = ppdpp.RLConfig(episodes=6, episodes_per_update=6, branch_strategies=True,
+                            env=ppdpp.EnvConfig(max_turns=3, temperature=0.7))
+    trainer = ppdpp.RLRun(settings, config, progress=False).trainer
+    table = load_script("benchmarks/strategy_values.py").strategy_values(trainer, 6, "")
+    names = get_domain("tutoring").strategy_names
+    assert table[0] == "| decision | n | " + " | ".join(names) + " | sampled most |", table
+    rows = [line.split("|")[1:-1] for line in table[2:] if line.startswith("|")]
+    assert rows and rows[0][0].strip() == "1" and rows[0][1].strip() == "6", table
+    assert all(len(row) == len(names) + 3 and row[-1].strip().split(" ")[0] in names for row in rows), table
+    assert all(sum("**" in cell for cell in row) == 1 for row in rows), "the best strategy of each decision in bold"
 
 
 def test_evaluate_plays_each_planner_dir_with_the_planner_policy(counting_plugin, tutoring_planner, tmp_path):

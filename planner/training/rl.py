@@ -14,6 +14,13 @@ own draws differ; each dialogue's return is compared with its group's (minus the
 standard deviation) and that one weight goes on every turn. A group whose dialogues all end alike teaches
 nothing; a choice that wins against its own group on the same case and draws does.
 
+``branch_strategies`` replaces the sampled-action estimate altogether: after an update's dialogues are played,
+each decision ``t`` of each dialogue is played again with every other strategy at ``t`` (the same seed, so
+the same state: common random numbers; the planner samples after ``t``), which gives a return ``Q(s_t, a)`` for
+every strategy ``a``, and the step moves the logits by the gaps ``Q(s_t, a) - mean_a Q(s_t, a)`` (the natural
+policy gradient of a softmax policy, with Monte Carlo returns: see :meth:`RLTrainer.branch_update`): a strategy
+the planner rarely samples is still tried, and still moved, at every state the planner reaches.
+
 Why the default departs from PPDPP: normalising within an episode makes each episode's
 weights sum to zero, so an episode that succeeds after neutral turns (rewards 0, 0, 1: returns 1, 1, 1)
 teaches nothing; normalising the whole batch favours late turns, whose reward-to-go sums fewer penalties.
@@ -62,7 +69,7 @@ from ppdpp.planner.core.atomic import atomic_directory, remove_stale_temporaries
 from ppdpp.planner.core.bounds import check_fields
 from ppdpp.planner.core.domain import Case, Domain, DomainError, Turn
 from ppdpp.planner.core.faults import kill_point
-from ppdpp.planner.core.plan import TrainablePolicy
+from ppdpp.planner.core.plan import Plan, TrainablePolicy
 from ppdpp.planner.core.seeding import derive_seed, forked_torch_rng, python_random
 from ppdpp.planner.training.tracking import Tracker, check_report_to, open_trackers, report_to_field
 from ppdpp.simulators.critic import Critic
@@ -111,6 +118,10 @@ class RLConfig:
     keep_checkpoints: int = field(default=2, metadata={"min": 1, "help": "Checkpoints kept on disk."})
     grad_clip: float | None = field(default=1.0, metadata={"gt": 0, "help": "Gradient norm clip (none = off)."})
     entropy_coef: float = field(default=0.0, metadata={"min": 0, "help": "Entropy bonus weight."})
+    branch_strategies: bool = field(default=False, metadata={"help": (
+        "At every decision of each played dialogue, play it again with every other strategy there (same seed; "
+        "the planner samples after it) and step on the expected return over strategies, not on the sampled "
+        "one (all-action policy gradient; --normalize is then unused). Needs seeded players (docs/selfplay.md).")})
     train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
                                                          "negative": ["--head-only"]})
     split: str = field(default="train", metadata={"help": "Which cases to train on."})
@@ -389,6 +400,32 @@ class _Sampler:
         return self.planner.plan(conversation, case, sample=True, generator=self.generator)
 
 
+class _Branch:
+    """Plays ``forced`` (one strategy per decision, counted from the end of the case's opening), then samples
+    from ``sampler``: the replay of a played dialogue up to a decision, with another strategy there."""
+
+    def __init__(self, domain: Domain, forced: Sequence[str], sampler: _Sampler) -> None:
+        self.domain, self.forced, self.sampler = domain, list(forced), sampler
+        self.name = sampler.name
+
+    def _forced(self, conversation: Sequence[Turn], case: Case | None) -> Plan | None:
+        if case is None:
+            raise RLError("a branch counts its decisions from the case's opening: it needs the case")
+        turn = max(0, len(conversation) - len(self.domain.opening(case))) // 2
+        if turn >= len(self.forced):
+            return None
+        strategy = self.forced[turn]
+        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
+
+    async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        forced = self._forced(conversation, case)
+        return forced if forced is not None else await self.sampler.aplan(conversation, case)
+
+    def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
+        forced = self._forced(conversation, case)
+        return forced if forced is not None else self.sampler.plan(conversation, case)
+
+
 class RLTrainer:
     """Trains ``planner`` with REINFORCE on ``cases`` of ``domain``; ``make_env(config.env)`` builds one
     SelfPlayEnv with those settings (its critic from ``config.env.make_critic``), so the dialogues are played as
@@ -528,6 +565,7 @@ class RLTrainer:
             raise RLError(f"{state_file}: 'config' is not a dict; in {pointer}: {RESUME_FIX}")
         saved = {k: state["config"].get(k) for k in ("seed", "episodes_per_update", "gamma", "normalize")}
         saved["group_size"] = state["config"].get("group_size", 1)  # runs from before groups had none
+        saved["branch_strategies"] = state["config"].get("branch_strategies", False)  # (nor branches)
         mine = {k: getattr(self.config, k) for k in saved}
         saved_env = state["config"].get("env")
         if isinstance(saved_env, dict) and "user_personas" in saved_env:  # the user simulators the episodes met
@@ -606,13 +644,16 @@ class RLTrainer:
         return journal
 
     # -- the loop --------------------------------------------------------------------------------------
-    def update(self, episodes: Sequence[Episode]) -> float:
-        """One step over ``episodes``: REINFORCE, or the planner's own TD loss for a planner whose
-        ``learning_rule`` is ``"td"`` (:meth:`td_update`). Dropout draws from a fork of torch's global
-        generator seeded by the update number (replays are exact; the caller's generator state is left as it
-        was)."""
+    def update(self, episodes: Sequence[Episode], branches: Sequence[Sequence[dict[str, float] | None]] = ()) -> float:
+        """One step over ``episodes``: REINFORCE, the all-action step on ``branches`` (each decision's return
+        per strategy, from :meth:`play_branches`) with ``branch_strategies``, or the planner's own TD loss for a
+        planner whose ``learning_rule`` is ``"td"`` (:meth:`td_update`). Dropout draws from a fork of torch's
+        global generator seeded by the update number (replays are exact; the caller's generator state is left as
+        it was)."""
         if getattr(self.planner, "learning_rule", "reinforce") == "td":
             return self.td_update(episodes)
+        if self.config.branch_strategies:
+            return self.branch_update(episodes, branches)
         weights = advantages([e.rewards for e in episodes], self.config.gamma, self.config.normalize,
                              [self.group_of(e.index) for e in episodes])
         states = [s for e in episodes for s in e.states]
@@ -644,6 +685,83 @@ class RLTrainer:
             self.planner.train(False)
         return total
 
+    def branch_update(self, episodes: Sequence[Episode], branches: Sequence[Sequence[dict[str, float] | None]]) -> float:
+        """The natural step on every strategy's return: at each decision whose every strategy has a return, the
+        loss is ``-sum_a A(s, a) z_a(s)`` on the planner's logits ``z``, with ``A = Q - mean_a Q`` scaled by the
+        batch's standard deviation of ``A`` (a decision with a diverged replay is left out). For a softmax
+        policy that is the natural policy gradient step (Kakade 2001; Agarwal et al. 2021: logits += A), which
+        keeps moving a strategy the planner has all but dropped; the plain expected gradient
+        ``sum_a grad pi(a|s) Q(s, a)`` vanishes there, as ``pi(a|s)`` does (measured: docs/simulators.md)."""
+        names = list(self.domain.strategy_names)
+        states, cases, q_rows = [], [], []
+        for episode, per_turn in zip(episodes, branches, strict=True):
+            for t, q in enumerate(per_turn):
+                if q is not None and set(q) == set(names):
+                    states.append(episode.states[t])
+                    cases.append(self._cases_by_id[episode.case_id])
+                    q_rows.append([q[name] for name in names])
+        if not states:
+            return 0.0
+        q_all = torch.tensor(q_rows, dtype=torch.float32)
+        gaps = q_all - q_all.mean(-1, keepdim=True)
+        gaps = gaps / (gaps.std() + TURN_STD_FLOOR)
+        self.planner.train()
+        self.optimizer.zero_grad()
+        total = 0.0
+        try:
+            with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
+                for start in range(0, len(states), UPDATE_CHUNK):
+                    part = slice(start, start + UPDATE_CHUNK)
+                    logits = self.planner.logits(states[part], cases[part]).float()
+                    log_probs = torch.log_softmax(logits, dim=-1)
+                    loss = -(logits * gaps[part]).sum() / len(episodes)
+                    if self.config.entropy_coef:
+                        entropy = -(log_probs.exp() * log_probs).sum(-1)
+                        loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
+                    loss.backward()
+                    total += float(loss.detach())
+            kill_point("rl.update")
+            if self.config.grad_clip:
+                params = [p for group in self.optimizer.param_groups for p in group["params"]]
+                torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+            self.optimizer.step()
+        finally:
+            self.planner.train(False)
+        return total
+
+    async def play_branches(self, episodes: Sequence[Episode]) -> list[list[dict[str, float] | None]]:
+        """Each decision's return per strategy: the played one from the dialogue itself, every other one from a
+        replay with that strategy there (the episode's play seed, so the same state; the planner samples after
+        it with a seed of its own). ``None`` for a decision whose replay reached another state (an unseeded
+        player)."""
+        from ppdpp.simulators.runner import EpisodeJob, run_episodes
+
+        names = self.domain.strategy_names
+        out: list[list[dict[str, float] | None]] = []
+        jobs, slots = [], []
+        for i, episode in enumerate(episodes):
+            returns = discounted_returns(episode.rewards, self.config.gamma)
+            out.append([{chosen: returns[t]} for t, chosen in enumerate(episode.strategies)])
+            for t, chosen in enumerate(episode.strategies):
+                for other in names:
+                    if other == chosen:
+                        continue
+                    seed = derive_seed(self.config.seed, "branch", episode.index, t, other)
+                    policy = _Branch(self.domain, [*episode.strategies[:t], other], _Sampler(self.planner, seed))
+                    jobs.append(EpisodeJob(f"{episode.index}/{t}/{other}", self.case_of(episode.index), policy,
+                                           self.play_seed(episode.index)))
+                    slots.append((i, t, other))
+        results = await run_episodes(jobs, self.new_env, concurrency=self.config.concurrency, progress=False)
+        for (i, t, other), result in zip(slots, results, strict=True):
+            row = out[i][t]
+            if row is None:
+                continue
+            if len(result.states) <= t or tuple(result.states[t]) != tuple(episodes[i].states[t]):
+                out[i][t] = None  # the replay did not reach the dialogue's state
+                continue
+            row[other] = discounted_returns(result.rewards, self.config.gamma)[t]
+        return out
+
     def td_update(self, episodes: Sequence[Episode]) -> float:
         """Temporal-difference steps: ``planner.td_steps`` (default 1) optimizer steps on the planner's
         ``td_loss(episodes, cases_by_id, gamma)`` (a value-based planner such as DialogXpert's Q-network), each
@@ -666,10 +784,12 @@ class RLTrainer:
             self.planner.train(False)
         return total / steps
 
-    def _apply(self, update: int, episodes: list[Episode]) -> bool:
-        """Train on one update's episodes; ``True`` when a checkpoint was written."""
+    def _apply(self, update: int, episodes: list[Episode],
+               branches: Sequence[Sequence[dict[str, float] | None]] = ()) -> bool:
+        """Train on one update's episodes (sorted by index, as ``branches`` is); ``True`` when a checkpoint was
+        written."""
         episodes.sort(key=lambda e: e.index)
-        loss = self.update(episodes)
+        loss = self.update(episodes, branches)
         self.updates_done = update + 1
         self.finished.update(e.index for e in episodes)
         self.curve.append({**curve_point(update, episodes), "loss": loss})
@@ -748,7 +868,9 @@ class RLTrainer:
                 missing = [i for i in batch if all(e.index != i for e in done)]
                 if missing:
                     done += await self._play(missing)
-                if self._apply(update, done):
+                done.sort(key=lambda e: e.index)
+                branches = await self.play_branches(done) if self.config.branch_strategies else []
+                if self._apply(update, done, branches):
                     await asyncio.to_thread(self._report, tracker, logged)
                     logged = self.updates_done
         finally:
