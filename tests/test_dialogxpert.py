@@ -14,7 +14,7 @@ from ppdpp.planner.cli.app import app
 from ppdpp.planner.policy.dialogxpert import DialogXpertConfig, DialogXpertPolicy
 from ppdpp.planner.policy.policy_planner import PlannerConfig, PolicyPlanner
 from ppdpp.planner.registry.manager import get_domain
-from ppdpp.planner.training.rl import RLConfig, RLTrainer, train_sync
+from ppdpp.planner.training.rl import RLConfig, RLError, RLTrainer, train_sync
 from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig, SelfPlayEnv
 
@@ -116,3 +116,18 @@ def test_a_folder_played_with_another_top_k_than_it_was_trained_with_says_so(tmp
         assert not caplog.records, "played as trained: nothing to say"
         DialogXpertPolicy.from_directory(folder, domain)  # the default top-k, 3
     assert "trained with --dialogxpert-top-k 4 and is played with 3" in caplog.text, caplog.text
+
+
+def test_a_td_planner_is_not_trained_with_branches(tmp_path):
+    """``--branch-strategies`` steps a policy's logits; DialogXpert learns by its own TD loss: refused, nothing run."""
+    domain = register()
+    torch.manual_seed(0)
+    policy = DialogXpertPolicy(domain, PolicyPlanner(domain, PlannerConfig(max_length=32)), DialogXpertConfig())
+    agent, user, critic = ScriptedAgent(), ScriptedTraveller(), Critic(ScriptedCritic(), "greedy")
+    config = RLConfig(episodes=2, episodes_per_update=2, branch_strategies=True, env=EnvConfig(max_turns=2))
+    trainer = RLTrainer(policy, domain, domain.load_cases("train", None),
+                        lambda env_config: SelfPlayEnv(domain, agent, user, critic, env_config), config, tmp_path,
+                        progress=False)
+    with pytest.raises(RLError, match="own TD loss"):
+        train_sync(trainer)
+    assert not (tmp_path / "transcripts.jsonl").exists()

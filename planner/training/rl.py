@@ -120,8 +120,9 @@ class RLConfig:
     entropy_coef: float = field(default=0.0, metadata={"min": 0, "help": "Entropy bonus weight."})
     branch_strategies: bool = field(default=False, metadata={"help": (
         "At every decision of each played dialogue, play it again with every other strategy there (same seed; "
-        "the planner samples after it) and step on the expected return over strategies, not on the sampled "
-        "one (all-action policy gradient; --normalize is then unused). Needs seeded players (docs/selfplay.md).")})
+        "the planner samples after it) and move the planner's logits by every strategy's return, not only the "
+        "sampled one's (a natural policy-gradient step; --normalize is then unused). Needs seeded players "
+        "(docs/selfplay.md).")})
     train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
                                                          "negative": ["--head-only"]})
     split: str = field(default="train", metadata={"help": "Which cases to train on."})
@@ -851,6 +852,9 @@ class RLTrainer:
         config_path = self.out / "config.json"
         if not resume and (config_path.exists() or self.transcripts_path.exists()):
             raise RLError(f"{self.out} already holds a run: pass --resume to continue it, or choose another --out")
+        if self.config.branch_strategies and getattr(self.planner, "learning_rule", "reinforce") == "td":
+            raise RLError("branch_strategies steps a policy on every strategy's return; this planner learns by its "
+                          "own TD loss (learning_rule 'td'): train it without --branch-strategies")
         if resume:
             self.load_checkpoint()
         settings = {**self.run_settings, "domain": self.domain.name, **dataclasses.asdict(self.config)}
