@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -308,6 +309,18 @@ def test_a_group_plays_one_case_with_one_seed_so_one_plan_gives_one_dialogue(tut
     assert json.loads((out / "config.json").read_text())["group_size"] == 8
 
 
+def branching_trainer(planner: Path, tmp_path: Path, *, episodes: int, **config: Any) -> RLTrainer:
+    """The library's trainer of a tutoring run with branches: template teacher, scripted student, 3 cases, 3 turns,
+    the head only, one update of ``episodes``."""
+    import ppdpp
+
+    settings = ppdpp.RLSettings(domain="tutoring", planner=planner, agent="template", user="scripted",
+                                critic="oracle", cases=3, out=tmp_path / "run")
+    rl = ppdpp.RLConfig(episodes=episodes, episodes_per_update=episodes, branch_strategies=True, train_backbone=False,
+                        env=ppdpp.EnvConfig(max_turns=3, temperature=0.7), **config)
+    return ppdpp.RLRun(settings, rl, progress=False).trainer
+
+
 @pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_state(tutoring_planner, tmp_path):
     """``branch_strategies``: with seeded players (template teacher, scripted student) every replay reaches the
@@ -315,14 +328,9 @@ def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_s
     dialogue's own return-to-go, and the others differ where the student answers the strategy differently."""
     import asyncio
 
-    import ppdpp
     from ppdpp.planner.training.rl import discounted_returns as returns_of
 
-    settings = ppdpp.RLSettings(domain="tutoring", planner=tutoring_planner, agent="template", user="scripted",
-                                critic="oracle", cases=3, out=tmp_path / "run")
-    config = ppdpp.RLConfig(episodes=4, episodes_per_update=4, branch_strategies=True, train_backbone=False,
-                            gamma=1.0, env=ppdpp.EnvConfig(max_turns=3, temperature=0.7))
-    trainer = ppdpp.RLRun(settings, config, progress=False).trainer
+    trainer = branching_trainer(tutoring_planner, tmp_path, episodes=4, gamma=1.0)
     episodes = asyncio.run(trainer._play(range(4)))
     branches = asyncio.run(trainer.play_branches(episodes))
     names = set(get_domain("tutoring").strategy_names)
@@ -341,14 +349,9 @@ def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_s
 @pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_strategy_values_tables_every_strategy_per_decision_after_the_prefix(tutoring_planner, tmp_path):
     """benchmarks/strategy_values.py: one row per decision reached after the prefix, a mean return per strategy."""
-    import ppdpp
     from repo_scripts import load_script
 
-    settings = ppdpp.RLSettings(domain="tutoring", planner=tutoring_planner, agent="template", user="scripted",
-                                critic="oracle", cases=3, out=tmp_path / "run")
-    config = ppdpp.RLConfig(episodes=6, episodes_per_update=6, branch_strategies=True,
-                            env=ppdpp.EnvConfig(max_turns=3, temperature=0.7))
-    trainer = ppdpp.RLRun(settings, config, progress=False).trainer
+    trainer = branching_trainer(tutoring_planner, tmp_path, episodes=6)
     table = load_script("benchmarks/strategy_values.py").strategy_values(trainer, 6, "")
     names = get_domain("tutoring").strategy_names
     assert table[0] == "| decision | n | " + " | ".join(names) + " | sampled most |", table

@@ -76,6 +76,8 @@ from ppdpp.simulators.critic import Critic
 from ppdpp.simulators.env import EnvConfig
 
 Normalize = Literal["episode", "batch", "turn", "group", "none"]
+Branches = list[dict[str, float] | None]
+"""One dialogue's branches: per decision, each strategy's return there (``None``: a replay missed the state)."""
 STATE_FILE = "state.pt"
 LATEST_FILE = "latest.json"
 HEAD_FILE = "head.safetensors"  # a head-only checkpoint: the trained head alone
@@ -645,7 +647,7 @@ class RLTrainer:
         return journal
 
     # -- the loop --------------------------------------------------------------------------------------
-    def update(self, episodes: Sequence[Episode], branches: Sequence[Sequence[dict[str, float] | None]] = ()) -> float:
+    def update(self, episodes: Sequence[Episode], branches: Sequence[Branches] = ()) -> float:
         """One step over ``episodes``: REINFORCE, the all-action step on ``branches`` (each decision's return
         per strategy, from :meth:`play_branches`) with ``branch_strategies``, or the planner's own TD loss for a
         planner whose ``learning_rule`` is ``"td"`` (:meth:`td_update`). Dropout draws from a fork of torch's
@@ -661,6 +663,18 @@ class RLTrainer:
         cases = [self._cases_by_id[e.case_id] for e in episodes for _ in e.states]
         actions = torch.tensor([self.domain.strategy_index(a) for e in episodes for a in e.strategies])
         flat_weights = torch.tensor([w for ws in weights for w in ws], dtype=torch.float32)
+
+        def chunk_loss(part: slice, logits: torch.Tensor) -> torch.Tensor:
+            log_probs = torch.log_softmax(logits, dim=-1).gather(1, actions[part, None]).squeeze(1)
+            return reinforce_loss(log_probs, flat_weights[part], len(episodes))
+
+        return self._step(states, cases, len(episodes), chunk_loss)
+
+    def _step(self, states: Sequence[Sequence[Turn]], cases: Sequence[Case], episodes: int,
+              chunk_loss: Callable[[slice, torch.Tensor], torch.Tensor]) -> float:
+        """One optimizer step: ``chunk_loss(part, logits)`` (float logits of ``states[part]``) plus the entropy
+        bonus, per :data:`UPDATE_CHUNK` states with gradients accumulated, then the clip and the step; the summed
+        loss. The planner is in train mode meanwhile, its dropout drawing from a fork seeded by the update."""
         self.planner.train()
         self.optimizer.zero_grad()
         total = 0.0
@@ -668,13 +682,12 @@ class RLTrainer:
             with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
                 for start in range(0, len(states), UPDATE_CHUNK):
                     part = slice(start, start + UPDATE_CHUNK)
-                    logits = self.planner.logits(states[part], cases[part])
-                    all_log_probs = torch.log_softmax(logits.float(), dim=-1)
-                    log_probs = all_log_probs.gather(1, actions[part, None]).squeeze(1)
-                    loss = reinforce_loss(log_probs, flat_weights[part], len(episodes))
+                    logits = self.planner.logits(states[part], cases[part]).float()
+                    loss = chunk_loss(part, logits)
                     if self.config.entropy_coef:
-                        entropy = -(all_log_probs.exp() * all_log_probs).sum(-1)
-                        loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
+                        log_probs = torch.log_softmax(logits, dim=-1)
+                        entropy = -(log_probs.exp() * log_probs).sum(-1)
+                        loss = loss - self.config.entropy_coef * entropy.sum() / episodes
                     loss.backward()
                     total += float(loss.detach())
             kill_point("rl.update")
@@ -686,7 +699,7 @@ class RLTrainer:
             self.planner.train(False)
         return total
 
-    def branch_update(self, episodes: Sequence[Episode], branches: Sequence[Sequence[dict[str, float] | None]]) -> float:
+    def branch_update(self, episodes: Sequence[Episode], branches: Sequence[Branches]) -> float:
         """The natural step on every strategy's return: at each decision whose every strategy has a return, the
         loss is ``-sum_a A(s, a) z_a(s)`` on the planner's logits ``z``, with ``A = Q - mean_a Q`` scaled by the
         batch's standard deviation of ``A`` (a decision with a diverged replay is left out). For a softmax
@@ -706,31 +719,10 @@ class RLTrainer:
         q_all = torch.tensor(q_rows, dtype=torch.float32)
         gaps = q_all - q_all.mean(-1, keepdim=True)
         gaps = gaps / (gaps.std() + TURN_STD_FLOOR)
-        self.planner.train()
-        self.optimizer.zero_grad()
-        total = 0.0
-        try:
-            with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
-                for start in range(0, len(states), UPDATE_CHUNK):
-                    part = slice(start, start + UPDATE_CHUNK)
-                    logits = self.planner.logits(states[part], cases[part]).float()
-                    log_probs = torch.log_softmax(logits, dim=-1)
-                    loss = -(logits * gaps[part]).sum() / len(episodes)
-                    if self.config.entropy_coef:
-                        entropy = -(log_probs.exp() * log_probs).sum(-1)
-                        loss = loss - self.config.entropy_coef * entropy.sum() / len(episodes)
-                    loss.backward()
-                    total += float(loss.detach())
-            kill_point("rl.update")
-            if self.config.grad_clip:
-                params = [p for group in self.optimizer.param_groups for p in group["params"]]
-                torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
-            self.optimizer.step()
-        finally:
-            self.planner.train(False)
-        return total
+        n = len(episodes)
+        return self._step(states, cases, n, lambda part, logits: -(logits * gaps[part]).sum() / n)
 
-    async def play_branches(self, episodes: Sequence[Episode]) -> list[list[dict[str, float] | None]]:
+    async def play_branches(self, episodes: Sequence[Episode]) -> list[Branches]:
         """Each decision's return per strategy: the played one from the dialogue itself, every other one from a
         replay with that strategy there (the episode's play seed, so the same state; the planner samples after
         it with a seed of its own). ``None`` for a decision whose replay reached another state (an unseeded
@@ -738,7 +730,7 @@ class RLTrainer:
         from ppdpp.simulators.runner import EpisodeJob, run_episodes
 
         names = self.domain.strategy_names
-        out: list[list[dict[str, float] | None]] = []
+        out: list[Branches] = []
         jobs, slots = [], []
         for i, episode in enumerate(episodes):
             returns = discounted_returns(episode.rewards, self.config.gamma)
@@ -786,7 +778,7 @@ class RLTrainer:
         return total / steps
 
     def _apply(self, update: int, episodes: list[Episode],
-               branches: Sequence[Sequence[dict[str, float] | None]] = ()) -> bool:
+               branches: Sequence[Branches] = ()) -> bool:
         """Train on one update's episodes (sorted by index, as ``branches`` is); ``True`` when a checkpoint was
         written."""
         episodes.sort(key=lambda e: e.index)
