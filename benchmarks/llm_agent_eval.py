@@ -19,7 +19,8 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
   (``benchmarks/grounded_eval.py``'s stages and settings, same folders).
 * ``rl-branch``: SFT+RL trained with the template agent and all-strategy branching (``ppdpp rl
   --branch-strategies``: every strategy replayed at every decision), ``--rl-branch-episodes`` episodes, 32 per
-  update (folder ``rl-branch``).
+  update (folder ``rl-branch``); only when named (not in ``--piece all``), and its planner is evaluated when
+  ``--policies`` names ``sft+rl-branch``.
 * ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes, on the train
   cases, with the prompt levers given (folder ``rl-llm``, or ``rl-llm+words`` with ``--word-hint``, ...).
 * ``eval``: ``ppdpp evaluate`` of each policy (``--policies``) on the first ``--cases`` test cases, one folder per
@@ -60,14 +61,17 @@ from grounded_eval import SETTINGS, ppdpp  # noqa: E402  (benchmarks/ is the scr
 from ppdpp.simulators.evaluate import estimate, paired_difference  # noqa: E402
 
 POLICIES = ("no-planner", "random", "majority", "llm", "proactive", "procot", "sft", "sft+rl-template",
-            "sft+rl-branch", "sft+rl-llm")
+            "sft+rl-llm")
 """``llm``: the agent LLM picks the strategy with ppdpp's planning prompt; ``proactive`` and ``procot``: the PPDPP
-paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner."""
+paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner. Played when named too, not
+by default: ``sft+rl-branch`` (the ``rl-branch`` piece's planner) and ``fixed-plan``."""
 VARIANTS = ("ppdpp", "fewshot", "fewshot+price", "fewshot+words")
 VARIANT_DOMAIN = {"fewshot+price": "negotiation", "fewshot+words": "tutoring"}
 """The variants that only one domain has."""
 RUN_SETTINGS = ("--concurrency", "16")  # and --max-tokens (48 unless told)
 PIECES = ("realisation", "sft", "rl-template", "rl-branch", "rl-llm", "eval", "critic", "table")
+NAMED_ONLY = ("rl-branch",)
+"""Pieces that ``--piece all`` leaves out: they run when named (``--piece rl-branch``)."""
 TRAINED = ("sft+rl-llm", "sft+rl-branch", "sft+rl-template", "fixed-plan")
 """The policies whose differences against every other the table prints (the trained planners; the ceiling plan)."""
 
@@ -478,7 +482,7 @@ def main() -> None:
     args.data_dir = resolve_data_dir(args.data_dir)
     log: list[str] = []
     start = time.perf_counter()
-    wanted = set(PIECES) if "all" in args.piece else set(args.piece)
+    wanted = set(PIECES) - set(NAMED_ONLY) if "all" in args.piece else set(args.piece)
     for domain in args.domains.split(","):
         if "realisation" in wanted:
             realisation_piece(args, domain)

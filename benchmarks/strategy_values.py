@@ -34,7 +34,7 @@ import ppdpp  # noqa: E402
 def strategy_values(trainer, dialogues: int, prefix: str) -> list[str]:
     """The markdown table: per decision after ``prefix`` (a strategy every earlier decision played; empty =
     any), the mean return of each strategy over the decisions whose every replay reached the dialogue's state."""
-    episodes = asyncio.run(trainer._play(range(dialogues)))
+    episodes = asyncio.run(trainer.play(range(dialogues)))
     branches = asyncio.run(trainer.play_branches(episodes))
     names = list(trainer.domain.strategy_names)
     values: dict[int, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))

@@ -331,7 +331,7 @@ def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_s
     from ppdpp.planner.training.rl import discounted_returns as returns_of
 
     trainer = branching_trainer(tutoring_planner, tmp_path, episodes=4, gamma=1.0)
-    episodes = asyncio.run(trainer._play(range(4)))
+    episodes = asyncio.run(trainer.play(range(4)))
     branches = asyncio.run(trainer.play_branches(episodes))
     names = set(get_domain("tutoring").strategy_names)
     for episode, per_turn in zip(episodes, branches):
@@ -339,6 +339,17 @@ def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_s
         for t, q in enumerate(per_turn):
             assert q is not None and set(q) == names, f"episode {episode.index} decision {t}: {q}"
             assert q[episode.strategies[t]] == pytest.approx(returns_of(episode.rewards, 1.0)[t])
+    from ppdpp.planner.policy.baselines import FixedPlanConfig, FixedPlanPolicy
+    from ppdpp.simulators.runner import EpisodeJob, run_episodes
+
+    tutoring = get_domain("tutoring")
+    replays = asyncio.run(run_episodes(
+        [EpisodeJob(str(e.index), trainer.case_of(e.index),
+                    FixedPlanPolicy(tutoring, FixedPlanConfig(",".join(e.strategies))), trainer.play_seed(e.index))
+         for e in episodes], trainer.new_env, progress=False))
+    for episode, replay in zip(episodes, replays):
+        assert replay.strategies == episode.strategies and replay.rewards == pytest.approx(episode.rewards), \
+            f"episode {episode.index}: its own plan from its seed must replay it ({replay.rewards} vs {episode.rewards})"
     spread = [max(q.values()) - min(q.values()) for per_turn in branches for q in per_turn if q]
     assert max(spread) >= 1.0, f"some strategy must win where another fails: {spread}"
     before = {k: v.clone() for k, v in trainer.planner.head.state_dict().items()}

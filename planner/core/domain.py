@@ -177,6 +177,11 @@ class Domain(ABC):
     def opening(self, case: Case) -> list[Turn]:
         """The first turns of a simulated dialogue, before the planner's first move."""
 
+    def decision_index(self, conversation: Sequence[Turn], case: Case) -> int:
+        """Which of the agent's decisions ``conversation`` is waiting for: 0 right after the case's opening, then
+        one more per exchange (agent turn + user turn)."""
+        return max(0, len(conversation) - len(self.opening(case))) // 2
+
     @abstractmethod
     def agent_messages(
         self, case: Case, history: Sequence[Turn], strategy: str | None, *, reminder: bool = True

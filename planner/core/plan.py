@@ -27,6 +27,11 @@ class Plan:
     vetoed: str | None = None  # the strategy the policy chose, when a guardrail or hook replaced it
     veto_reason: str = ""  # why it was replaced (empty when it was not)
 
+    @classmethod
+    def certain(cls, strategy: str, instruction: str) -> Plan:
+        """``strategy`` chosen for sure (probability 1, the whole distribution on it): a scripted or named choice."""
+        return cls(strategy, instruction, 1.0, {strategy: 1.0})
+
 
 @runtime_checkable
 class Policy(Protocol):

@@ -185,6 +185,5 @@ class FixedPlanPolicy:
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         if case is None:
             raise DomainError("fixed-plan counts turns from the case's opening: it needs the case")
-        turn = max(0, len(conversation) - len(self.domain.opening(case))) // 2
-        strategy = self.strategies[min(turn, len(self.strategies) - 1)]
-        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
+        strategy = self.strategies[min(self.domain.decision_index(conversation, case), len(self.strategies) - 1)]
+        return Plan.certain(strategy, self.domain.instruction(strategy))

@@ -104,7 +104,7 @@ class LLMPlanner:
         if strategy is None:
             self.parse_failures += 1
             return Plan(None, "", 1.0, {})
-        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
+        return Plan.certain(strategy, self.domain.instruction(strategy))
 
     def plan(self, conversation: Sequence[Turn], case: Case | None = None) -> Plan:
         """``aplan`` for code without a running event loop."""

@@ -168,7 +168,7 @@ class PromptingPolicy:
         if strategy is None:
             self.parse_failures += 1
             return Plan(None, "", 1.0, {})
-        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
+        return Plan.certain(strategy, self.domain.instruction(strategy))
 
     def call_estimate(self, messages: list[Message]) -> dict:
         """One entry of :meth:`estimate_llm_calls` (the format simulators/estimate.py reads)."""

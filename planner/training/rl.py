@@ -414,11 +414,10 @@ class _Branch:
     def _forced(self, conversation: Sequence[Turn], case: Case | None) -> Plan | None:
         if case is None:
             raise RLError("a branch counts its decisions from the case's opening: it needs the case")
-        turn = max(0, len(conversation) - len(self.domain.opening(case))) // 2
+        turn = self.domain.decision_index(conversation, case)
         if turn >= len(self.forced):
             return None
-        strategy = self.forced[turn]
-        return Plan(strategy, self.domain.instruction(strategy), 1.0, {strategy: 1.0})
+        return Plan.certain(self.forced[turn], self.domain.instruction(self.forced[turn]))
 
     async def aplan(self, conversation: Sequence[Turn], case: Case | None = None) -> Any:
         forced = self._forced(conversation, case)
@@ -818,7 +817,9 @@ class RLTrainer:
                           f"but the run's config.env is {wanted}")
         return env
 
-    async def _play(self, indices: Sequence[int]) -> list[Episode]:
+    async def play(self, indices: Sequence[int]) -> list[Episode]:
+        """Play episodes ``indices`` of this run (their cases and seeds) with the planner sampling, writing each
+        to the transcript journal; the episodes in order."""
         from ppdpp.simulators.runner import EpisodeJob, run_episodes
 
         size = self.config.episodes_per_update
@@ -863,7 +864,7 @@ class RLTrainer:
                 done = [journal.pop(i) for i in batch if i in journal]
                 missing = [i for i in batch if all(e.index != i for e in done)]
                 if missing:
-                    done += await self._play(missing)
+                    done += await self.play(missing)
                 done.sort(key=lambda e: e.index)
                 branches = await self.play_branches(done) if self.config.branch_strategies else []
                 if self._apply(update, done, branches):
