@@ -21,6 +21,9 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
   --branch-strategies``: every strategy replayed at every decision), ``--rl-branch-episodes`` episodes, 32 per
   update (folder ``rl-branch``); only when named (not in ``--piece all``), and its planner is evaluated when
   ``--policies`` names ``sft+rl-branch``.
+* ``rl-dbias``: the same branching RL from an SFT planner with a bias per decision (``ppdpp sft --decision-bias``
+  with one row per turn, folder ``sft-dbias``; RL folder ``rl-dbias``); only when named, evaluated as
+  ``sft+rl-dbias``.
 * ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes, on the train
   cases, with the prompt levers given (folder ``rl-llm``, or ``rl-llm+words`` with ``--word-hint``, ...).
 * ``eval``: ``ppdpp evaluate`` of each policy (``--policies``) on the first ``--cases`` test cases, one folder per
@@ -64,15 +67,16 @@ POLICIES = ("no-planner", "random", "majority", "llm", "proactive", "procot", "s
             "sft+rl-llm")
 """``llm``: the agent LLM picks the strategy with ppdpp's planning prompt; ``proactive`` and ``procot``: the PPDPP
 paper's prompting baselines (Deng et al., 2023), also with the agent LLM as the planner. Played when named too, not
-by default: ``sft+rl-branch`` (the ``rl-branch`` piece's planner) and ``fixed-plan``."""
+by default: ``sft+rl-branch`` and ``sft+rl-dbias`` (the ``rl-branch`` and ``rl-dbias`` pieces' planners) and
+``fixed-plan``."""
 VARIANTS = ("ppdpp", "fewshot", "fewshot+price", "fewshot+words")
 VARIANT_DOMAIN = {"fewshot+price": "negotiation", "fewshot+words": "tutoring"}
 """The variants that only one domain has."""
 RUN_SETTINGS = ("--concurrency", "16")  # and --max-tokens (48 unless told)
-PIECES = ("realisation", "sft", "rl-template", "rl-branch", "rl-llm", "eval", "critic", "table")
-NAMED_ONLY = ("rl-branch",)
+PIECES = ("realisation", "sft", "rl-template", "rl-branch", "rl-dbias", "rl-llm", "eval", "critic", "table")
+NAMED_ONLY = ("rl-branch", "rl-dbias")
 """Pieces that ``--piece all`` leaves out: they run when named (``--piece rl-branch``)."""
-TRAINED = ("sft+rl-llm", "sft+rl-branch", "sft+rl-template", "fixed-plan")
+TRAINED = ("sft+rl-llm", "sft+rl-branch", "sft+rl-dbias", "sft+rl-template", "fixed-plan")
 """The policies whose differences against every other the table prints (the trained planners; the ceiling plan)."""
 
 
@@ -226,19 +230,22 @@ def planner_dirs(args, domain: str) -> dict[str, Path]:
     """The trained planners; SFT+RL with the LLM in the loop was trained with the same prompt levers."""
     root = args.out / domain
     return {"sft": root / "sft" / "best", "sft+rl-template": root / "rl" / "final",
-            "sft+rl-branch": root / "rl-branch" / "final", "sft+rl-llm": root / f"rl-llm{levers(args)}" / "final"}
+            "sft+rl-branch": root / "rl-branch" / "final", "sft+rl-dbias": root / "rl-dbias" / "final",
+            "sft+rl-llm": root / f"rl-llm{levers(args)}" / "final"}
 
 
 def train_piece(args, domain: str, which: str, log: list[str]) -> None:
     user, _, turns = SETTINGS[domain]
     root = args.out / domain
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
-    sft = root / "sft"
-    if which == "sft" and not (sft / "best" / "planner.json").is_file():
+    sfts = {"sft": (root / "sft", []), "rl-dbias": (root / "sft-dbias", ["--decision-bias", str(turns)])}
+    sft, bias = sfts.get(which, sfts["sft"])
+    if which in sfts and not (sft / "best" / "planner.json").is_file():
         run_ppdpp(["sft", "-d", domain, *data, "--out", str(sft), "--epochs", "3", "--max-length", "128",
-                   "--strategy-history", "--threads", "1", "--seed", str(args.seed)], log)
+                   "--strategy-history", *bias, "--threads", "1", "--seed", str(args.seed)], log)
     recipes = (("rl-template", "template", args.rl_episodes, 16, []),
                ("rl-branch", "template", args.rl_branch_episodes, 32, ["--branch-strategies"]),
+               ("rl-dbias", "template", args.rl_branch_episodes, 32, ["--branch-strategies"]),
                ("rl-llm", args.model, args.rl_llm_episodes, 16, []))
     for name, agent, episodes, per_update, how in recipes:
         out = root / name.replace("-template", "")
@@ -486,7 +493,7 @@ def main() -> None:
     for domain in args.domains.split(","):
         if "realisation" in wanted:
             realisation_piece(args, domain)
-        for which in ("sft", "rl-template", "rl-branch", "rl-llm"):
+        for which in ("sft", "rl-template", "rl-branch", "rl-dbias", "rl-llm"):
             if which in wanted:
                 train_piece(args, domain, which, log)
         if "eval" in wanted:

@@ -358,6 +358,31 @@ def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_s
 
 
 @pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
+def test_the_decision_bias_takes_plain_gradient_steps_on_the_decisions_played(tmp_path):
+    """A planner with ``decision_bias``: the bias is outside Adam (whose first step would be about ``lr`` for every
+    entry whatever its gradient), so the same update with twice ``decision_bias_lr`` moves it twice as far; the
+    rows of decisions never reached stay zero; the trained bias is in the saved planner."""
+    import asyncio
+
+    torch.manual_seed(0)
+    planner = PolicyPlanner(get_domain("tutoring"), PlannerConfig(max_length=32, decision_bias=5)).save_pretrained(
+        tmp_path / "sft")
+    moved = []
+    for lr in (1.0, 2.0):
+        trainer = branching_trainer(planner, tmp_path / f"lr{lr}", episodes=4, decision_bias_lr=lr)
+        assert not trainer.trains_head_only(), "the bias is saved with the whole planner"
+        episodes = asyncio.run(trainer.play(range(4)))
+        trainer.update(episodes, asyncio.run(trainer.play_branches(episodes)))
+        moved.append(trainer.planner.decision_bias.detach().clone())
+    reached = max(len(e.strategies) for e in episodes)
+    assert reached <= 3 and moved[0][:reached].abs().sum() > 0, moved[0]
+    assert torch.equal(moved[0][reached:], torch.zeros_like(moved[0][reached:])), "decisions never played stay 0"
+    assert torch.allclose(moved[1], 2 * moved[0], atol=1e-6), f"linear in decision_bias_lr: {moved}"
+    saved = PolicyPlanner.from_pretrained(trainer.save_checkpoint() / "planner")
+    assert torch.equal(saved.decision_bias, moved[1])
+
+
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_strategy_values_tables_every_strategy_per_decision_after_the_prefix(tutoring_planner, tmp_path):
     """benchmarks/strategy_values.py: one row per decision reached after the prefix, a mean return per strategy."""
     from repo_scripts import load_script

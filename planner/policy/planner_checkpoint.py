@@ -51,7 +51,8 @@ def hf_config(planner: "PolicyPlanner", encoder: Any) -> Any:
     config.id2label = dict(enumerate(names))
     config.label2id = {name: i for i, name in enumerate(names)}
     config.architectures = [ARCHITECTURE]
-    config.auto_map = {"AutoModelForSequenceClassification": f"modeling_ppdpp.{ARCHITECTURE}"}
+    if planner.decision_bias is None:  # else the decision index is not in the text a pipeline reads
+        config.auto_map = {"AutoModelForSequenceClassification": f"modeling_ppdpp.{ARCHITECTURE}"}
     config.ppdpp_pooling = planner.config.pooling
     config.problem_type = "single_label_classification"
     return config
@@ -60,12 +61,16 @@ def hf_config(planner: "PolicyPlanner", encoder: Any) -> Any:
 def write(planner: "PolicyPlanner", folder: Path, *, meta: dict[str, Any], card: str | None) -> None:
     """Write every file of the layout into the (empty, temporary) ``folder``."""
     from ppdpp.planner.policy.model_card import planner_card
-    from ppdpp.planner.policy.policy_planner import ADAPTER_DIR, CARD_FILE, CONFIG_FILE, MODEL_FILE, MODELING_FILE
+    from ppdpp.planner.policy.policy_planner import (
+        ADAPTER_DIR, CARD_FILE, CONFIG_FILE, DECISION_BIAS_KEY, MODEL_FILE, MODELING_FILE,
+    )
 
     encoder = merged_encoder(planner)
     hf_config(planner, encoder).save_pretrained(folder)
     tensors = {f"encoder.{k}": v for k, v in encoder.state_dict().items()}
     tensors.update({f"classifier.{k}": v for k, v in planner.head.state_dict().items()})
+    if planner.decision_bias is not None:
+        tensors[DECISION_BIAS_KEY] = planner.decision_bias
     save_file({k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in tensors.items()},
               str(folder / MODEL_FILE), metadata={"format": "pt"})
     shutil.copyfile(MODELING_SOURCE, folder / MODELING_FILE)
@@ -77,11 +82,13 @@ def write(planner: "PolicyPlanner", folder: Path, *, meta: dict[str, Any], card:
 
 
 def read(folder: Path, config: "PlannerConfig") -> tuple[nn.Module, Any, dict[str, torch.Tensor]]:
-    """``(encoder, tokenizer, head state)`` of a format-2 folder."""
+    """``(encoder, tokenizer, head state)`` of a format-2 folder; the head state also holds the per-decision bias
+    (``DECISION_BIAS_KEY``) when the folder has one."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from ppdpp.planner.policy.policy_planner import (
-        ADAPTER_DIR, HF_CONFIG_FILE, MODEL_FILE, PlannerFormatError, SAVE_AGAIN, _load_encoder, _require,
+        ADAPTER_DIR, DECISION_BIAS_KEY, HF_CONFIG_FILE, MODEL_FILE, PlannerFormatError, SAVE_AGAIN, _load_encoder,
+        _require,
     )
 
     weights = _require(folder / MODEL_FILE)
@@ -90,7 +97,8 @@ def read(folder: Path, config: "PlannerConfig") -> tuple[nn.Module, Any, dict[st
     except Exception as exc:  # truncated or not safetensors: name the file
         raise PlannerFormatError(f"{weights}: cannot be read ({type(exc).__name__}: {str(exc).strip()[:200]}); "
                                  f"{SAVE_AGAIN}") from None
-    head = {k.removeprefix("classifier."): v for k, v in tensors.items() if k.startswith("classifier.")}
+    head = {k.removeprefix("classifier."): v for k, v in tensors.items()
+            if k.startswith("classifier.") or k == DECISION_BIAS_KEY}
     if config.lora and (folder / ADAPTER_DIR).is_dir():
         from peft import PeftModel
 

@@ -23,7 +23,8 @@ from torch import nn
 Inference = Literal["auto", "eager", "int8"]
 INFERENCE_MODES: tuple[str, ...] = ("auto", "eager", "int8")
 
-Forward = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Forward = Callable[..., torch.Tensor]
+"""``PolicyPlanner.forward``: ``(input_ids, attention_mask[, decisions]) -> logits`` (collate's tensors)."""
 
 
 def resolve_inference(mode: str, device: torch.device) -> str:

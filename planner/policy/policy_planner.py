@@ -8,6 +8,14 @@ background (``domain.background(case)``) goes in front, capped at a quarter of `
 ESConv strategy predictors do: the strategies already used are the strongest hint of the next one. In
 self-play and RL the planner's own earlier choices fill them in; turns without a strategy render plainly.
 
+Decision bias. With ``decision_bias`` N the logits also get a learned bias per strategy for each of the agent's
+first N decisions (the decision index is the number of agent turns with a known strategy so far, as
+``strategy_history`` renders them; later decisions share the last row). The encoder reads nearly the same text at
+an agent's first and third turn, so what RL teaches at the many first decisions moves the few third ones with it;
+the bias lets a strategy win at one decision alone (docs/selfplay.md, "A bias per decision"). The index travels
+with the token ids (:class:`EncodedInput`), so such a planner is not a plain text classifier: its saved folder has
+no ``auto_map`` for transformers' pipeline and it does not export to ONNX.
+
 Pooling. ``"mean"`` (default) averages the token states under the attention mask: all-MiniLM-L6-v2 is a
 mean-pooling sentence encoder and that is what its weights were trained for. ``"cls"`` takes the first token's
 state, which suits encoders fine-tuned as classifiers such as ``roberta-large`` in the paper.
@@ -90,6 +98,10 @@ class PlannerConfig:
         "help": "Put the case background in front of the dialogue.", "aliases": ["--background"]})
     strategy_history: bool = field(default=False, metadata={
         "help": "Show each earlier agent turn's strategy in the planner input (Supporter [Question]: ...)."})
+    decision_bias: int = field(default=0, metadata={
+        "min": 0, "help": "Learn a bias per strategy for each of the agent's first N decisions (agent turns with a "
+                          "known strategy so far; later ones share the last): RL can then favour a strategy at one "
+                          "decision without moving the others. 0 = off (PPDPP's planner)."})
     dropout: float = field(default=0.1, metadata={"min": 0, "lt": 1, "help": "Dropout before the strategy head."})
     train_embeddings: bool = field(default=False, metadata={"help": "Also train the word-embedding matrix."})
     lora: bool = field(default=False, metadata={"help": "Train LoRA adapters (peft) instead of the whole encoder."})
@@ -108,6 +120,15 @@ class PlannerConfig:
 
     def __post_init__(self) -> None:
         check_fields(self)
+
+
+class EncodedInput(list[int]):
+    """A planner input's token ids (:meth:`PolicyPlanner.encode`) and the agent's decision index it was encoded
+    at, which a planner with ``decision_bias`` adds its bias row for."""
+
+    def __init__(self, ids: Sequence[int], decision: int) -> None:
+        super().__init__(ids)
+        self.decision = decision
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,9 @@ class PolicyPlanner(nn.Module):
         self._before, self._after = _special_tokens(self.tokenizer)
         self.dropout = nn.Dropout(self.config.dropout)
         self.head = nn.Linear(self.encoder.config.hidden_size, len(self.space.strategies))
+        self.decision_bias: nn.Parameter | None = (
+            nn.Parameter(torch.zeros(self.config.decision_bias, len(self.space.strategies)))
+            if self.config.decision_bias else None)
         self.inference_dtype = inference_dtype
         pick_dtype(inference_dtype, self.device)  # reject an unknown dtype now, not at the first plan
 
@@ -222,9 +246,13 @@ class PolicyPlanner(nn.Module):
             return f"{role} [{turn.strategy}]: {turn.text}"
         return f"{role}: {turn.text}"
 
-    def encode(self, conversation: Sequence[Turn], case: Case | None = None) -> list[int]:
+    def decision(self, conversation: Sequence[Turn]) -> int:
+        """The agent's decision index in ``conversation``: its turns with a known strategy so far."""
+        return sum(1 for turn in conversation if turn.speaker == "agent" and turn.strategy)
+
+    def encode(self, conversation: Sequence[Turn], case: Case | None = None) -> EncodedInput:
         """Token ids of the planner's input: ``[CLS] background [SEP] turn [SEP] turn ... [SEP]``, cut from the
-        left to ``max_length`` so that the newest turns are kept."""
+        left to ``max_length`` so that the newest turns are kept; they carry :meth:`decision`."""
         budget = self.config.max_length - len(self._before) - len(self._after)
         prefix: list[int] = []
         if self.config.use_background and case is not None:
@@ -237,26 +265,45 @@ class PolicyPlanner(nn.Module):
             for ids in self.tokenizer(lines, add_special_tokens=False)["input_ids"]:
                 body += (self._sep if body else []) + ids
         keep = budget - len(prefix)
-        return self._before + prefix + (body[-keep:] if body else []) + self._after
+        return EncodedInput(self._before + prefix + (body[-keep:] if body else []) + self._after,
+                            self.decision(conversation))
 
-    def collate(self, inputs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad token id lists into ``(input_ids, attention_mask)`` on the planner's device."""
+    def collate(self, inputs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, ...]:
+        """Right-pad token id lists into ``(input_ids, attention_mask)`` on the planner's device, and, for a
+        planner with ``decision_bias``, each input's decision index (inputs must come from :meth:`encode`)."""
         width = max(len(ids) for ids in inputs)
         ids = torch.full((len(inputs), width), self._pad, dtype=torch.long)
         mask = torch.zeros((len(inputs), width), dtype=torch.long)
         for row, seq in enumerate(inputs):
             ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
             mask[row, : len(seq)] = 1
-        return ids.to(self.device), mask.to(self.device)
+        if self.decision_bias is None:
+            return ids.to(self.device), mask.to(self.device)
+        missing = [row for row, seq in enumerate(inputs) if not isinstance(seq, EncodedInput)]
+        if missing:
+            raise ValueError(f"input {missing[0]} has no decision index: this planner (decision_bias="
+                             f"{self.config.decision_bias}) reads inputs made by encode(), not bare token ids")
+        decisions = torch.tensor([seq.decision for seq in inputs if isinstance(seq, EncodedInput)], dtype=torch.long)
+        return ids.to(self.device), mask.to(self.device), decisions.to(self.device)
 
     # ---- model ----------------------------------------------------------------------------------------
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Strategy logits ``[batch, n_strategies]`` for already tokenised input. When no encoder weight is
-        trainable (``freeze_encoder``, or RL's head-only training) the encodings come from :meth:`encodings`."""
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                decisions: torch.Tensor | None = None) -> torch.Tensor:
+        """Strategy logits ``[batch, n_strategies]`` for already tokenised input (:meth:`collate`'s tensors). When
+        no encoder weight is trainable (``freeze_encoder``, or RL's head-only training) the encodings come from
+        :meth:`encodings`. A planner with ``decision_bias`` adds the row of each input's decision index."""
         if self.cached_encodings:
-            return self.head(self.dropout(self.encodings(input_ids, attention_mask)))
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.head(self.dropout(self._pool(hidden, attention_mask)))
+            logits = self.head(self.dropout(self.encodings(input_ids, attention_mask)))
+        else:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            logits = self.head(self.dropout(self._pool(hidden, attention_mask)))
+        if self.decision_bias is None:
+            return logits
+        if decisions is None:
+            raise ValueError(f"this planner (decision_bias={self.config.decision_bias}) needs each input's decision "
+                             "index: pass collate()'s third tensor")
+        rows = decisions.clamp(max=self.config.decision_bias - 1)
+        return logits + self.decision_bias[rows].to(logits.dtype)
 
     @property
     def cached_encodings(self) -> bool:
@@ -283,7 +330,7 @@ class PolicyPlanner(nn.Module):
         pass of that shape, so an input's encoding is a function of its token ids alone, whichever inputs share
         its pass (concurrent dialogues, a resumed run): RL stays exactly reproducible while the passes are
         batched (about 3x fewer CPU seconds than one unpadded pass per input; docs/planner.md)."""
-        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_encodings", {})
+        cache: dict[tuple[int, ...], torch.Tensor] = self.__dict__.setdefault("_encodings", {})  # by token ids
         keys = [tuple(row[:n].tolist()) for row, n in zip(input_ids, attention_mask.sum(1).tolist())]
         missing = list(dict.fromkeys(key for key in keys if key not in cache))
         if missing:
@@ -503,14 +550,25 @@ class PolicyPlanner(nn.Module):
         encoder, tokenizer, head = read(directory, config)
         planner = cls(domain if domain is not None else space, config, encoder=encoder, tokenizer=tokenizer,
                       inference_dtype=inference_dtype)
+        bias = head.pop(DECISION_BIAS_KEY, None)
         try:
             planner.head.load_state_dict(head)
         except Exception as exc:  # of another shape: name the folder
             raise PlannerFormatError(f"{directory}: the head is not this planner's ({type(exc).__name__}: "
                                      f"{str(exc).strip()[:200]}); {SAVE_AGAIN}") from None
+        if planner.decision_bias is None or bias is None or bias.shape != planner.decision_bias.shape:
+            if bias is not None or planner.decision_bias is not None:
+                raise PlannerFormatError(
+                    f"{directory}: {CONFIG_FILE} says decision_bias={config.decision_bias} but {MODEL_FILE} holds "
+                    f"{'no decision bias' if bias is None else f'one of shape {list(bias.shape)}'}; {SAVE_AGAIN}")
+        else:
+            with torch.no_grad():
+                planner.decision_bias.copy_(bias)
         return planner.eval()
 
 
+DECISION_BIAS_KEY = "decision_bias"
+"""The per-decision bias's tensor in ``model.safetensors`` (planners with ``decision_bias`` only)."""
 ENCODING_CACHE_SIZE = 200_000  # frozen encoder: inputs whose encodings are kept (384 floats each for MiniLM)
 ENCODE_ROWS = 8
 """Frozen encoder: rows in every encoder pass of :meth:`PolicyPlanner.encodings` (a fixed shape, see there). 8
@@ -559,7 +617,7 @@ def _answer_plans(ref: "weakref.ref[PolicyPlanner]", requests: list[_PlanRequest
     if planner is None:  # cannot happen while a caller awaits aplan (it holds the planner)
         raise RuntimeError("the planner was garbage-collected with plan requests pending")
     results: list[Plan | Exception | None] = []
-    inputs: list[list[int]] = []
+    inputs: list[EncodedInput] = []
     for request in requests:
         try:
             inputs.append(planner.encode(request.conversation, request.case))
@@ -568,7 +626,7 @@ def _answer_plans(ref: "weakref.ref[PolicyPlanner]", requests: list[_PlanRequest
             results.append(exc)
     waiting = [i for i, result in enumerate(results) if result is None]
     if inputs and planner.cached_encodings:  # every new input in the same encoder passes, whatever its length
-        planner.encodings(*planner.collate(inputs))
+        planner.encodings(*planner.collate(inputs)[:2])
     by_length = plan_batching(planner) == "by_length"
     groups: dict[int, list[int]] = {}
     for row in range(len(waiting)):

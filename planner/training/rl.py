@@ -125,6 +125,9 @@ class RLConfig:
         "the planner samples after it) and move the planner's logits by every strategy's return, not only the "
         "sampled one's (a natural policy-gradient step; --normalize is then unused). Needs seeded players "
         "(docs/selfplay.md).")})
+    decision_bias_lr: float = field(default=1.0, metadata={"gt": 0, "help": (
+        "Step size of the planner's per-decision bias (a planner trained with --decision-bias): plain gradient "
+        "steps, as Adam would move every entry by about the same amount whatever its gradient.")})
     train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
                                                          "negative": ["--head-only"]})
     split: str = field(default="train", metadata={"help": "Which cases to train on."})
@@ -482,10 +485,18 @@ class RLTrainer:
                 p.requires_grad_(False)
             for p in head.parameters():
                 p.requires_grad_(True)
-        params = [p for p in module.parameters() if p.requires_grad]
+        bias = self._decision_bias()
+        if bias is not None:
+            bias.requires_grad_(True)  # part of the head
+        params = [p for p in module.parameters() if p.requires_grad and p is not bias]
         if not params:
             raise RLError("the planner has no trainable parameters")
         return torch.optim.AdamW(params, lr=self.config.lr)
+
+    def _decision_bias(self) -> torch.nn.Parameter | None:
+        """The planner's per-decision bias (``PlannerConfig.decision_bias``), which :meth:`_step` moves by plain
+        gradient steps outside the optimizer; ``None`` for other planners."""
+        return getattr(self.planner, "decision_bias", None)
 
     @property
     def transcripts_path(self) -> Path:
@@ -598,7 +609,7 @@ class RLTrainer:
         """Whether the optimizer trains the planner's ``head`` and nothing else (a frozen encoder, or
         ``train_backbone=False``): then a checkpoint saves only the head."""
         head = getattr(self.planner, "head", None)
-        if head is None:
+        if head is None or self._decision_bias() is not None:  # the bias is saved with the whole planner
             return False
         trained = {id(p) for group in self.optimizer.param_groups for p in group["params"]}
         return trained <= {id(p) for p in head.parameters()}
@@ -676,6 +687,9 @@ class RLTrainer:
         loss. The planner is in train mode meanwhile, its dropout drawing from a fork seeded by the update."""
         self.planner.train()
         self.optimizer.zero_grad()
+        bias = self._decision_bias()
+        if bias is not None:
+            bias.grad = None
         total = 0.0
         try:
             with forked_torch_rng(derive_seed(self.config.seed, "update-dropout", self.updates_done)):
@@ -694,6 +708,9 @@ class RLTrainer:
                 params = [p for group in self.optimizer.param_groups for p in group["params"]]
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
             self.optimizer.step()
+            if bias is not None and bias.grad is not None:
+                with torch.no_grad():
+                    bias.add_(bias.grad, alpha=-self.config.decision_bias_lr)
         finally:
             self.planner.train(False)
         return total
