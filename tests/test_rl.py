@@ -360,26 +360,32 @@ def test_branches_replay_each_decision_with_every_other_strategy_from_the_same_s
 @pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_the_decision_bias_takes_plain_gradient_steps_on_the_decisions_played(tmp_path):
     """A planner with ``decision_bias``: the bias is outside Adam (whose first step would be about ``lr`` for every
-    entry whatever its gradient), so the same update with twice ``decision_bias_lr`` moves it twice as far; the
-    rows of decisions never reached stay zero; the trained bias is in the saved planner."""
+    entry whatever its gradient), so the same update with twice ``decision_bias_lr`` moves it twice as far, and
+    ``decision_bias_decay`` forgets that share of it first; the rows of decisions never reached only decay; the
+    trained bias is in the saved planner."""
     import asyncio
 
     torch.manual_seed(0)
-    planner = PolicyPlanner(get_domain("tutoring"), PlannerConfig(max_length=32, decision_bias=5)).save_pretrained(
-        tmp_path / "sft")
-    moved = []
-    for lr in (1.0, 2.0):
-        trainer = branching_trainer(planner, tmp_path / f"lr{lr}", episodes=4, decision_bias_lr=lr)
+    start = PolicyPlanner(get_domain("tutoring"), PlannerConfig(max_length=32, decision_bias=5))
+    with torch.no_grad():
+        start.decision_bias.fill_(1.0)
+    planner = start.save_pretrained(tmp_path / "sft")
+    after = {}
+    for lr, decay in ((1.0, 0.0), (2.0, 0.0), (1.0, 0.5)):
+        trainer = branching_trainer(planner, tmp_path / f"lr{lr}-{decay}", episodes=4, decision_bias_lr=lr,
+                                    decision_bias_decay=decay)
         assert not trainer.trains_head_only(), "the bias is saved with the whole planner"
         episodes = asyncio.run(trainer.play(range(4)))
         trainer.update(episodes, asyncio.run(trainer.play_branches(episodes)))
-        moved.append(trainer.planner.decision_bias.detach().clone())
+        after[lr, decay] = trainer.planner.decision_bias.detach().clone()
+    step = after[1.0, 0.0] - 1.0
     reached = max(len(e.strategies) for e in episodes)
-    assert reached <= 3 and moved[0][:reached].abs().sum() > 0, moved[0]
-    assert torch.equal(moved[0][reached:], torch.zeros_like(moved[0][reached:])), "decisions never played stay 0"
-    assert torch.allclose(moved[1], 2 * moved[0], atol=1e-6), f"linear in decision_bias_lr: {moved}"
+    assert reached <= 3 and step[:reached].abs().sum() > 0, step
+    assert torch.equal(step[reached:], torch.zeros_like(step[reached:])), "decisions never played do not move"
+    assert torch.allclose(after[2.0, 0.0] - 1.0, 2 * step, atol=1e-6), f"linear in decision_bias_lr: {after}"
+    assert torch.allclose(after[1.0, 0.5], after[1.0, 0.0] - 0.5, atol=1e-6), f"half forgotten first: {after}"
     saved = PolicyPlanner.from_pretrained(trainer.save_checkpoint() / "planner")
-    assert torch.equal(saved.decision_bias, moved[1])
+    assert torch.equal(saved.decision_bias, after[1.0, 0.5])
 
 
 @pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)

@@ -128,6 +128,9 @@ class RLConfig:
     decision_bias_lr: float = field(default=1.0, metadata={"gt": 0, "help": (
         "Step size of the planner's per-decision bias (a planner trained with --decision-bias): plain gradient "
         "steps, as Adam would move every entry by about the same amount whatever its gradient.")})
+    decision_bias_decay: float = field(default=0.0, metadata={"min": 0, "lt": 1, "help": (
+        "Share of the per-decision bias forgotten at every update, before its step: the bias then follows the "
+        "recent returns of each decision, not what the first, untrained updates said (0 = keep all).")})
     train_backbone: bool = field(default=True, metadata={"help": "Update the encoder too (else the head only).",
                                                          "negative": ["--head-only"]})
     split: str = field(default="train", metadata={"help": "Which cases to train on."})
@@ -710,7 +713,7 @@ class RLTrainer:
             self.optimizer.step()
             if bias is not None and bias.grad is not None:
                 with torch.no_grad():
-                    bias.add_(bias.grad, alpha=-self.config.decision_bias_lr)
+                    bias.mul_(1 - self.config.decision_bias_decay).add_(bias.grad, alpha=-self.config.decision_bias_lr)
         finally:
             self.planner.train(False)
         return total
