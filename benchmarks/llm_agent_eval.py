@@ -21,9 +21,9 @@ Pieces (``--piece``, with ``--domains`` and ``--cases``):
   --branch-strategies``: every strategy replayed at every decision), ``--rl-branch-episodes`` episodes, 32 per
   update (folder ``rl-branch``); only when named (not in ``--piece all``), and its planner is evaluated when
   ``--policies`` names ``sft+rl-branch``.
-* ``rl-dbias``: the same branching RL from an SFT planner with a bias per decision (``ppdpp sft --decision-bias``
-  with one row per turn, folder ``sft-dbias``; RL folder ``rl-dbias``); only when named, evaluated as
-  ``sft+rl-dbias``.
+* ``rl-dbias``: branching RL of the head and a bias per decision only (``--head-only``) from an SFT planner that
+  has one (``ppdpp sft --decision-bias`` with one row per turn, folder ``sft-dbias``), ``--rl-dbias-episodes``
+  episodes, 32 per update (folder ``rl-dbias``); only when named, evaluated as ``sft+rl-dbias``.
 * ``rl-llm``: SFT+RL trained with the LLM agent in the loop for ``--rl-llm-episodes`` episodes, on the train
   cases, with the prompt levers given (folder ``rl-llm``, or ``rl-llm+words`` with ``--word-hint``, ...).
 * ``eval``: ``ppdpp evaluate`` of each policy (``--policies``) on the first ``--cases`` test cases, one folder per
@@ -245,7 +245,7 @@ def train_piece(args, domain: str, which: str, log: list[str]) -> None:
                    "--strategy-history", *bias, "--threads", "1", "--seed", str(args.seed)], log)
     recipes = (("rl-template", "template", args.rl_episodes, 16, []),
                ("rl-branch", "template", args.rl_branch_episodes, 32, ["--branch-strategies"]),
-               ("rl-dbias", "template", args.rl_branch_episodes, 32, ["--branch-strategies"]),
+               ("rl-dbias", "template", args.rl_dbias_episodes, 32, ["--branch-strategies", "--head-only"]),
                ("rl-llm", args.model, args.rl_llm_episodes, 16, []))
     for name, agent, episodes, per_update, how in recipes:
         out = root / name.replace("-template", "")
@@ -481,6 +481,8 @@ def main() -> None:
     parser.add_argument("--rl-episodes", type=int, default=512, help="RL episodes with the template agent.")
     parser.add_argument("--rl-branch-episodes", type=int, default=1024,
                         help="RL episodes with the template agent and all-strategy branching.")
+    parser.add_argument("--rl-dbias-episodes", type=int, default=4096,
+                        help="RL episodes of the rl-dbias piece (head and per-decision bias, with branching).")
     parser.add_argument("--rl-llm-episodes", type=int, default=64, help="RL episodes with the LLM agent.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
