@@ -389,6 +389,36 @@ def test_the_decision_bias_takes_plain_gradient_steps_on_the_decisions_played(tm
 
 
 @pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
+def test_a_branching_run_with_a_decision_bias_resumed_ends_as_the_straight_run(tmp_path):
+    """``--resume`` of a branching run of the head and a per-decision bias (as docs/simulators.md's tutoring run,
+    played in pieces): half the episodes, then the rest resumed, give the straight run's dialogues and weights."""
+    import ppdpp
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    planner = PolicyPlanner(get_domain("tutoring"), PlannerConfig(max_length=32, decision_bias=4)).save_pretrained(
+        tmp_path / "sft")
+
+    def train(out: Path, episodes: int, resume: bool = False) -> None:
+        settings = ppdpp.RLSettings(domain="tutoring", planner=planner, agent="template", user="scripted",
+                                    critic="oracle", cases=3, out=out, resume=resume)
+        rl = ppdpp.RLConfig(episodes=episodes, episodes_per_update=4, branch_strategies=True, train_backbone=False,
+                            env=ppdpp.EnvConfig(max_turns=3, temperature=0.7))
+        ppdpp.RLRun(settings, rl, progress=False).train()
+
+    train(tmp_path / "straight", 8)
+    train(tmp_path / "pieces", 4)
+    train(tmp_path / "pieces", 8, resume=True)
+    plays = [[(s["strategy"], s["reward"]) for s in json.loads(row)["steps"]]
+             for run in ("straight", "pieces") for row in (tmp_path / run / "transcripts.jsonl").read_text().splitlines()]
+    assert plays[:8] == plays[8:], "the resumed run plays the straight run's dialogues"
+    straight, pieces = (load_file(str(tmp_path / run / "final" / "model.safetensors")) for run in ("straight", "pieces"))
+    assert straight["decision_bias"].abs().sum() > 0, "the bias was trained"
+    for name in ("decision_bias", "classifier.weight", "classifier.bias"):
+        assert torch.allclose(straight[name], pieces[name], atol=1e-5), f"{name} differs after the resume"
+
+
+@pytest.mark.slow  # trains, plays dialogues or waits on real back-off/kills (docs/architecture.md, Tests)
 def test_strategy_values_tables_every_strategy_per_decision_after_the_prefix(tutoring_planner, tmp_path):
     """benchmarks/strategy_values.py: one row per decision reached after the prefix, a mean return per strategy."""
     from repo_scripts import load_script
