@@ -56,6 +56,8 @@ def test_a_saved_decision_bias_loads_back_and_the_folder_makes_no_pipeline_claim
     assert loaded.plan(probe).distribution == pytest.approx(planner.plan(probe).distribution, abs=1e-4)
     assert not json.loads((folder / "config.json").read_text()).get("auto_map"), \
         "a text pipeline cannot pass the decision index: no auto_map to its class"
+    card = (folder / "README.md").read_text()
+    assert "Only with ppdpp" in card and "trust_remote_code" not in card, "the card must not offer the pipeline"
     meta = json.loads((folder / "planner.json").read_text())
     meta["planner"]["decision_bias"] = 0
     (folder / "planner.json").write_text(json.dumps(meta))

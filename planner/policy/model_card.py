@@ -41,6 +41,17 @@ def planner_card(planner: "PolicyPlanner") -> str:
         ", earlier agent turns with their strategy" if config.strategy_history else "")
     rows = "\n".join(f"| {i} | {name} | {instruction} |" for i, (name, instruction) in
                      enumerate(space.strategies.items()))
+    bias = (f", plus a learned bias per strategy for each of the agent's first {config.decision_bias} decisions"
+            if config.decision_bias else "")
+    without = ("""Only with ppdpp: the per-decision bias needs each input's decision index, which a text classifier is not
+given, so the folder has no `auto_map` and does not export to ONNX.""" if config.decision_bias else """Without ppdpp, as a text classifier (the folder is a transformers checkpoint; its class is in `modeling_ppdpp.py`,
+since transformers has no built-in mean-pooling classifier):
+
+```python
+from transformers import pipeline
+classify = pipeline("text-classification", model="PATH_OR_HUB_ID", trust_remote_code=True, top_k=None)
+classify(planner.input_text(conversation, case))   # ppdpp renders the input text
+```""")
     return f"""---
 library_name: transformers
 pipeline_tag: text-classification
@@ -64,7 +75,7 @@ agent's prompt. The agent is the `{space.agent_role}`, the user the `{space.user
 
 ## Model
 
-- Backbone: `{backbone}`, {config.pooling} pooling, one linear layer over the strategies{' (LoRA, merged)' if config.lora else ''}.
+- Backbone: `{backbone}`, {config.pooling} pooling, one linear layer over the strategies{' (LoRA, merged)' if config.lora else ''}{bias}.
 - Input: the turns as `Role: text` joined by the separator token, the newest {config.max_length} tokens
   (cut from the left){extras}.
 
@@ -78,14 +89,7 @@ planner = ppdpp.PolicyPlanner.from_pretrained("PATH_OR_HUB_ID")
 plan = planner.plan(conversation, case)        # plan.strategy, plan.instruction, plan.distribution
 ```
 
-Without ppdpp, as a text classifier (the folder is a transformers checkpoint; its class is in `modeling_ppdpp.py`,
-since transformers has no built-in mean-pooling classifier):
-
-```python
-from transformers import pipeline
-classify = pipeline("text-classification", model="PATH_OR_HUB_ID", trust_remote_code=True, top_k=None)
-classify(planner.input_text(conversation, case))   # ppdpp renders the input text
-```
+{without}
 
 ## Intended use and limits
 
