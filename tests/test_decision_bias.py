@@ -3,6 +3,7 @@ index, its save/load round trip, and the paths that cannot carry the index refus
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -46,6 +47,12 @@ def test_a_bias_row_moves_its_decision_and_the_later_ones_that_share_the_last_ro
         "rows 0 and 1 are zero: the encoder alone decides there"
     batch = planner.plan_batch([after(), after("Correction", "Correction")])
     assert [p.strategy for p in batch] == [plans[0].strategy, "Confirmation"], "each row of a batch has its own index"
+
+    async def concurrent() -> list:
+        return await asyncio.gather(planner.aplan(after()), planner.aplan(after("Correction", "Correction")))
+
+    assert [p.strategy for p in asyncio.run(concurrent())] == [plans[0].strategy, "Confirmation"], \
+        "aplan's worker (PlannedAgent, ppdpp serve) reads each request's own index"
 
 
 def test_a_saved_decision_bias_loads_back_and_the_folder_makes_no_pipeline_claim(planner, tmp_path):
