@@ -75,16 +75,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     user, _, turns = SETTINGS[args.domain]
-    settings = ppdpp.RLSettings(domain=args.domain, planner=args.planner, agent="template", user=user,
-                                critic="oracle", data_dir=args.data_dir, out=Path(tempfile.mkdtemp()) / "run")
-    config = ppdpp.RLConfig(episodes=args.dialogues, episodes_per_update=args.dialogues, branch_strategies=True,
-                            split=args.split, seed=args.seed, concurrency=16,
-                            env=ppdpp.EnvConfig(max_turns=turns, temperature=args.temperature))
-    trainer = ppdpp.RLRun(settings, config, progress=False).trainer
-    print(f"{args.domain}, {args.planner}, {args.dialogues} dialogues on {args.split} (seed {args.seed}), template "
-          f"agent, {user} user, oracle; mean return of each strategy at each decision"
-          + (f" after {args.prefix} every turn" if args.prefix else "") + ":\n")
-    print("\n".join(strategy_values(trainer, args.dialogues, args.prefix)))
+    with tempfile.TemporaryDirectory(prefix="ppdpp-strategy-values-") as tmp:  # the trainer's run folder, unused
+        settings = ppdpp.RLSettings(domain=args.domain, planner=args.planner, agent="template", user=user,
+                                    critic="oracle", data_dir=args.data_dir, out=Path(tmp) / "run")
+        config = ppdpp.RLConfig(episodes=args.dialogues, episodes_per_update=args.dialogues, branch_strategies=True,
+                                split=args.split, seed=args.seed, concurrency=16,
+                                env=ppdpp.EnvConfig(max_turns=turns, temperature=args.temperature))
+        trainer = ppdpp.RLRun(settings, config, progress=False).trainer
+        print(f"{args.domain}, {args.planner}, {args.dialogues} dialogues on {args.split} (seed {args.seed}), "
+              f"template agent, {user} user, oracle; mean return of each strategy at each decision"
+              + (f" after {args.prefix} every turn" if args.prefix else "") + ":\n")
+        print("\n".join(strategy_values(trainer, args.dialogues, args.prefix)))
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ def export_onnx(planner: "PolicyPlanner", path: str | Path, *, opset: int = OPSE
     if planner.decision_bias is not None:
         from ppdpp.planner.policy.policy_planner import PlannerFormatError
 
-        raise PlannerFormatError(f"this planner has a per-decision bias (decision_bias={planner.config.decision_bias}): "
-                         "its decision index is not in the token ids an ONNX graph reads; it runs in ppdpp only")
+        raise PlannerFormatError(
+            f"this planner has a per-decision bias (decision_bias={planner.config.decision_bias}): its decision "
+            "index is not in the token ids an ONNX graph reads; it runs in ppdpp only")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = planner.training

@@ -247,7 +247,9 @@ class PolicyPlanner(nn.Module):
         return f"{role}: {turn.text}"
 
     def decision(self, conversation: Sequence[Turn]) -> int:
-        """The agent's decision index in ``conversation``: its turns with a known strategy so far."""
+        """The agent's decision index in ``conversation``: its turns with a known strategy so far. Unlike
+        :meth:`Domain.decision_index` (exchanges since the case's opening) it needs neither the domain nor the case,
+        so a planner loaded without its plugin, or behind a chatbot, counts the same way."""
         return sum(1 for turn in conversation if turn.speaker == "agent" and turn.strategy)
 
     def encode(self, conversation: Sequence[Turn], case: Case | None = None) -> EncodedInput:
@@ -556,12 +558,12 @@ class PolicyPlanner(nn.Module):
         except Exception as exc:  # of another shape: name the folder
             raise PlannerFormatError(f"{directory}: the head is not this planner's ({type(exc).__name__}: "
                                      f"{str(exc).strip()[:200]}); {SAVE_AGAIN}") from None
-        if planner.decision_bias is None or bias is None or bias.shape != planner.decision_bias.shape:
-            if bias is not None or planner.decision_bias is not None:
-                raise PlannerFormatError(
-                    f"{directory}: {CONFIG_FILE} says decision_bias={config.decision_bias} but {MODEL_FILE} holds "
-                    f"{'no decision bias' if bias is None else f'one of shape {list(bias.shape)}'}; {SAVE_AGAIN}")
-        else:
+        expected = None if planner.decision_bias is None else planner.decision_bias.shape
+        if (None if bias is None else bias.shape) != expected:
+            raise PlannerFormatError(
+                f"{directory}: {CONFIG_FILE} says decision_bias={config.decision_bias} but {MODEL_FILE} holds "
+                f"{'no decision bias' if bias is None else f'one of shape {list(bias.shape)}'}; {SAVE_AGAIN}")
+        if planner.decision_bias is not None and bias is not None:
             with torch.no_grad():
                 planner.decision_bias.copy_(bias)
         return planner.eval()
